@@ -1,0 +1,2 @@
+//! Exporters (stub).
+pub mod config;

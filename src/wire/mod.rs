@@ -1,0 +1,339 @@
+//! Protobuf wire-format primitives: the fast path reads only the fields casefile needs
+//! straight from encoded bytes and writes kept spans back out without re-encoding them.
+//! `decode` turns an ExportTraceServiceRequest into [`crate::model::Span`]s, `encode`
+//! builds requests from kept spans, `json` maps OTLP/JSON to and from protobuf bytes.
+
+pub mod decode;
+pub mod encode;
+pub mod json;
+
+use thiserror::Error;
+
+/// Why bytes are not a valid protobuf message.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WireError {
+    #[error("truncated message")]
+    Truncated,
+    #[error("varint longer than 10 bytes")]
+    VarintOverflow,
+    #[error("unsupported wire type {0}")]
+    WireType(u8),
+    #[error("invalid field number 0")]
+    FieldZero,
+    #[error("field {field} has wire type {got}, expected {want}")]
+    Mismatch { field: u32, got: u8, want: u8 },
+    #[error("field {0} is not valid UTF-8")]
+    Utf8(u32),
+    #[error("nesting deeper than 64 levels")]
+    TooDeep,
+}
+
+pub const VARINT: u8 = 0;
+pub const I64: u8 = 1;
+pub const LEN: u8 = 2;
+pub const I32: u8 = 5;
+
+/// Reads a varint at `*pos`, advancing it.
+#[inline]
+pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    let mut value: u64 = 0;
+    for i in 0..10 {
+        let b = *buf.get(*pos).ok_or(WireError::Truncated)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::VarintOverflow)
+}
+
+/// One field of a message: its number and its value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field<'a> {
+    Varint(u64),
+    I64(u64),
+    Len(&'a [u8]),
+    I32(u32),
+}
+
+impl Field<'_> {
+    pub fn wire_type(&self) -> u8 {
+        match self {
+            Field::Varint(_) => VARINT,
+            Field::I64(_) => I64,
+            Field::Len(_) => LEN,
+            Field::I32(_) => I32,
+        }
+    }
+}
+
+/// Iterates the top-level fields of one encoded message. Yields an error (once) and stops
+/// on malformed input; never panics.
+pub struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Fields { buf, pos: 0, failed: false }
+    }
+
+    fn next_field(&mut self) -> Result<(u32, Field<'a>), WireError> {
+        let key = read_varint(self.buf, &mut self.pos)?;
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::VarintOverflow)?;
+        if number == 0 {
+            return Err(WireError::FieldZero);
+        }
+        let field = match (key & 7) as u8 {
+            VARINT => Field::Varint(read_varint(self.buf, &mut self.pos)?),
+            I64 => {
+                let b = self.take(8)?;
+                Field::I64(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            }
+            LEN => {
+                let len = read_varint(self.buf, &mut self.pos)?;
+                let len = usize::try_from(len).map_err(|_| WireError::Truncated)?;
+                Field::Len(self.take(len)?)
+            }
+            I32 => {
+                let b = self.take(4)?;
+                Field::I32(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            }
+            other => return Err(WireError::WireType(other)),
+        };
+        Ok((number, field))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).ok_or(WireError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(WireError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Field<'a>), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos >= self.buf.len() {
+            return None;
+        }
+        let r = self.next_field();
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}
+
+/// The last occurrence of string field `number` in `msg` (proto3: last one wins), if valid.
+pub fn string_field(msg: &[u8], number: u32) -> Option<&str> {
+    let mut found = None;
+    for f in Fields::new(msg) {
+        match f {
+            Ok((n, Field::Len(b))) if n == number => found = Some(b),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    found.and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// A borrowed `AnyValue`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnyValueRef<'a> {
+    Empty,
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    /// Encoded `ArrayValue`.
+    Array(&'a [u8]),
+    /// Encoded `KeyValueList`.
+    KvList(&'a [u8]),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> AnyValueRef<'a> {
+    /// Parses an encoded `AnyValue` message. Malformed values read as `Empty`.
+    pub fn parse(msg: &'a [u8]) -> AnyValueRef<'a> {
+        let mut v = AnyValueRef::Empty;
+        for f in Fields::new(msg) {
+            v = match f {
+                Ok((1, Field::Len(b))) => match std::str::from_utf8(b) {
+                    Ok(s) => AnyValueRef::Str(s),
+                    Err(_) => AnyValueRef::Empty,
+                },
+                Ok((2, Field::Varint(x))) => AnyValueRef::Bool(x != 0),
+                Ok((3, Field::Varint(x))) => AnyValueRef::Int(x as i64),
+                Ok((4, Field::I64(x))) => AnyValueRef::Double(f64::from_bits(x)),
+                Ok((5, Field::Len(b))) => AnyValueRef::Array(b),
+                Ok((6, Field::Len(b))) => AnyValueRef::KvList(b),
+                Ok((7, Field::Len(b))) => AnyValueRef::Bytes(b),
+                Ok(_) => continue,
+                Err(_) => return AnyValueRef::Empty,
+            };
+        }
+        v
+    }
+
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self {
+            AnyValueRef::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            AnyValueRef::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            AnyValueRef::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The value as the Collector's `pcommon.Value.AsString` renders scalars.
+    pub fn to_display_string(&self) -> String {
+        match self {
+            AnyValueRef::Empty => String::new(),
+            AnyValueRef::Str(s) => (*s).to_owned(),
+            AnyValueRef::Bool(b) => b.to_string(),
+            AnyValueRef::Int(i) => i.to_string(),
+            AnyValueRef::Double(d) => d.to_string(),
+            AnyValueRef::Bytes(b) => hex::encode(b),
+            AnyValueRef::Array(_) | AnyValueRef::KvList(_) => String::new(),
+        }
+    }
+}
+
+/// Iterates the `KeyValue` entries of repeated field `number` of a message, as
+/// `(key bytes, value)`. Malformed entries end the iteration.
+pub struct Attributes<'a> {
+    fields: Fields<'a>,
+    number: u32,
+}
+
+impl<'a> Attributes<'a> {
+    pub fn new(msg: &'a [u8], number: u32) -> Self {
+        Attributes { fields: Fields::new(msg), number }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (&'a [u8], AnyValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.fields.next()? {
+                Ok((n, Field::Len(kv))) if n == self.number => {
+                    let mut key: &[u8] = &[];
+                    let mut value = AnyValueRef::Empty;
+                    for f in Fields::new(kv) {
+                        match f {
+                            Ok((1, Field::Len(k))) => key = k,
+                            Ok((2, Field::Len(v))) => value = AnyValueRef::parse(v),
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    return Some((key, value));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+// --- writing ---
+
+/// Appends a varint.
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bytes a varint of `v` takes.
+#[inline]
+pub fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+/// Appends a field key.
+#[inline]
+pub fn put_key(out: &mut Vec<u8>, number: u32, wire_type: u8) {
+    put_varint(out, (u64::from(number) << 3) | u64::from(wire_type));
+}
+
+/// Appends a length-delimited field.
+#[inline]
+pub fn put_len(out: &mut Vec<u8>, number: u32, bytes: &[u8]) {
+    put_key(out, number, LEN);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Encodes a `KeyValue` with a string value (as appended to kept root spans).
+pub fn string_key_value(key: &str, value: &str) -> Vec<u8> {
+    let mut any = Vec::with_capacity(value.len() + 2);
+    put_len(&mut any, 1, value.as_bytes());
+    let mut kv = Vec::with_capacity(key.len() + any.len() + 4);
+    put_len(&mut kv, 1, key.as_bytes());
+    put_len(&mut kv, 2, &any);
+    kv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trip_and_len() {
+        for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "{v}");
+            let mut pos = 0;
+            assert_eq!(read_varint(&out, &mut pos).unwrap(), v);
+            assert_eq!(pos, out.len());
+        }
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let mut out = Vec::new();
+        put_len(&mut out, 5, b"hello");
+        for cut in 0..out.len() {
+            let r: Result<Vec<_>, _> = Fields::new(&out[..cut]).collect();
+            assert!(cut == 0 || r.is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn attributes_are_read_from_appended_entries() {
+        let mut span = Vec::new();
+        put_len(&mut span, 5, b"GET /");
+        span.extend_from_slice(&{
+            let mut f = Vec::new();
+            put_len(&mut f, 9, &string_key_value("user.id", "u1"));
+            f
+        });
+        let attrs: Vec<_> = Attributes::new(&span, 9).collect();
+        assert_eq!(attrs, vec![(&b"user.id"[..], AnyValueRef::Str("u1"))]);
+        assert_eq!(string_field(&span, 5), Some("GET /"));
+    }
+}
