@@ -1,8 +1,23 @@
 //! casefile: a tail-sampling trace processor.
+//!
+//! Data flow: `receiver` (OTLP/gRPC, OTLP/HTTP) → `wire::decode` (fast path) → `buffer`
+//! (traces by id, deadlines, decision cache) → `policy` (the Collector's policies) →
+//! `decider` (ticks, hands kept spans on) → `export` (OTLP/gRPC, OTLP/HTTP, file).
+//! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod buffer;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod decider;
 pub mod export;
+pub mod fixture;
 pub mod model;
 pub mod policy;
+pub mod receiver;
+pub mod telemetry;
 pub mod wire;
+
+pub use daemon::{run, Daemon, RunError};

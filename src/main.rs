@@ -1,1 +1,8 @@
-fn main() {}
+//! The `casefile` binary: a thin shell over the library's CLI.
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    casefile::cli::main()
+}

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# End-to-end load comparison in one run: rotel (pass-through, from the PyPI package
+# `rotel`) and casefile (the example policies), the same load from casefile-load, each
+# exporting with gzip to the load tool's own OTLP sink. Loopback only; bounded in time.
+# usage: scripts/bench-e2e.sh [SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-20}
+CONNS=${2:-4}
+OUT=bench-out
+mkdir -p "$OUT"
+cargo build --release --quiet --bin casefile --bin casefile-load
+
+ROTEL="$OUT/rotel/rotel/rotel-agent"
+if [ ! -x "$ROTEL" ]; then
+  rm -rf "$OUT/wheel" "$OUT/rotel"
+  python3 -m pip download --quiet --no-deps rotel -d "$OUT/wheel"
+  python3 -m zipfile -e "$OUT"/wheel/rotel-*.whl "$OUT/rotel"
+  chmod +x "$ROTEL"
+fi
+
+cat > "$OUT/casefile-bench.yaml" <<YAML
+receivers:
+  otlp:
+    protocols:
+      grpc: { endpoint: 127.0.0.1:24317, max_recv_msg_size_mib: 64 }
+processors:
+  tail_sampling:
+    decision_wait: 2s
+    num_traces: 1000000
+    max_buffer_bytes: 2GiB
+    policies:
+      - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }
+      - { name: slow, type: latency, latency: { threshold_ms: 500 } }
+      - name: premium
+        type: string_attribute
+        string_attribute: { key: user.tier, values: [premium, vip] }
+      - { name: baseline, type: probabilistic, probabilistic: { sampling_percentage: 5 } }
+exporters:
+  otlp: { endpoint: 127.0.0.1:24318, tls: { insecure: true }, compression: gzip }
+support:
+  api: { endpoint: 127.0.0.1:28990 }
+logging: { level: warn }
+YAML
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+run_one() { # name, expect flag, command...
+  local name=$1 expect=$2; shift 2
+  "$@" > "$OUT/$name.log" 2>&1 &
+  local pid=$!
+  wait_port 24317
+  local t0; t0=$(cpu_ticks $pid)
+  local report; report=$(target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 \
+      --connections "$CONNS" --spans-per-request 500 --spans-per-trace 10 --seconds "$SECS" --drain-seconds 30 $expect)
+  local t1; t1=$(cpu_ticks $pid)
+  local rss; rss=$(peak_rss_kb $pid)
+  kill -TERM $pid; wait $pid || true
+  local hz; hz=$(getconf CLK_TCK)
+  python3 - "$name" "$report" "$((t1 - t0))" "$hz" "$rss" <<'PY'
+import json, sys
+name, report, ticks, hz, rss = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+cpu = ticks / hz
+spans = max(report["accepted_spans"], 1)
+print(f"{name:9} {report['accepted_spans_per_sec']:>12,.0f} spans/s  {cpu / spans * 1e6:6.2f} us CPU/span  "
+      f"peak RSS {rss / 1024:7.1f} MiB  refused {report['refused_spans']}  "
+      f"expected traces whole {report['expected_traces_whole']}/{report['expected_traces']}  downstream spans {report['downstream_spans']}")
+PY
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "load: $CONNS connections, 500 spans/request, 10-span traces, gzip, ${SECS}s"
+run_one rotel --expect-all "$ROTEL" start --otlp-grpc-endpoint 127.0.0.1:24317 --otlp-http-endpoint 127.0.0.1:24319 \
+  --otlp-grpc-max-recv-msg-size-mib 64 --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:24318 --pid-file "$OUT/rotel.pid" --log-file "$OUT/rotel-agent.log"
+run_one casefile "" target/release/casefile run --config "$OUT/casefile-bench.yaml"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the interop tests need (a Python venv with the
+# OpenTelemetry SDK, the OpenTelemetry JS packages), then the whole cargo test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-tests.sh
+export CASEFILE_PYTHON="$PWD/.venv/bin/python"
+export CASEFILE_NODE_MODULES="$PWD/tests/interop/js/node_modules"
+cargo nextest run --no-fail-fast --profile ci "$@"

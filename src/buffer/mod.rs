@@ -1,0 +1,324 @@
+//! Trace buffer: the stage between the receivers and the exporters. Spans are grouped by
+//! trace id in sharded maps; each trace waits for its deadline (`decision_wait` after its
+//! first span, or `decision_wait_after_root_received` after its root), then the policies
+//! decide it. Kept traces go to the outbox, which the decider task hands to the exporters.
+//! When a bound is reached the oldest traces are decided early, never dropped unseen.
+
+mod cache;
+mod shard;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::time::Instant;
+
+use crate::model::{Span, TraceId};
+use crate::policy::Policies;
+use crate::wire::encode::append_attributes;
+
+pub use cache::DecisionCache;
+use shard::Shard;
+
+/// Buffer settings, from `processors.tail_sampling`.
+#[derive(Debug, Clone)]
+pub struct BufferCfg {
+    pub decision_wait: Duration,
+    pub decision_wait_after_root_received: Option<Duration>,
+    pub num_traces: usize,
+    pub max_bytes: usize,
+    pub sampled_cache_size: usize,
+    pub non_sampled_cache_size: usize,
+    pub num_shards: usize,
+    pub maximum_trace_size_bytes: Option<usize>,
+}
+
+impl BufferCfg {
+    pub fn from_config(c: &crate::config::TailSamplingCfg) -> BufferCfg {
+        BufferCfg {
+            decision_wait: c.decision_wait,
+            decision_wait_after_root_received: c.decision_wait_after_root_received,
+            num_traces: c.num_traces,
+            max_bytes: c.max_buffer_bytes,
+            sampled_cache_size: c.sampled_cache_size,
+            non_sampled_cache_size: c.non_sampled_cache_size,
+            num_shards: c.num_shards,
+            maximum_trace_size_bytes: c.maximum_trace_size_bytes,
+        }
+    }
+}
+
+/// Why a trace was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Its deadline passed.
+    Deadline,
+    /// `num_traces` was reached and it was the oldest.
+    NumTraces,
+    /// The byte bound was reached and it was the oldest.
+    Bytes,
+    /// It grew past `maximum_trace_size_bytes`.
+    TraceSize,
+    /// Shutdown.
+    Shutdown,
+}
+
+impl Trigger {
+    fn label(self) -> &'static str {
+        match self {
+            Trigger::Deadline => "deadline",
+            Trigger::NumTraces => "num_traces",
+            Trigger::Bytes => "bytes",
+            Trigger::TraceSize => "trace_size",
+            Trigger::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Kept spans waiting for the exporters.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub spans: Vec<Span>,
+    pub traces: usize,
+    pub bytes: usize,
+}
+
+/// Spans of kept traces collected under a shard lock, moved to the outbox after it.
+#[derive(Default)]
+struct Kept {
+    spans: Vec<Span>,
+    traces: usize,
+}
+
+/// What one ingest call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub spans: usize,
+    pub new_traces: usize,
+    /// Late spans of kept traces, sent on at once.
+    pub late_kept: usize,
+    /// Late spans of dropped traces, dropped with their trace.
+    pub late_dropped: usize,
+    /// Traces decided early because a bound was reached.
+    pub decided_early: usize,
+}
+
+/// The shared buffer. Cheap to share by `Arc`; every lock is held only for map work
+/// and policy evaluation of the traces being decided, never across an `.await`.
+pub struct Buffer {
+    cfg: BufferCfg,
+    shards: Box<[Mutex<Shard>]>,
+    policies: RwLock<Arc<Policies>>,
+    outbox: Mutex<Outbox>,
+    /// Bytes in the outbox, readable without its lock (receivers check it to push back).
+    outbox_bytes: AtomicUsize,
+    held_bytes: AtomicUsize,
+    held_traces: AtomicUsize,
+}
+
+impl Buffer {
+    pub fn new(cfg: BufferCfg, policies: Policies) -> Buffer {
+        let n = cfg.num_shards.max(1).next_power_of_two();
+        let per_sampled = cfg.sampled_cache_size.div_ceil(n);
+        let per_dropped = cfg.non_sampled_cache_size.div_ceil(n);
+        let shards = (0..n).map(|_| Mutex::new(Shard::new(per_sampled, per_dropped))).collect();
+        Buffer {
+            cfg,
+            shards,
+            policies: RwLock::new(Arc::new(policies)),
+            outbox: Mutex::new(Outbox::default()),
+            outbox_bytes: AtomicUsize::new(0),
+            held_bytes: AtomicUsize::new(0),
+            held_traces: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn cfg(&self) -> &BufferCfg {
+        &self.cfg
+    }
+
+    /// Replaces the policies; traces already buffered are decided with the new ones.
+    pub fn set_policies(&self, policies: Policies) {
+        *self.policies.write() = Arc::new(policies);
+    }
+
+    pub fn policies(&self) -> Arc<Policies> {
+        Arc::clone(&self.policies.read())
+    }
+
+    fn shard_of(&self, id: &TraceId) -> usize {
+        // The low bytes of a W3C trace id are random.
+        (u64::from_le_bytes(id[8..16].try_into().expect("8 bytes")) as usize) & (self.shards.len() - 1)
+    }
+
+    pub fn held_traces(&self) -> usize {
+        self.held_traces.load(Ordering::Relaxed)
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn outbox_bytes(&self) -> usize {
+        self.outbox_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Adds spans. Spans of traces already decided follow the cached decision.
+    pub fn ingest(&self, spans: Vec<Span>, now: Instant) -> Ingested {
+        let mut stats = Ingested { spans: spans.len(), ..Default::default() };
+        let mut buckets: Vec<Vec<Span>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for s in spans {
+            buckets[self.shard_of(&s.trace_id)].push(s);
+        }
+        let per_shard_traces = self.cfg.num_traces.div_ceil(self.shards.len()).max(1);
+        let per_shard_bytes = self.cfg.max_bytes.div_ceil(self.shards.len()).max(1);
+        let mut kept = Kept::default();
+        for (i, bucket) in buckets.into_iter().enumerate() {
+            if bucket.is_empty() {
+                continue;
+            }
+            let mut shard = self.shards[i].lock();
+            let before = (shard.traces.len(), shard.bytes);
+            let mut too_large = Vec::new();
+            for span in bucket {
+                match shard.add(span, now, &self.cfg, &mut stats) {
+                    shard::Added::Pending(id, size) => {
+                        if self.cfg.maximum_trace_size_bytes.is_some_and(|max| size > max) {
+                            too_large.push(id);
+                        }
+                    }
+                    shard::Added::LateKept(span) => kept.spans.push(span),
+                    shard::Added::LateDropped => {}
+                }
+            }
+            for id in too_large {
+                self.decide_locked(&mut shard, &id, now, Trigger::TraceSize, &mut kept);
+            }
+            while shard.traces.len() > per_shard_traces || shard.bytes > per_shard_bytes {
+                let trigger = if shard.traces.len() > per_shard_traces { Trigger::NumTraces } else { Trigger::Bytes };
+                let Some(id) = shard.oldest() else { break };
+                self.decide_locked(&mut shard, &id, now, trigger, &mut kept);
+                stats.decided_early += 1;
+            }
+            self.account(before, (shard.traces.len(), shard.bytes));
+        }
+        self.count_ingest(&stats);
+        self.push_outbox(kept);
+        stats
+    }
+
+    /// Decides every trace whose deadline has passed. Returns how many were decided.
+    pub fn decide_due(&self, now: Instant) -> usize {
+        let mut decided = 0;
+        for m in self.shards.iter() {
+            let mut kept = Kept::default();
+            let mut shard = m.lock();
+            let before = (shard.traces.len(), shard.bytes);
+            while let Some(id) = shard.pop_due(now) {
+                self.decide_locked(&mut shard, &id, now, Trigger::Deadline, &mut kept);
+                decided += 1;
+            }
+            self.account(before, (shard.traces.len(), shard.bytes));
+            drop(shard);
+            self.push_outbox(kept);
+        }
+        decided
+    }
+
+    /// Decides every pending trace now (shutdown), or drops them all when `drop_pending`.
+    pub fn decide_all(&self, now: Instant, drop_pending: bool) -> usize {
+        let mut decided = 0;
+        for m in self.shards.iter() {
+            let mut kept = Kept::default();
+            let mut shard = m.lock();
+            let before = (shard.traces.len(), shard.bytes);
+            let ids: Vec<TraceId> = shard.traces.keys().copied().collect();
+            for id in ids {
+                if drop_pending {
+                    shard.remove(&id);
+                } else {
+                    self.decide_locked(&mut shard, &id, now, Trigger::Shutdown, &mut kept);
+                }
+                decided += 1;
+            }
+            self.account(before, (shard.traces.len(), shard.bytes));
+            drop(shard);
+            self.push_outbox(kept);
+        }
+        decided
+    }
+
+    /// Takes everything waiting in the outbox.
+    pub fn take_outbox(&self) -> Outbox {
+        let out = std::mem::take(&mut *self.outbox.lock());
+        self.outbox_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
+        out
+    }
+
+    /// The time the earliest pending trace is due, if any (for tests and the decider).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.shards.iter().filter_map(|m| m.lock().next_deadline()).min()
+    }
+
+    fn decide_locked(&self, shard: &mut Shard, id: &TraceId, now: Instant, trigger: Trigger, kept: &mut Kept) {
+        let Some(pending) = shard.remove(id) else { return };
+        let verdict = self.policies.read().evaluate(id, &pending.spans, now);
+        shard.cache.record(id, verdict.sampled);
+        let delay = now.saturating_duration_since(pending.deadline);
+        metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds").record(delay.as_secs_f64());
+        metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => if verdict.sampled { "true" } else { "false" }).increment(1);
+        if !verdict.sampled {
+            return;
+        }
+        kept.traces += 1;
+        let mut spans = pending.spans;
+        let root = spans.iter().position(Span::is_root).unwrap_or(0);
+        let names = verdict.policies.iter().map(|p| &**p).collect::<Vec<_>>().join(",");
+        spans[root].bytes = append_attributes(&spans[root].bytes, &[("casefile.policy", &names)]);
+        kept.spans.extend(spans);
+    }
+
+    fn push_outbox(&self, kept: Kept) {
+        if kept.spans.is_empty() {
+            return;
+        }
+        let bytes: usize = kept.spans.iter().map(Span::size).sum();
+        let mut out = self.outbox.lock();
+        out.traces += kept.traces;
+        out.bytes += bytes;
+        out.spans.extend(kept.spans);
+        self.outbox_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn account(&self, before: (usize, usize), after: (usize, usize)) {
+        apply_delta(&self.held_traces, before.0, after.0);
+        apply_delta(&self.held_bytes, before.1, after.1);
+    }
+
+    fn count_ingest(&self, s: &Ingested) {
+        if s.new_traces > 0 {
+            metrics::counter!("casefile_processor_tail_sampling_new_trace_id_received_total").increment(s.new_traces as u64);
+        }
+        if s.late_kept > 0 {
+            metrics::counter!("casefile_processor_tail_sampling_sampling_late_span_total", "decision" => "sampled").increment(s.late_kept as u64);
+        }
+        if s.late_dropped > 0 {
+            metrics::counter!("casefile_processor_tail_sampling_sampling_late_span_total", "decision" => "dropped").increment(s.late_dropped as u64);
+        }
+        if s.decided_early > 0 {
+            metrics::counter!("casefile_processor_tail_sampling_sampling_traces_decided_early_total").increment(s.decided_early as u64);
+        }
+    }
+}
+
+fn apply_delta(a: &AtomicUsize, before: usize, after: usize) {
+    if after >= before {
+        a.fetch_add(after - before, Ordering::Relaxed);
+    } else {
+        a.fetch_sub(before - after, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! One shard of the trace buffer: its pending traces, their deadlines in arrival order,
+//! and its part of the decision cache. Deadlines are FIFO queues: every trace of a shard
+//! waits the same `decision_wait`, so first-seen order is deadline order, and a queue
+//! front is always the next due (one queue for first-span deadlines, one for root-span
+//! deadlines). Entries carry a generation so a stale entry never touches a newer trace.
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio::time::Instant;
+
+use super::{BufferCfg, DecisionCache, Ingested};
+use crate::model::{Span, TraceId};
+
+/// A trace waiting for its decision.
+#[derive(Debug)]
+pub struct Pending {
+    pub spans: Vec<Span>,
+    pub deadline: Instant,
+    pub bytes: usize,
+    generation: u64,
+}
+
+#[derive(Debug)]
+pub struct Shard {
+    pub traces: HashMap<TraceId, Pending>,
+    deadlines: VecDeque<(Instant, TraceId, u64)>,
+    root_deadlines: VecDeque<(Instant, TraceId, u64)>,
+    /// Bytes held by the spans of this shard.
+    pub bytes: usize,
+    pub cache: DecisionCache,
+    next_generation: u64,
+}
+
+/// Where an added span went.
+pub enum Added {
+    /// Into a pending trace, which now holds this many bytes.
+    Pending(TraceId, usize),
+    /// The trace was kept already: send the span on.
+    LateKept(Span),
+    /// The trace was dropped already.
+    LateDropped,
+}
+
+impl Shard {
+    pub fn new(sampled_cache: usize, dropped_cache: usize) -> Shard {
+        Shard {
+            traces: HashMap::new(),
+            deadlines: VecDeque::new(),
+            root_deadlines: VecDeque::new(),
+            bytes: 0,
+            cache: DecisionCache::new(sampled_cache, dropped_cache),
+            next_generation: 0,
+        }
+    }
+
+    pub fn add(&mut self, span: Span, now: Instant, cfg: &BufferCfg, stats: &mut Ingested) -> Added {
+        let id = span.trace_id;
+        let size = span.size();
+        let is_root = span.is_root();
+        if !self.traces.contains_key(&id) {
+            match self.cache.get(&id) {
+                Some(true) => {
+                    stats.late_kept += 1;
+                    return Added::LateKept(span);
+                }
+                Some(false) => {
+                    stats.late_dropped += 1;
+                    return Added::LateDropped;
+                }
+                None => {}
+            }
+            stats.new_traces += 1;
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let deadline = now + cfg.decision_wait;
+            self.deadlines.push_back((deadline, id, generation));
+            self.traces.insert(id, Pending { spans: Vec::with_capacity(8), deadline, bytes: 0, generation });
+        }
+        let p = self.traces.get_mut(&id).expect("inserted above");
+        if is_root {
+            if let Some(after_root) = cfg.decision_wait_after_root_received {
+                let d = now + after_root;
+                if d < p.deadline {
+                    p.deadline = d;
+                    self.root_deadlines.push_back((d, id, p.generation));
+                }
+            }
+        }
+        p.spans.push(span);
+        p.bytes += size;
+        self.bytes += size;
+        Added::Pending(id, p.bytes)
+    }
+
+    /// Removes a pending trace.
+    pub fn remove(&mut self, id: &TraceId) -> Option<Pending> {
+        let p = self.traces.remove(id)?;
+        self.bytes -= p.bytes;
+        Some(p)
+    }
+
+    fn live(&self, id: &TraceId, generation: u64) -> Option<&Pending> {
+        self.traces.get(id).filter(|p| p.generation == generation)
+    }
+
+    /// The next trace whose deadline has passed, if any.
+    pub fn pop_due(&mut self, now: Instant) -> Option<TraceId> {
+        loop {
+            let q = match (self.deadlines.front(), self.root_deadlines.front()) {
+                (Some(a), Some(b)) => if a.0 <= b.0 { &mut self.deadlines } else { &mut self.root_deadlines },
+                (Some(_), None) => &mut self.deadlines,
+                (None, Some(_)) => &mut self.root_deadlines,
+                (None, None) => return None,
+            };
+            let &(deadline, id, generation) = q.front().expect("checked");
+            if deadline > now {
+                return None;
+            }
+            q.pop_front();
+            if self.live(&id, generation).is_some_and(|p| p.deadline <= now) {
+                return Some(id);
+            }
+        }
+    }
+
+    /// The trace that arrived first, for deciding early when a bound is reached.
+    pub fn oldest(&mut self) -> Option<TraceId> {
+        while let Some(&(_, id, generation)) = self.deadlines.front() {
+            if self.live(&id, generation).is_some() {
+                return Some(id);
+            }
+            self.deadlines.pop_front();
+        }
+        self.traces.keys().next().copied()
+    }
+
+    /// The earliest queued deadline (possibly of a trace decided since).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let a = self.deadlines.front().map(|e| e.0);
+        let b = self.root_deadlines.front().map(|e| e.0);
+        a.into_iter().chain(b).min()
+    }
+}

@@ -1,0 +1,183 @@
+//! Buffer behaviour with time driven by `tokio::time::pause`.
+
+use std::time::Duration;
+
+use prost::Message;
+use tokio::time::{advance, Instant};
+
+use super::*;
+use crate::fixture::{self, Gen, Shape};
+use crate::policy::{PolicyCfg, Policies};
+use crate::wire::decode::decode_request;
+
+fn policies() -> Policies {
+    let cfgs: Vec<PolicyCfg> = serde_yaml_ng::from_str(
+        r#"
+- { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }
+- { name: slow, type: latency, latency: { threshold_ms: 500 } }
+"#,
+    )
+    .unwrap();
+    Policies::build(&cfgs, false).unwrap()
+}
+
+fn cfg() -> BufferCfg {
+    BufferCfg {
+        decision_wait: Duration::from_secs(10),
+        decision_wait_after_root_received: None,
+        num_traces: 1000,
+        max_bytes: 64 << 20,
+        sampled_cache_size: 1000,
+        non_sampled_cache_size: 1000,
+        num_shards: 4,
+        maximum_trace_size_bytes: None,
+    }
+}
+
+fn spans(t: &fixture::Trace) -> Vec<Span> {
+    decode_request(&fixture::request_for(std::slice::from_ref(t)).encode_to_vec()).unwrap().spans
+}
+
+fn ids(out: &Outbox) -> std::collections::HashSet<TraceId> {
+    out.spans.iter().map(|s| s.trace_id).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn decides_at_the_deadline_not_before() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(1);
+    let err = g.trace(Shape { error: true, ..Default::default() }, 5);
+    let ok = g.trace(Shape::default(), 5);
+    b.ingest(spans(&err), Instant::now());
+    b.ingest(spans(&ok), Instant::now());
+    assert_eq!(b.held_traces(), 2);
+    advance(Duration::from_millis(9_990)).await;
+    assert_eq!(b.decide_due(Instant::now()), 0);
+    advance(Duration::from_millis(10)).await;
+    assert_eq!(b.decide_due(Instant::now()), 2);
+    assert_eq!(b.held_traces(), 0);
+    assert_eq!(b.held_bytes(), 0);
+    let out = b.take_outbox();
+    assert_eq!(ids(&out), [err.trace_id].into());
+    assert_eq!(out.spans.len(), 5);
+    assert_eq!(out.traces, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spans_of_one_trace_across_batches_are_decided_together() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(2);
+    let t = g.trace(Shape { error: true, ..Default::default() }, 10);
+    let all = spans(&t);
+    let (a, c) = all.split_at(3);
+    b.ingest(a.to_vec(), Instant::now());
+    advance(Duration::from_secs(5)).await;
+    b.ingest(c.to_vec(), Instant::now());
+    assert_eq!(b.held_traces(), 1);
+    advance(Duration::from_secs(5)).await;
+    b.decide_due(Instant::now());
+    assert_eq!(b.take_outbox().spans.len(), 10, "the window runs from the first span");
+}
+
+#[tokio::test(start_paused = true)]
+async fn root_span_brings_the_deadline_forward() {
+    let mut c = cfg();
+    c.decision_wait_after_root_received = Some(Duration::from_secs(1));
+    let b = Buffer::new(c, policies());
+    let mut g = Gen::new(3);
+    let t = g.trace(Shape { error: true, ..Default::default() }, 4);
+    let mut s = spans(&t);
+    let root = s.iter().position(Span::is_root).unwrap();
+    let root_span = s.remove(root);
+    b.ingest(s, Instant::now());
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(b.decide_due(Instant::now()), 0, "no root yet");
+    b.ingest(vec![root_span], Instant::now());
+    advance(Duration::from_millis(999)).await;
+    assert_eq!(b.decide_due(Instant::now()), 0);
+    advance(Duration::from_millis(1)).await;
+    assert_eq!(b.decide_due(Instant::now()), 1);
+    assert_eq!(b.take_outbox().spans.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_spans_follow_the_cached_decision() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(4);
+    let kept = g.trace(Shape { error: true, ..Default::default() }, 3);
+    let dropped = g.trace(Shape::default(), 3);
+    let (k, d) = (spans(&kept), spans(&dropped));
+    b.ingest(k[..2].to_vec(), Instant::now());
+    b.ingest(d[..2].to_vec(), Instant::now());
+    advance(Duration::from_secs(10)).await;
+    b.decide_due(Instant::now());
+    b.take_outbox();
+    let s = b.ingest(vec![k[2].clone(), d[2].clone()], Instant::now());
+    assert_eq!((s.late_kept, s.late_dropped, s.new_traces), (1, 1, 0));
+    assert_eq!(b.held_traces(), 0);
+    let out = b.take_outbox();
+    assert_eq!(out.spans.len(), 1);
+    assert_eq!(out.spans[0].span_id, k[2].span_id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn num_traces_bound_decides_the_oldest_early() {
+    let mut c = cfg();
+    c.num_traces = 4;
+    c.num_shards = 1;
+    let b = Buffer::new(c, policies());
+    let mut g = Gen::new(5);
+    let traces: Vec<_> = (0..6).map(|_| g.trace(Shape { error: true, ..Default::default() }, 2)).collect();
+    let mut early = 0;
+    for t in &traces {
+        early += b.ingest(spans(t), Instant::now()).decided_early;
+        advance(Duration::from_millis(1)).await;
+    }
+    assert_eq!(early, 2);
+    assert_eq!(b.held_traces(), 4);
+    let out = b.take_outbox();
+    assert_eq!(ids(&out), [traces[0].trace_id, traces[1].trace_id].into(), "the oldest, decided with the policies");
+}
+
+#[tokio::test(start_paused = true)]
+async fn byte_bound_decides_early_and_is_exact() {
+    let mut c = cfg();
+    c.num_shards = 1;
+    let mut g = Gen::new(6);
+    let traces: Vec<_> = (0..10).map(|_| g.trace(Shape::default(), 5)).collect();
+    let one: usize = spans(&traces[0]).iter().map(Span::size).sum();
+    c.max_bytes = one * 3;
+    let b = Buffer::new(c.clone(), policies());
+    for t in &traces {
+        b.ingest(spans(t), Instant::now());
+        assert!(b.held_bytes() <= c.max_bytes, "{} > {}", b.held_bytes(), c.max_bytes);
+    }
+    assert!(b.held_traces() >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_decides_everything_pending() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(7);
+    let t = g.trace(Shape { slow: true, ..Default::default() }, 5);
+    b.ingest(spans(&t), Instant::now());
+    assert_eq!(b.decide_all(Instant::now(), false), 1);
+    assert_eq!(b.take_outbox().spans.len(), 5);
+    b.ingest(spans(&g.trace(Shape { error: true, ..Default::default() }, 2)), Instant::now());
+    assert_eq!(b.decide_all(Instant::now(), true), 1);
+    assert!(b.take_outbox().spans.is_empty(), "drop_pending_traces_on_shutdown drops");
+}
+
+#[tokio::test(start_paused = true)]
+async fn kept_root_carries_the_policy_names() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(8);
+    let t = g.trace(Shape { error: true, slow: true, premium: false }, 3);
+    b.ingest(spans(&t), Instant::now());
+    b.decide_all(Instant::now(), false);
+    let out = b.take_outbox();
+    let root = out.spans.iter().find(|s| s.is_root()).unwrap();
+    assert_eq!(root.attribute("casefile.policy").and_then(|v| v.as_str()), Some("errors,slow"));
+    let child = out.spans.iter().find(|s| !s.is_root()).unwrap();
+    assert!(child.attribute("casefile.policy").is_none());
+}

@@ -1,0 +1,110 @@
+//! Command line: `casefile run`, `casefile check`, `casefile --version`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "casefile", version, about = "A tail-sampling trace processor: OTLP in, the traces that matter out, and the trace behind every complaint.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (with the embedded default config when --config is not given).
+    Run {
+        #[arg(short, long, env = "CASEFILE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the effective settings and policies.
+    Check {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(p) => config::load_file(p),
+        None => Ok(config::embedded_default()),
+    }
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(config.as_ref()),
+        Command::Run { config } => run(config.as_ref()),
+    }
+}
+
+fn check(path: Option<&PathBuf>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let policies = match crate::policy::Policies::build(&cfg.tail_sampling.policies, cfg.tail_sampling.sample_on_first_match) {
+        Ok(p) => p,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{}: processors.tail_sampling.{}: {}", cfg.source, p.path, p.message);
+            }
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: OK", cfg.source);
+    for line in cfg.summary() {
+        println!("  {line}");
+    }
+    println!("policies (a trace is kept when any samples it; drop and inverted matches win):");
+    for line in policies.describe() {
+        println!("  {line}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(path: Option<&PathBuf>) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init_logging(&cfg.logging.level, cfg.logging.format == config::LogFormat::Json);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(config = %cfg.source, "starting casefile {}", env!("CARGO_PKG_VERSION"));
+    match rt.block_on(crate::run(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "casefile failed");
+            eprintln!("casefile: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

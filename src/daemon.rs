@@ -1,0 +1,174 @@
+//! Wiring: builds every stage from a validated [`Config`], binds the listeners and runs
+//! until told to stop; then shuts down in data-flow order (receivers, pending decisions,
+//! exporters) under one grace period. Tests start it on port 0 through [`Daemon::start`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::buffer::{Buffer, BufferCfg};
+use crate::config::{Config, Problem};
+use crate::export::{ExportError, Exporters};
+use crate::policy::Policies;
+use crate::receiver::Intake;
+use crate::{api, decider, receiver, telemetry};
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("cannot listen on {endpoint} ({what}): {source}")]
+    Bind { what: &'static str, endpoint: String, source: std::io::Error },
+    #[error("invalid policies: {}", .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
+    Policies(Vec<Problem>),
+    #[error("cannot start exporters: {0}")]
+    Exporters(#[from] ExportError),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub api_addr: Option<SocketAddr>,
+    pub buffer: Arc<Buffer>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+async fn bind(what: &'static str, endpoint: &str) -> Result<TcpListener, RunError> {
+    TcpListener::bind(endpoint).await.map_err(|source| RunError::Bind { what, endpoint: endpoint.to_owned(), source })
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+impl Daemon {
+    /// Binds every endpoint of `config` and starts all stages.
+    pub async fn start(config: Config) -> Result<Daemon, RunError> {
+        let metrics = telemetry::metrics_handle();
+        let policies = Policies::build(&config.tail_sampling.policies, config.tail_sampling.sample_on_first_match)
+            .map_err(RunError::Policies)?;
+        let buffer = Arc::new(Buffer::new(BufferCfg::from_config(&config.tail_sampling), policies));
+        let exporters = Exporters::start(&config.exporters)?;
+        let (stop, stop_rx) = watch::channel(false);
+
+        // Receivers refuse while the exporters are behind or kept spans pile up.
+        let outbox_limit = (config.tail_sampling.max_buffer_bytes / 4).max(16 << 20);
+        let backpressure: receiver::Backpressure = {
+            let (b, e) = (Arc::clone(&buffer), exporters.clone());
+            Arc::new(move || e.saturated() || b.outbox_bytes() > outbox_limit)
+        };
+        let intake = Intake::new(Arc::clone(&buffer), backpressure);
+
+        let mut receivers: Vec<JoinHandle<()>> = Vec::new();
+        let mut grpc_addr = None;
+        if let Some(g) = &config.receivers.grpc {
+            let l = bind("OTLP/gRPC", &g.endpoint).await?;
+            grpc_addr = l.local_addr().ok();
+            let (intake, max, sd) = (intake.clone(), g.max_recv_msg_size, stopped(stop_rx.clone()));
+            receivers.push(tokio::spawn(async move {
+                if let Err(e) = receiver::grpc::serve(l, intake, max, sd).await {
+                    tracing::error!(error = %e, "OTLP/gRPC receiver failed");
+                }
+            }));
+        }
+        let mut http_addr = None;
+        if let Some(h) = &config.receivers.http {
+            let l = bind("OTLP/HTTP", &h.endpoint).await?;
+            http_addr = l.local_addr().ok();
+            let (intake, max, sd) = (intake.clone(), h.max_request_body_size, stopped(stop_rx.clone()));
+            receivers.push(tokio::spawn(async move {
+                if let Err(e) = receiver::http::serve(l, intake, max, sd).await {
+                    tracing::error!(error = %e, "OTLP/HTTP receiver failed");
+                }
+            }));
+        }
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut api_addr = None;
+        let mut api_task = None;
+        if let Some(endpoint) = config.support.api.endpoint.as_deref() {
+            let l = bind("support API", endpoint).await?;
+            api_addr = l.local_addr().ok();
+            tracing::info!(addr = ?api_addr, "support API listening");
+            let state = api::ApiState {
+                ready: Arc::clone(&ready),
+                metrics,
+                buffer: Arc::clone(&buffer),
+                exporters: exporters.names(),
+            };
+            let sd = stopped(stop_rx.clone());
+            api_task = Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, api::router(state)).with_graceful_shutdown(sd).await {
+                    tracing::error!(error = %e, "support API failed");
+                }
+            }));
+        }
+
+        let tick = decider::tick_for(config.tail_sampling.decision_wait);
+        let decider_task = tokio::spawn(decider::run(Arc::clone(&buffer), exporters.clone(), tick, stop_rx.clone()));
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(policies = ?buffer.policies().names(), exporters = ?exporters.names(), "casefile started");
+
+        let grace = config.shutdown_grace;
+        let drop_pending = config.tail_sampling.drop_pending_traces_on_shutdown;
+        let task_buffer = Arc::clone(&buffer);
+        let mut stop_wait = stop_rx;
+        let task = tokio::spawn(async move {
+            let _ = stop_wait.wait_for(|s| *s).await;
+            ready.store(false, Ordering::Relaxed);
+            shutdown(task_buffer, exporters, receivers, decider_task, api_task, grace, drop_pending).await;
+        });
+        Ok(Daemon { grpc_addr, http_addr, api_addr, buffer, stop, task })
+    }
+
+    /// Stops the daemon and waits until it has flushed.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn shutdown(
+    buffer: Arc<Buffer>,
+    exporters: Exporters,
+    receivers: Vec<JoinHandle<()>>,
+    decider_task: JoinHandle<()>,
+    api_task: Option<JoinHandle<()>>,
+    grace: Duration,
+    drop_pending: bool,
+) {
+    let deadline = tokio::time::Instant::now() + grace;
+    tracing::info!("shutting down: receivers stop, pending traces are decided, exporters drain");
+    for r in receivers {
+        // Open client connections must not hold the shutdown past a fraction of the grace.
+        let _ = tokio::time::timeout(grace / 4, r).await;
+    }
+    let _ = decider_task.await;
+    let decided = decider::finish(&buffer, &exporters, drop_pending).await;
+    tracing::info!(traces = decided, dropped_unseen = drop_pending, "pending traces decided");
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let undelivered = exporters.shutdown(left).await;
+    if undelivered > 0 {
+        tracing::warn!(spans = undelivered, "spans of kept traces could not be delivered before the grace period ended");
+    }
+    if let Some(t) = api_task {
+        let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    tracing::info!("casefile stopped");
+}
+
+/// Runs the daemon until `signal` resolves, then shuts down cleanly.
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), RunError> {
+    let daemon = Daemon::start(config).await?;
+    signal.await;
+    daemon.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! Decider: the one task that drives decisions. Every tick it decides the traces whose
+//! deadline has passed and moves kept spans from the buffer's outbox to the exporters,
+//! encoded as ExportTraceServiceRequests without re-encoding any span.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::buffer::Buffer;
+use crate::export::{ExportBatch, Exporters};
+use crate::wire::encode::encode_request;
+
+/// At most this many spans go into one export request.
+pub const MAX_SPANS_PER_REQUEST: usize = 4096;
+
+/// How often due traces are decided: decisions land within one tick of their deadline.
+pub fn tick_for(decision_wait: Duration) -> Duration {
+    (decision_wait / 20).clamp(Duration::from_millis(5), Duration::from_millis(25))
+}
+
+/// Runs until `stop` turns true; then returns without deciding what is pending
+/// (shutdown does that, see [`finish`]).
+pub async fn run(buffer: Arc<Buffer>, exporters: Exporters, tick: Duration, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => return,
+        }
+        buffer.decide_due(Instant::now());
+        flush(&buffer, &exporters).await;
+        metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory").set(buffer.held_traces() as f64);
+        metrics::gauge!("casefile_processor_tail_sampling_sampling_bytes_on_memory").set(buffer.held_bytes() as f64);
+    }
+}
+
+/// Sends everything in the outbox to the exporters.
+pub async fn flush(buffer: &Buffer, exporters: &Exporters) {
+    let out = buffer.take_outbox();
+    if out.spans.is_empty() {
+        return;
+    }
+    let mut traces = out.traces;
+    for chunk in out.spans.chunks(MAX_SPANS_PER_REQUEST) {
+        let request = encode_request(chunk);
+        let batch = ExportBatch { request: request.into(), spans: chunk.len(), traces: std::mem::take(&mut traces) };
+        metrics::counter!("casefile_processor_tail_sampling_sampled_spans_total").increment(chunk.len() as u64);
+        exporters.send(Arc::new(batch)).await;
+    }
+}
+
+/// Shutdown: decide every pending trace (unless told to drop them) and hand the kept
+/// ones to the exporters.
+pub async fn finish(buffer: &Buffer, exporters: &Exporters, drop_pending: bool) -> usize {
+    let n = buffer.decide_all(Instant::now(), drop_pending);
+    flush(buffer, exporters).await;
+    n
+}

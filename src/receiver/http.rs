@@ -1,0 +1,142 @@
+//! OTLP/HTTP receiver: `POST /v1/traces` with `application/x-protobuf` or
+//! `application/json` bodies, gzip-encoded or not, chunked or not. The body limit applies
+//! to the decompressed size. Answers in the request's content type.
+
+use std::future::Future;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use super::{encode_response, Intake, IntakeError};
+use crate::wire::{put_key, put_len, put_varint, VARINT};
+
+#[derive(Clone)]
+struct HttpState {
+    intake: Intake,
+    max_body: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Proto,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Proto => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+/// The OTLP/HTTP router, for tests and for [`serve`].
+pub fn router(intake: Intake, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export))
+        .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(false))
+        .with_state(HttpState { intake, max_body })
+}
+
+/// The media type of a Content-Type header, lower-cased, without parameters.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
+    let format = match media_type(&headers).as_str() {
+        "application/x-protobuf" | "application/protobuf" => Format::Proto,
+        "application/json" => Format::Json,
+        other => {
+            let msg = format!("unsupported content type {other:?}: use application/x-protobuf or application/json");
+            return error(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg);
+        }
+    };
+    if st.intake.busy() {
+        return refuse_busy(format);
+    }
+    let bytes = match to_bytes(body, st.max_body).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => {
+            metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "too_large").increment(1);
+            let msg = format!("request body exceeds {} bytes (after decompression)", st.max_body);
+            return error(format, StatusCode::PAYLOAD_TOO_LARGE, &msg);
+        }
+        Err(e) => return error(format, StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}")),
+    };
+    let result = match format {
+        Format::Proto => st.intake.accept(&bytes, "http"),
+        Format::Json => st.intake.accept_json(&bytes, "http"),
+    };
+    match result {
+        Ok(a) => {
+            let body = match format {
+                Format::Proto => encode_response(&a),
+                Format::Json => crate::wire::json::response_to_json(a.rejected as i64, &a.message).into_bytes(),
+            };
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        }
+        Err(IntakeError::Busy) => refuse_busy(format),
+        Err(e) => error(format, StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+fn refuse_busy(format: Format) -> Response {
+    let mut r = error(format, StatusCode::SERVICE_UNAVAILABLE, &IntakeError::Busy.to_string());
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        src = err.source();
+    }
+    false
+}
+
+/// An error response: a `google.rpc.Status` in the request's encoding, as OTLP asks.
+fn error(format: Format, code: StatusCode, message: &str) -> Response {
+    let grpc_code: u64 = match code {
+        StatusCode::SERVICE_UNAVAILABLE => 14,
+        StatusCode::PAYLOAD_TOO_LARGE => 8,
+        _ => 3,
+    };
+    let body = match format {
+        Format::Json => serde_json::json!({ "code": grpc_code, "message": message }).to_string().into_bytes(),
+        Format::Proto => {
+            let mut b = Vec::new();
+            put_key(&mut b, 1, VARINT);
+            put_varint(&mut b, grpc_code);
+            put_len(&mut b, 2, message.as_bytes());
+            b
+        }
+    };
+    (code, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
+}
+
+/// Serves OTLP/HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    intake: Intake,
+    max_body: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "OTLP/HTTP receiver listening");
+    axum::serve(listener, router(intake, max_body)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,118 @@
+//! Receivers: the entry of the data flow. OTLP/gRPC (`grpc`) and OTLP/HTTP (`http`) both
+//! hand request bytes to [`Intake`], which decodes them on the fast path and adds the spans
+//! to the trace buffer, or refuses them while the stages behind are full.
+
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::buffer::Buffer;
+use crate::wire::decode::decode_request;
+use crate::wire::WireError;
+
+/// Why a request was not accepted. Converted to a gRPC status or an HTTP code in exactly
+/// one place per transport.
+#[derive(Debug, Error)]
+pub enum IntakeError {
+    #[error("malformed ExportTraceServiceRequest: {0}")]
+    Malformed(#[from] WireError),
+    #[error("malformed OTLP/JSON: {0}")]
+    Json(#[from] crate::wire::json::JsonError),
+    #[error("casefile is at capacity (the exporters are behind); retry later")]
+    Busy,
+}
+
+/// What was accepted from one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub spans: usize,
+    /// Spans refused for invalid ids, reported through `partial_success`.
+    pub rejected: usize,
+    pub message: String,
+}
+
+/// Tells receivers that the stages behind them cannot take more.
+pub type Backpressure = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The receivers' handle on the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    buffer: Arc<Buffer>,
+    backpressure: Backpressure,
+}
+
+impl Intake {
+    pub fn new(buffer: Arc<Buffer>, backpressure: Backpressure) -> Intake {
+        Intake { buffer, backpressure }
+    }
+
+    /// True while new data must be refused with a throttling code.
+    pub fn busy(&self) -> bool {
+        (self.backpressure)()
+    }
+
+    /// Decodes an encoded ExportTraceServiceRequest and buffers its spans.
+    pub fn accept(&self, request: &[u8], transport: &'static str) -> Result<Accepted, IntakeError> {
+        if self.busy() {
+            metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "busy").increment(1);
+            if let Ok(d) = decode_request(request) {
+                metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "busy").increment(d.spans.len() as u64);
+            }
+            return Err(IntakeError::Busy);
+        }
+        let decoded = match decode_request(request) {
+            Ok(d) => d,
+            Err(e) => {
+                metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "malformed").increment(1);
+                return Err(e.into());
+            }
+        };
+        let accepted = Accepted {
+            spans: decoded.spans.len(),
+            rejected: decoded.rejected,
+            message: decoded.first_rejection.map(|m| format!("{} span(s) rejected: {m}", decoded.rejected)).unwrap_or_default(),
+        };
+        if accepted.rejected > 0 {
+            metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "invalid").increment(accepted.rejected as u64);
+            tracing::debug!(transport, rejected = accepted.rejected, reason = %accepted.message, "refused spans with invalid ids");
+        }
+        metrics::counter!("casefile_receiver_accepted_spans_total", "transport" => transport).increment(accepted.spans as u64);
+        self.buffer.ingest(decoded.spans, Instant::now());
+        Ok(accepted)
+    }
+
+    /// Same, for an OTLP/JSON body.
+    pub fn accept_json(&self, body: &[u8], transport: &'static str) -> Result<Accepted, IntakeError> {
+        if self.busy() {
+            metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "busy").increment(1);
+            return Err(IntakeError::Busy);
+        }
+        let proto = match crate::wire::json::request_from_json(body) {
+            Ok(p) => p,
+            Err(e) => {
+                metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "malformed").increment(1);
+                return Err(e.into());
+            }
+        };
+        self.accept(&proto, transport)
+    }
+}
+
+/// An encoded ExportTraceServiceResponse, with `partial_success` when spans were refused.
+pub fn encode_response(a: &Accepted) -> Vec<u8> {
+    use crate::wire::{put_key, put_len, put_varint, VARINT};
+    if a.rejected == 0 {
+        return Vec::new();
+    }
+    let mut partial = Vec::new();
+    put_key(&mut partial, 1, VARINT);
+    put_varint(&mut partial, a.rejected as u64);
+    put_len(&mut partial, 2, a.message.as_bytes());
+    let mut out = Vec::new();
+    put_len(&mut out, 1, &partial);
+    out
+}

@@ -1,0 +1,110 @@
+use prost::Message;
+use proptest::prelude::*;
+
+use super::*;
+use crate::fixture::{self, Gen, Shape};
+
+#[test]
+fn reads_ids_times_status_and_shares_resources() {
+    let mut g = Gen::new(7);
+    let t = g.trace(Shape { error: true, ..Default::default() }, 6);
+    let req = fixture::request_for(std::slice::from_ref(&t)).encode_to_vec();
+    let d = decode_request(&req).unwrap();
+    assert_eq!(d.spans.len(), 6);
+    assert_eq!(d.rejected, 0);
+    for (span, (_, want)) in d.spans.iter().zip(ordered(&t)) {
+        assert_eq!(span.trace_id, t.trace_id);
+        assert_eq!(&span.span_id[..], &want.span_id[..]);
+        assert_eq!(span.start_unix_nano, want.start_time_unix_nano);
+        assert_eq!(span.end_unix_nano, want.end_time_unix_nano);
+        assert_eq!(span.bytes[..], want.encode_to_vec()[..]);
+        assert_eq!(span.name(), want.name);
+    }
+    assert_eq!(d.spans.iter().filter(|s| s.is_root()).count(), 1);
+    assert_eq!(d.spans.iter().filter(|s| s.status == StatusCode::Error).count(), 1);
+    // Spans of one service share one resource block.
+    let frontend: Vec<_> = d.spans.iter().filter(|s| s.attribute("service.name").and_then(|v| v.as_str()) == Some("checkout")).collect();
+    assert!(frontend.windows(2).all(|w| Arc::ptr_eq(&w[0].resource, &w[1].resource)));
+}
+
+/// The fixture groups spans by service; this is the order they appear in the request.
+fn ordered(t: &fixture::Trace) -> Vec<(&'static str, opentelemetry_proto::tonic::trace::v1::Span)> {
+    let req = fixture::request_for(std::slice::from_ref(t));
+    req.resource_spans
+        .into_iter()
+        .flat_map(|rs| rs.scope_spans.into_iter().flat_map(|ss| ss.spans))
+        .map(|s| ("", s))
+        .collect()
+}
+
+#[test]
+fn invalid_ids_are_rejected_one_by_one() {
+    let mut g = Gen::new(1);
+    let mut t = g.trace(Shape::default(), 4);
+    t.spans[1].1.trace_id = vec![0; 16];
+    t.spans[2].1.span_id = vec![1, 2, 3];
+    t.spans[3].1.parent_span_id = vec![9; 3];
+    let req = fixture::request_for(&[t]).encode_to_vec();
+    let d = decode_request(&req).unwrap();
+    assert_eq!(d.spans.len(), 1);
+    assert_eq!(d.rejected, 3);
+    assert!(d.first_rejection.unwrap().contains("trace_id"));
+}
+
+#[test]
+fn malformed_bytes_are_an_error() {
+    let mut g = Gen::new(2);
+    let req = fixture::request_for(&[g.trace(Shape::default(), 3)]).encode_to_vec();
+    assert!(decode_request(&req[..req.len() - 3]).is_err());
+    assert!(decode_request(&[0x0a, 0x05, 0x01]).is_err());
+    // Field 1 of the request with a varint wire type.
+    assert!(decode_request(&[0x08, 0x01]).is_err());
+    assert!(decode_request(&[]).unwrap().spans.is_empty());
+}
+
+fn arb_request() -> impl Strategy<Value = Vec<u8>> {
+    (any::<u64>(), 1usize..6, 1usize..25).prop_map(|(seed, traces, spans)| {
+        let mut g = Gen::new(seed);
+        let ts: Vec<_> = (0..traces)
+            .map(|i| g.trace(Shape { error: i % 2 == 0, slow: i % 3 == 0, premium: false }, spans))
+            .collect();
+        fixture::request_for(&ts).encode_to_vec()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The fast path agrees with a full prost decode.
+    #[test]
+    fn fast_path_agrees_with_prost(req in arb_request()) {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        let full = ExportTraceServiceRequest::decode(&req[..]).unwrap();
+        let fast = decode_request(&req).unwrap();
+        let mut i = 0;
+        for rs in &full.resource_spans {
+            for ss in &rs.scope_spans {
+                for s in &ss.spans {
+                    let f = &fast.spans[i];
+                    prop_assert_eq!(&f.trace_id[..], &s.trace_id[..]);
+                    prop_assert_eq!(&f.span_id[..], &s.span_id[..]);
+                    prop_assert_eq!(f.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(), s.parent_span_id.clone());
+                    prop_assert_eq!(f.start_unix_nano, s.start_time_unix_nano);
+                    prop_assert_eq!(f.end_unix_nano, s.end_time_unix_nano);
+                    prop_assert_eq!(f.status as i32, s.status.as_ref().map(|st| st.code).unwrap_or(0));
+                    prop_assert_eq!(f.flags, s.flags);
+                    prop_assert_eq!(&f.bytes[..], &s.encode_to_vec()[..]);
+                    prop_assert_eq!(&f.resource.message[..], &rs.resource.as_ref().unwrap().encode_to_vec()[..]);
+                    i += 1;
+                }
+            }
+        }
+        prop_assert_eq!(i, fast.spans.len());
+    }
+
+    /// Arbitrary bytes never panic the decoder.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_request(&bytes);
+    }
+}

@@ -1,0 +1,178 @@
+//! Test harness: a real downstream OTLP/gRPC receiver, configs on port 0, and waits
+//! that end on an event (with a bounded timeout), never on a fixed sleep.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use casefile::config::{self, Config};
+use casefile::Daemon;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// A downstream OTLP/gRPC receiver that records every request.
+#[derive(Clone, Default)]
+pub struct Downstream {
+    pub requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    pub notify: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Downstream {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.requests.lock().push(request.into_inner());
+        self.notify.notify_waiters();
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Downstream {
+    /// Starts on 127.0.0.1:0 and returns its address.
+    pub async fn start() -> (Downstream, SocketAddr) {
+        let d = Downstream::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(d.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap();
+        });
+        (d, addr)
+    }
+
+    /// Every span received, by trace id (hex).
+    pub fn spans_by_trace(&self) -> HashMap<String, Vec<Span>> {
+        let mut out: HashMap<String, Vec<Span>> = HashMap::new();
+        for r in self.requests.lock().iter() {
+            for rs in &r.resource_spans {
+                for ss in &rs.scope_spans {
+                    for s in &ss.spans {
+                        out.entry(hex::encode(&s.trace_id)).or_default().push(s.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.spans_by_trace().values().map(Vec::len).sum()
+    }
+
+    /// Waits (at most 10 s) until `cond` holds on what was received.
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Downstream) -> bool) {
+        let fut = async {
+            loop {
+                let notified = self.notify.notified();
+                if cond(self) {
+                    return;
+                }
+                // Re-check at least every 50 ms in case the event raced the registration.
+                let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), fut).await.is_err() {
+            panic!("timed out waiting for {what}; downstream has traces {:?}", self.spans_by_trace().keys().collect::<Vec<_>>());
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms, for at most 10 s.
+pub async fn eventually<F: Future<Output = bool>>(what: &str, mut cond: impl FnMut() -> F) {
+    let fut = async {
+        while !cond().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), fut).await.is_err() {
+        panic!("timed out waiting for {what}");
+    }
+}
+
+pub const POLICIES: &str = r#"
+    policies:
+      - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }
+      - { name: slow, type: latency, latency: { threshold_ms: 500 } }
+      - name: premium
+        type: string_attribute
+        string_attribute: { key: user.tier, values: [premium, vip] }
+"#;
+
+/// A config on port 0 exporting to `downstream` over OTLP/gRPC.
+pub fn config(downstream: SocketAddr, decision_wait: &str, extra_tail_sampling: &str) -> Config {
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+      http: {{ endpoint: "127.0.0.1:0", max_request_body_size: 1048576 }}
+processors:
+  tail_sampling:
+    decision_wait: {decision_wait}
+{extra_tail_sampling}
+{POLICIES}
+exporters:
+  otlp:
+    endpoint: "{downstream}"
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 100ms }}
+support:
+  api: {{ endpoint: "127.0.0.1:0" }}
+shutdown_timeout: 5s
+"#
+    );
+    config::load_str(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts casefile with `config`.
+pub async fn start(config: Config) -> Daemon {
+    Daemon::start(config).await.expect("daemon starts")
+}
+
+pub async fn client(daemon: &Daemon) -> TraceServiceClient<tonic::transport::Channel> {
+    TraceServiceClient::connect(format!("http://{}", daemon.grpc_addr.unwrap())).await.unwrap()
+}
+
+/// Waits until the daemon holds no pending trace and has handed everything on.
+pub async fn until_all_decided(daemon: &Daemon) {
+    let b = daemon.buffer.clone();
+    eventually("all traces decided", || {
+        let b = b.clone();
+        async move { b.held_traces() == 0 && b.outbox_bytes() == 0 }
+    })
+    .await;
+}
+
+/// Minimal HTTP/1.1 POST over hyper, returning (status, headers, body).
+pub async fn reqwest_post(addr: std::net::SocketAddr, content_type: &str, body: Vec<u8>) -> (u16, http::HeaderMap, Vec<u8>) {
+    http_post(addr, "/v1/traces", &[("content-type", content_type)], body).await
+}
+
+pub async fn http_post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, Vec<u8>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut req = http::Request::post(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, body)
+}
