@@ -8,9 +8,8 @@ use serde::Deserialize;
 
 use crate::config::duration::GoDuration;
 
-/// `exporters:` — any of the three, each optionally with a `/name` suffix as in the
-/// Collector (`otlp/tempo`, `otlp/jaeger`): every configured exporter receives every kept trace.
-
+// `exporters:` — any of the three, each optionally with a `/name` suffix as in the
+// Collector (`otlp/tempo`, `otlp/jaeger`): every configured exporter receives every kept trace.
 
 /// `exporters.otlp` (gRPC) and `exporters.otlphttp`.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@
 pub mod decode;
 pub mod encode;
 pub mod json;
+pub mod json_schema;
 
 use thiserror::Error;
 

@@ -1,0 +1,202 @@
+//! `otlp` exporter: OTLP/gRPC `TraceService/Export` with the request bytes sent as they
+//! are (a codec that writes pre-encoded bytes and decodes only the response).
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
+use super::config::OtlpCfg;
+use super::{Accepted, ExportBatch, ExportError};
+use crate::wire::{Field, Fields};
+
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+const USER_AGENT: &str = concat!("casefile/", env!("CARGO_PKG_VERSION"));
+
+/// Encodes pre-encoded request bytes as they are; decodes the response with prost.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct RawRequestCodec;
+
+impl Codec for RawRequestCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawRequestCodec;
+    type Decoder = RawRequestCodec;
+    fn encoder(&mut self) -> RawRequestCodec {
+        RawRequestCodec
+    }
+    fn decoder(&mut self) -> RawRequestCodec {
+        RawRequestCodec
+    }
+}
+
+impl Encoder for RawRequestCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawRequestCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportTraceServiceResponse>, Status> {
+        let len = src.remaining();
+        ExportTraceServiceResponse::decode(src.copy_to_bytes(len))
+            .map(Some)
+            .map_err(|e| Status::internal(format!("undecodable ExportTraceServiceResponse: {e}")))
+    }
+}
+
+pub(super) struct GrpcSink {
+    channel: Channel,
+    compression: Option<CompressionEncoding>,
+    metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
+    timeout: Duration,
+}
+
+/// `host:port` or `http://host:port[/]` -> the URI tonic connects to.
+pub(super) fn endpoint_uri(name: &str, endpoint: &str) -> Result<String, ExportError> {
+    let bad = |reason: &str| ExportError::InvalidEndpoint {
+        name: name.to_owned(),
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let e = endpoint.trim();
+    let lower = e.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(ExportError::Tls { name: name.to_owned(), endpoint: endpoint.to_owned() });
+    }
+    let uri = if lower.starts_with("http://") {
+        e.to_owned()
+    } else if e.contains("://") {
+        return Err(bad("the scheme must be http:// (or none: host:port)"));
+    } else {
+        format!("http://{e}")
+    };
+    let parsed: http::Uri = uri.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
+    match parsed.authority() {
+        Some(a) if !a.host().is_empty() => {}
+        _ => return Err(bad("no host")),
+    }
+    if parsed.path() != "/" && !parsed.path().is_empty() {
+        return Err(bad("a gRPC endpoint has no path (host:port)"));
+    }
+    Ok(uri)
+}
+
+impl GrpcSink {
+    pub(super) fn new(name: &str, cfg: &OtlpCfg) -> Result<GrpcSink, ExportError> {
+        let config_err = |reason: String| ExportError::Config { name: name.to_owned(), reason };
+        if cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some() || cfg.tls.key_file.is_some() {
+            return Err(ExportError::Tls { name: name.to_owned(), endpoint: cfg.endpoint.clone() });
+        }
+        let uri = endpoint_uri(name, &cfg.endpoint)?;
+        let compression = match cfg.compression.trim().to_ascii_lowercase().as_str() {
+            "gzip" => Some(CompressionEncoding::Gzip),
+            "zstd" => Some(CompressionEncoding::Zstd),
+            "none" | "" => None,
+            other => return Err(config_err(format!("unknown compression {other:?} (gzip, zstd or none)"))),
+        };
+        let mut metadata = Vec::with_capacity(cfg.headers.len());
+        for (k, v) in &cfg.headers {
+            let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| config_err(format!("header {k:?} is not a valid gRPC metadata key")))?;
+            // Never echo the value: it may hold a token.
+            let mut value = AsciiMetadataValue::try_from(v.as_str())
+                .map_err(|_| config_err(format!("the value of header {k:?} is not valid ASCII metadata")))?;
+            value.set_sensitive(true);
+            metadata.push((key, value));
+        }
+        let timeout = cfg.timeout.get();
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .and_then(|e| e.user_agent(USER_AGENT))
+            .map_err(|e| ExportError::InvalidEndpoint {
+                name: name.to_owned(),
+                endpoint: cfg.endpoint.clone(),
+                reason: e.to_string(),
+            })?
+            .tcp_nodelay(true)
+            .connect_timeout(if timeout.is_zero() { Duration::from_secs(5) } else { timeout });
+        if !cfg.tls.insecure {
+            tracing::info!(exporter = %name, endpoint = %uri, "TLS is not supported yet (issue 4): sending in plaintext");
+        }
+        Ok(GrpcSink { channel: endpoint.connect_lazy(), compression, metadata, timeout })
+    }
+
+    pub(super) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
+        let call = async {
+            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            if let Some(c) = self.compression {
+                grpc = grpc.send_compressed(c);
+            }
+            grpc.ready().await.map_err(|e| ExportError::Transport(e.to_string()))?;
+            let mut request = tonic::Request::new(batch.request.clone());
+            for (k, v) in &self.metadata {
+                request.metadata_mut().insert(k.clone(), v.clone());
+            }
+            if !self.timeout.is_zero() {
+                request.set_timeout(self.timeout);
+            }
+            let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+            grpc.unary(request, path, RawRequestCodec).await.map_err(status_error)
+        };
+        let response = if self.timeout.is_zero() {
+            call.await?
+        } else {
+            tokio::time::timeout(self.timeout, call).await.map_err(|_| ExportError::Timeout(self.timeout))??
+        };
+        let partial = response.into_inner().partial_success.unwrap_or_default();
+        Ok(Accepted { rejected_spans: partial.rejected_spans, error_message: partial.error_message })
+    }
+}
+
+fn status_error(status: Status) -> ExportError {
+    ExportError::Grpc {
+        code: status.code(),
+        message: status.message().to_owned(),
+        retry_delay: if status.code() == Code::Ok { None } else { retry_info_delay(status.details()) },
+    }
+}
+
+/// `google.rpc.RetryInfo.retry_delay` from the details of a status (`google.rpc.Status`:
+/// field 3 holds `Any`s; `Any`: 1 type_url, 2 value; `RetryInfo`: 1 `Duration`
+/// {1 seconds, 2 nanos}).
+pub(super) fn retry_info_delay(details: &[u8]) -> Option<Duration> {
+    let mut found = None;
+    for field in Fields::new(details) {
+        let Ok((3, Field::Len(any))) = field else { continue };
+        let (mut type_url, mut value) = ("", &[][..]);
+        for f in Fields::new(any) {
+            match f {
+                Ok((1, Field::Len(t))) => type_url = std::str::from_utf8(t).unwrap_or(""),
+                Ok((2, Field::Len(v))) => value = v,
+                _ => {}
+            }
+        }
+        if !type_url.ends_with("/google.rpc.RetryInfo") {
+            continue;
+        }
+        let (mut seconds, mut nanos) = (0u64, 0u32);
+        for f in Fields::new(value) {
+            let Ok((1, Field::Len(duration))) = f else { continue };
+            for d in Fields::new(duration) {
+                match d {
+                    Ok((1, Field::Varint(s))) => seconds = (s as i64).max(0) as u64,
+                    Ok((2, Field::Varint(n))) => nanos = (n as i64).clamp(0, 999_999_999) as u32,
+                    _ => {}
+                }
+            }
+        }
+        found = Some(Duration::new(seconds, nanos));
+    }
+    found
+}
