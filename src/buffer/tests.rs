@@ -107,17 +107,18 @@ async fn late_spans_follow_the_cached_decision() {
     let kept = g.trace(Shape { error: true, ..Default::default() }, 3);
     let dropped = g.trace(Shape::default(), 3);
     let (k, d) = (spans(&kept), spans(&dropped));
-    b.ingest(k[..2].to_vec(), Instant::now());
-    b.ingest(d[..2].to_vec(), Instant::now());
+    // The error is on the last span: hold back the first one as the late span.
+    b.ingest(k[1..].to_vec(), Instant::now());
+    b.ingest(d[1..].to_vec(), Instant::now());
     advance(Duration::from_secs(10)).await;
     b.decide_due(Instant::now());
     b.take_outbox();
-    let s = b.ingest(vec![k[2].clone(), d[2].clone()], Instant::now());
+    let s = b.ingest(vec![k[0].clone(), d[0].clone()], Instant::now());
     assert_eq!((s.late_kept, s.late_dropped, s.new_traces), (1, 1, 0));
     assert_eq!(b.held_traces(), 0);
     let out = b.take_outbox();
     assert_eq!(out.spans.len(), 1);
-    assert_eq!(out.spans[0].span_id, k[2].span_id);
+    assert_eq!(out.spans[0].span_id, k[0].span_id);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,18 +1,231 @@
-//! Sampling policies (stub: the policy helper replaces this file, keeping these signatures).
+//! Sampling policies, compatible with the OpenTelemetry Collector's tail_sampling processor: builds `processors.tail_sampling.policies` and decides each trace the buffer hands over (drop first, then inverted vetoes, then any sample).
 
-use serde::Deserialize;
+// Layout: `config` (YAML shape), `compile` + `leaf` (validation and building, every problem
+// at once), `eval` (per-policy decisions), `limit` (token buckets, composite budgets), `hash`
+// (probabilistic), `tracestate` (W3C header). This file combines the top-level decisions as
+// the Collector's `processor.go` does.
+mod compile;
+mod config;
+mod eval;
+mod hash;
+mod leaf;
+mod limit;
+mod tracestate;
 
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_attributes;
+#[cfg(test)]
+mod tests_combine;
+#[cfg(test)]
+mod tests_validate;
+
+use std::sync::{Arc, OnceLock};
+
+use metrics::Counter;
+use tokio::time::Instant;
+
+use self::compile::{Compiler, Place};
+pub use self::config::{
+    AndCfg, BooleanAttributeCfg, BytesLimitingCfg, CompositeCfg, DropCfg, EmptyCfg, LatencyCfg,
+    NotCfg, NumericAttributeCfg, PolicyCfg, ProbabilisticCfg, RateAllocationCfg, RateLimitingCfg,
+    SpanCountCfg, StatusCodeCfg, StringAttributeCfg, TraceStateCfg,
+};
+use self::eval::{Decision, Eval, Trace};
 use crate::config::Problem;
+use crate::model::{Span, TraceId};
 
-/// One entry of `processors.tail_sampling.policies`, with the Collector's field names.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PolicyCfg {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: String,
+/// Counter of per-policy decisions, labelled `policy` and `sampled` (the Collector's
+/// `otelcol_processor_tail_sampling_count_traces_sampled`).
+const COUNT_TRACES_SAMPLED: &str = "casefile_processor_tail_sampling_count_traces_sampled";
+
+/// The built policies. Shared by `Arc` between the threads that decide traces; stateful
+/// policies (rate limits, composite budgets) lock only their own small state.
+#[derive(Debug)]
+pub struct Policies {
+    /// Top-level policies in config order.
+    policies: Vec<TopPolicy>,
+    /// Evaluation order: drop policies first (their decision wins), then the rest, each group
+    /// in config order.
+    order: Vec<usize>,
+    /// Stop at the first policy that samples (inverted samples do not stop).
+    sample_on_first_match: bool,
+    /// What `describe` prints, built once.
+    lines: Vec<String>,
 }
 
-/// Semantic checks; paths are relative to `processors.tail_sampling` (e.g. `policies[2].latency`).
-pub fn validate(_policies: &[PolicyCfg]) -> Vec<Problem> {
-    Vec::new()
+#[derive(Debug)]
+struct TopPolicy {
+    /// Also the metric label value and the reason recorded on kept traces.
+    name: Arc<str>,
+    eval: Eval,
+    /// Can answer with inverted decisions (and then never with plain `Sampled`).
+    inverting: bool,
+    /// This policy's decision counters (`sampled` false, true), registered at its first
+    /// evaluation, after the daemon installed its recorder, so that deciding a trace costs no
+    /// metric lookup.
+    counters: OnceLock<[Counter; 2]>,
+}
+
+impl TopPolicy {
+    fn counter(&self, sampled: bool) -> &Counter {
+        let pair = self.counters.get_or_init(|| {
+            [false, true].map(|s| {
+                let label = if s { "true" } else { "false" };
+                metrics::counter!(COUNT_TRACES_SAMPLED, "policy" => Arc::clone(&self.name), "sampled" => label)
+            })
+        });
+        &pair[usize::from(sampled)]
+    }
+}
+
+/// The decision for one trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub sampled: bool,
+    /// Names of the top-level policies that sampled the trace, in config order (empty when
+    /// not sampled). A policy that sampled through `invert_match` is listed when its vote
+    /// counted, i.e. when no policy answered a plain "not sampled".
+    pub policies: Vec<Arc<str>>,
+}
+
+impl Policies {
+    /// Validates and builds. On failure returns every problem, with paths relative to
+    /// `processors.tail_sampling` (e.g. `policies[2].latency.threshold_ms`).
+    pub fn build(
+        cfgs: &[PolicyCfg],
+        sample_on_first_match: bool,
+    ) -> Result<Policies, Vec<Problem>> {
+        let mut c = Compiler::default();
+        let mut policies = Vec::with_capacity(cfgs.len());
+        let mut lines = Vec::new();
+        let mut drops = Vec::new();
+        let mut others = Vec::new();
+        for (i, cfg) in cfgs.iter().enumerate() {
+            let path = format!("policies[{i}]");
+            if cfg.name.is_empty() {
+                c.problem(format!("{path}.name"), "policy name cannot be empty");
+            } else if let Some(j) = cfgs[..i].iter().position(|p| p.name == cfg.name) {
+                c.problem(
+                    format!("{path}.name"),
+                    format!("duplicate policy name {:?} (also policies[{j}])", cfg.name),
+                );
+            }
+            let Some(built) = c.policy(cfg, &path, Place::Top) else {
+                continue;
+            };
+            if cfg.kind == "drop" {
+                drops.push(policies.len());
+            } else {
+                others.push(policies.len());
+            }
+            lines.extend(built.lines);
+            let inverting = built.eval.inverting();
+            policies.push(TopPolicy {
+                name: cfg.name.as_str().into(),
+                eval: built.eval,
+                inverting,
+                counters: OnceLock::new(),
+            });
+        }
+        if !c.problems.is_empty() {
+            return Err(c.problems);
+        }
+        drops.extend(others);
+        Ok(Policies {
+            policies,
+            order: drops,
+            sample_on_first_match,
+            lines,
+        })
+    }
+
+    /// Decides one trace from all its buffered spans (any order). `now` drives the token
+    /// buckets and composite budgets.
+    pub fn evaluate(&self, id: &TraceId, spans: &[Span], now: Instant) -> Verdict {
+        let trace = Trace { id, spans, now };
+        let mut seen = Seen::default();
+        let mut kept: Vec<Arc<str>> = Vec::new();
+        for &i in &self.order {
+            let p = &self.policies[i];
+            let decision = p.eval.evaluate(&trace);
+            let sampled = matches!(decision, Decision::Sampled | Decision::InvertSampled);
+            p.counter(sampled).increment(1);
+            match decision {
+                Decision::Dropped => {
+                    seen.dropped = true;
+                    break;
+                }
+                Decision::Sampled => {
+                    seen.sampled = true;
+                    kept.push(Arc::clone(&p.name));
+                    if self.sample_on_first_match {
+                        break;
+                    }
+                }
+                Decision::InvertSampled => {
+                    seen.invert_sampled = true;
+                    kept.push(Arc::clone(&p.name));
+                }
+                Decision::NotSampled => seen.not_sampled = true,
+                Decision::InvertNotSampled => seen.invert_not_sampled = true,
+            }
+        }
+        let sampled = seen.final_decision();
+        if !sampled {
+            kept.clear();
+        } else if seen.not_sampled && seen.invert_sampled {
+            // Inverted votes did not count; `kept` and `policies` are both in config order.
+            let mut cursor = self.policies.iter();
+            kept.retain(|name| {
+                cursor
+                    .find(|p| Arc::ptr_eq(&p.name, name))
+                    .is_none_or(|p| !p.inverting)
+            });
+        }
+        Verdict {
+            sampled,
+            policies: kept,
+        }
+    }
+
+    /// Top-level policy names in config order.
+    pub fn names(&self) -> Vec<String> {
+        self.policies.iter().map(|p| p.name.to_string()).collect()
+    }
+
+    /// One human line per policy (`errors: status_code in [ERROR]`), sub-policies indented
+    /// below their parent, in config order.
+    pub fn describe(&self) -> Vec<String> {
+        self.lines.clone()
+    }
+}
+
+/// Semantic checks of the policy list, the same problems `Policies::build` reports (for the
+/// config loader to report them with its own).
+pub fn validate(policies: &[PolicyCfg]) -> Vec<Problem> {
+    Policies::build(policies, false).err().unwrap_or_default()
+}
+
+/// Which decisions the top-level policies gave one trace.
+#[derive(Default)]
+struct Seen {
+    dropped: bool,
+    invert_not_sampled: bool,
+    sampled: bool,
+    invert_sampled: bool,
+    not_sampled: bool,
+}
+
+impl Seen {
+    /// The Collector's precedence: dropped, then an inverted "not sampled", then any
+    /// "sampled", then an inverted "sampled" if no policy said plain "not sampled".
+    fn final_decision(&self) -> bool {
+        if self.dropped || self.invert_not_sampled {
+            false
+        } else {
+            self.sampled || (self.invert_sampled && !self.not_sampled)
+        }
+    }
 }

@@ -1,0 +1,202 @@
+//! The first config layer: serde structs mirroring the YAML, with defaults and
+//! `deny_unknown_fields`. Nothing here is checked beyond its type; `super::build` turns
+//! these into the validated [`super::Config`].
+
+use serde::{Deserialize, Deserializer};
+
+use super::duration::GoDuration;
+use super::size::ByteSize;
+
+/// Deserializes a present key (even `grpc:` with no value) as `Some`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `receivers:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receivers {
+    #[serde(default)]
+    pub otlp: Option<OtlpReceiver>,
+}
+
+/// `receivers.otlp:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiver {
+    #[serde(default)]
+    pub protocols: Protocols,
+}
+
+/// `receivers.otlp.protocols:`; a protocol key with no value turns it on with defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<Option<Grpc>>,
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<Option<Http>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grpc {
+    pub endpoint: Option<String>,
+    /// As in the Collector: the largest request accepted, in MiB, after decompression.
+    pub max_recv_msg_size_mib: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub endpoint: Option<String>,
+    /// The largest request body accepted, after decompression.
+    pub max_request_body_size: Option<ByteSize>,
+}
+
+/// `processors:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processors {
+    pub tail_sampling: Option<serde_yaml_ng::Value>,
+}
+
+/// `processors.tail_sampling:` without its policies (each policy is read on its own, so
+/// one bad policy does not hide the problems of the others).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailSampling {
+    pub decision_wait: GoDuration,
+    pub decision_wait_after_root_received: Option<GoDuration>,
+    pub num_traces: u64,
+    /// Accepted for compatibility; used only to size the maps up front.
+    pub expected_new_traces_per_sec: u64,
+    pub decision_cache: DecisionCache,
+    pub sample_on_first_match: bool,
+    pub drop_pending_traces_on_shutdown: bool,
+    /// 0 = no limit.
+    pub maximum_trace_size_bytes: ByteSize,
+    /// casefile's byte bound on pending spans.
+    pub max_buffer_bytes: ByteSize,
+    pub num_shards: usize,
+    /// Accepted for compatibility: casefile never drops a trace unseen, so it never blocks
+    /// for that reason; it decides the oldest traces early instead.
+    pub block_on_overflow: bool,
+    pub policies: Vec<serde_yaml_ng::Value>,
+}
+
+impl Default for TailSampling {
+    fn default() -> Self {
+        TailSampling {
+            decision_wait: GoDuration(std::time::Duration::from_secs(30)),
+            decision_wait_after_root_received: None,
+            num_traces: 50_000,
+            expected_new_traces_per_sec: 0,
+            decision_cache: DecisionCache::default(),
+            sample_on_first_match: false,
+            drop_pending_traces_on_shutdown: false,
+            maximum_trace_size_bytes: ByteSize(0),
+            max_buffer_bytes: ByteSize(512 << 20),
+            num_shards: 16,
+            block_on_overflow: false,
+            policies: Vec::new(),
+        }
+    }
+}
+
+/// `decision_cache:`: on by default in casefile (the Collector's defaults are 0).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCache {
+    pub sampled_cache_size: u64,
+    pub non_sampled_cache_size: u64,
+}
+
+impl Default for DecisionCache {
+    fn default() -> Self {
+        DecisionCache { sampled_cache_size: 100_000, non_sampled_cache_size: 500_000 }
+    }
+}
+
+/// `support:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Support {
+    pub api: Api,
+    pub trace_url: Option<String>,
+    pub index: Index,
+    pub complaints: Complaints,
+}
+
+/// `support.api:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Empty or null turns the API off.
+    pub endpoint: Option<String>,
+    pub auth_token: Option<String>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api { endpoint: Some("127.0.0.1:8990".into()), auth_token: None }
+    }
+}
+
+/// `support.index:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Index {
+    pub attributes: Vec<String>,
+    pub retention: GoDuration,
+    pub max_traces: u64,
+    pub hash_values: bool,
+    pub hash_key: Option<String>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            attributes: vec!["user.id".into(), "enduser.id".into(), "session.id".into()],
+            retention: GoDuration(std::time::Duration::from_secs(24 * 3600)),
+            max_traces: 1_000_000,
+            hash_values: false,
+            hash_key: None,
+        }
+    }
+}
+
+/// `support.complaints:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Complaints {
+    pub watch_for: GoDuration,
+    pub rescue_window: GoDuration,
+    pub rescue_max_bytes: ByteSize,
+    pub store: Option<String>,
+}
+
+impl Default for Complaints {
+    fn default() -> Self {
+        Complaints {
+            watch_for: GoDuration(std::time::Duration::from_secs(3600)),
+            rescue_window: GoDuration(std::time::Duration::from_secs(600)),
+            rescue_max_bytes: ByteSize(256 << 20),
+            store: None,
+        }
+    }
+}
+
+/// `logging:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Logging {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging { level: "info".into(), format: "text".into() }
+    }
+}

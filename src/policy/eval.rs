@@ -1,0 +1,282 @@
+//! One built policy evaluated against one trace, giving the Collector's per-policy decision (sampled, not sampled, inverted, dropped).
+
+use std::collections::HashSet;
+
+use regex::RegexSet;
+use tokio::time::Instant;
+
+use super::hash;
+use super::limit::{Budget, TokenBucket};
+use super::tracestate;
+use crate::model::{Span, StatusCode, TraceId};
+use crate::wire::AnyValueRef;
+
+/// A policy's answer for one trace, as in the Collector's `samplingpolicy.Decision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Sampled,
+    NotSampled,
+    /// `invert_match` found no matching value: sample unless another policy said plain no.
+    InvertSampled,
+    /// `invert_match` found a matching value: not sampled, whatever the others say.
+    InvertNotSampled,
+    /// A drop policy matched: not sampled, whatever the others say.
+    Dropped,
+}
+
+impl Decision {
+    fn sampled_if(yes: bool) -> Decision {
+        if yes {
+            Decision::Sampled
+        } else {
+            Decision::NotSampled
+        }
+    }
+
+    /// The attribute policies' answer when `matched` (some resource or span has a matching value).
+    fn attribute(matched: bool, invert: bool) -> Decision {
+        match (invert, matched) {
+            (false, m) => Decision::sampled_if(m),
+            (true, true) => Decision::InvertNotSampled,
+            (true, false) => Decision::InvertSampled,
+        }
+    }
+}
+
+/// The trace being decided.
+pub struct Trace<'a> {
+    pub id: &'a TraceId,
+    pub spans: &'a [Span],
+    pub now: Instant,
+}
+
+/// A validated, ready-to-run policy. Stateful variants (buckets, budgets) lock internally,
+/// so a shared `&Eval` may be evaluated from several threads.
+#[derive(Debug)]
+pub enum Eval {
+    Always,
+    /// Duration in whole milliseconds `>= lower`, or in `(lower, upper]` when `upper > 0`.
+    Latency {
+        lower_ms: i64,
+        upper_ms: i64,
+    },
+    Numeric {
+        key: Box<str>,
+        min: i64,
+        max: i64,
+        invert: bool,
+    },
+    Probabilistic {
+        salt: Box<[u8]>,
+        threshold: u64,
+    },
+    /// Indexed by `StatusCode as usize`.
+    Status {
+        codes: [bool; 3],
+    },
+    String {
+        key: Box<str>,
+        matcher: Matcher,
+        invert: bool,
+    },
+    /// Charges the trace's span count.
+    Rate(TokenBucket),
+    /// Charges the trace's encoded span bytes.
+    Bytes(TokenBucket),
+    /// `max == 0` means no upper bound.
+    SpanCount {
+        min: i64,
+        max: i64,
+    },
+    TraceState {
+        key: Box<str>,
+        values: Vec<Box<str>>,
+    },
+    TraceFlags,
+    Bool {
+        key: Box<str>,
+        value: bool,
+        invert: bool,
+    },
+    And(Vec<Eval>),
+    Not(Box<Eval>),
+    Drop(Vec<Eval>),
+    /// Sub-policies in evaluation order; budget slot `i` belongs to `subs[i]`.
+    Composite {
+        subs: Vec<Eval>,
+        budget: Budget,
+    },
+}
+
+/// How string_attribute compares values.
+#[derive(Debug)]
+pub enum Matcher {
+    /// Exact match against the non-empty configured values.
+    Exact(HashSet<Box<str>>),
+    /// Unanchored search: any of the regexes matches somewhere in the value.
+    Regex(RegexSet),
+}
+
+impl Matcher {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Matcher::Exact(set) => set.contains(s),
+            Matcher::Regex(set) => set.is_match(s),
+        }
+    }
+}
+
+impl Eval {
+    pub fn evaluate(&self, t: &Trace<'_>) -> Decision {
+        let spans = t.spans;
+        match self {
+            Eval::Always => Decision::Sampled,
+            Eval::Latency { lower_ms, upper_ms } => {
+                Decision::sampled_if(duration_ms(spans).is_some_and(|d| {
+                    if *upper_ms == 0 {
+                        d >= *lower_ms
+                    } else {
+                        *lower_ms < d && d <= *upper_ms
+                    }
+                }))
+            }
+            Eval::Numeric {
+                key,
+                min,
+                max,
+                invert,
+            } => {
+                let in_range =
+                    |v: AnyValueRef<'_>| v.as_i64().is_some_and(|i| *min <= i && i <= *max);
+                Decision::attribute(any_attribute(spans, key, in_range, in_range), *invert)
+            }
+            Eval::Probabilistic { salt, threshold } => {
+                Decision::sampled_if(hash::trace_hash(salt, t.id) <= *threshold)
+            }
+            Eval::Status { codes } => {
+                Decision::sampled_if(spans.iter().any(|s| codes[s.status as usize]))
+            }
+            Eval::String {
+                key,
+                matcher,
+                invert,
+            } => {
+                // As in the Collector: a resource value is read as a string ("" when it is not
+                // one); a span value must be a non-empty string.
+                let on_resource = |v: AnyValueRef<'_>| matcher.matches(v.as_str().unwrap_or(""));
+                let on_span = |v: AnyValueRef<'_>| {
+                    v.as_str()
+                        .is_some_and(|s| !s.is_empty() && matcher.matches(s))
+                };
+                Decision::attribute(any_attribute(spans, key, on_resource, on_span), *invert)
+            }
+            Eval::Rate(bucket) => Decision::sampled_if(bucket.allow(t.now, spans.len() as u64)),
+            Eval::Bytes(bucket) => {
+                let bytes: u64 = spans.iter().map(|s| s.bytes.len() as u64).sum();
+                Decision::sampled_if(bucket.allow(t.now, bytes))
+            }
+            Eval::SpanCount { min, max } => {
+                let n = spans.len() as i64;
+                Decision::sampled_if(n >= *min && (*max == 0 || n <= *max))
+            }
+            Eval::TraceState { key, values } => Decision::sampled_if(spans.iter().any(|s| {
+                tracestate::get(s.trace_state(), key)
+                    .is_some_and(|v| values.iter().any(|want| **want == *v))
+            })),
+            Eval::TraceFlags => Decision::sampled_if(spans.iter().any(|s| s.flags & 0x01 != 0)),
+            Eval::Bool { key, value, invert } => {
+                let equal = |v: AnyValueRef<'_>| v.as_bool() == Some(*value);
+                Decision::attribute(any_attribute(spans, key, equal, equal), *invert)
+            }
+            Eval::And(subs) => {
+                if subs.iter().any(|p| says_no(p.evaluate(t))) {
+                    Decision::NotSampled
+                } else {
+                    Decision::Sampled
+                }
+            }
+            Eval::Drop(subs) => {
+                if subs.iter().any(|p| says_no(p.evaluate(t))) {
+                    Decision::NotSampled
+                } else {
+                    Decision::Dropped
+                }
+            }
+            // Only plain decisions are swapped; inverted ones pass through, as in the Collector.
+            Eval::Not(sub) => match sub.evaluate(t) {
+                Decision::Sampled => Decision::NotSampled,
+                Decision::NotSampled => Decision::Sampled,
+                other => other,
+            },
+            Eval::Composite { subs, budget } => {
+                for (i, sub) in subs.iter().enumerate() {
+                    if matches!(sub.evaluate(t), Decision::Sampled | Decision::InvertSampled) {
+                        return Decision::sampled_if(budget.take(i, spans.len() as i64, t.now));
+                    }
+                }
+                Decision::NotSampled
+            }
+        }
+    }
+
+    /// Whether this policy can answer with an inverted decision (an `invert_match` policy,
+    /// possibly under `not`). Such a policy never answers plain `Sampled`.
+    pub fn inverting(&self) -> bool {
+        match self {
+            Eval::Numeric { invert, .. }
+            | Eval::String { invert, .. }
+            | Eval::Bool { invert, .. } => *invert,
+            Eval::Not(sub) => sub.inverting(),
+            _ => false,
+        }
+    }
+}
+
+/// The sub-policy answers that make `and` and `drop` fail (stopping evaluation there).
+fn says_no(d: Decision) -> bool {
+    matches!(d, Decision::NotSampled | Decision::InvertNotSampled)
+}
+
+/// Whole milliseconds from the earliest start to the latest end (truncated toward zero like
+/// Go's `Duration.Milliseconds`), or `None` for no spans.
+fn duration_ms(spans: &[Span]) -> Option<i64> {
+    let start = spans.iter().map(|s| s.start_unix_nano).min()?;
+    let end = spans.iter().map(|s| s.end_unix_nano).max()?;
+    let ms = (i128::from(end) - i128::from(start)) / 1_000_000;
+    Some(ms.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
+
+/// Whether the first `key` attribute of any span's resource satisfies `on_resource`, or the
+/// first `key` attribute of any span satisfies `on_span` (the Collector's
+/// `hasResourceOrSpanWithCondition`; `Map.Get` returns the first of duplicate keys). Each
+/// resource block is looked at once per run of spans sharing it.
+fn any_attribute(
+    spans: &[Span],
+    key: &str,
+    on_resource: impl Fn(AnyValueRef<'_>) -> bool,
+    on_span: impl Fn(AnyValueRef<'_>) -> bool,
+) -> bool {
+    let key = key.as_bytes();
+    let mut last_resource = None;
+    for span in spans {
+        if last_resource != Some(span.resource.id) {
+            last_resource = Some(span.resource.id);
+            if let Some((_, v)) = span.resource.resource_attributes().find(|(k, _)| *k == key) {
+                if on_resource(v) {
+                    return true;
+                }
+            }
+        }
+        if let Some((_, v)) = span.attributes().find(|(k, _)| *k == key) {
+            if on_span(v) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Index of a status code in [`Eval::Status`].
+pub fn status_index(code: StatusCode) -> usize {
+    code as usize
+}

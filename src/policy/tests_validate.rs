@@ -1,0 +1,265 @@
+//! Validation (every problem at once, each at its path), the YAML shape, and what `names` and `describe` print.
+
+use super::tests::build;
+use super::*;
+
+fn cfgs(yaml: &str) -> Vec<PolicyCfg> {
+    serde_yaml_ng::from_str(yaml).expect("yaml")
+}
+
+/// `(path, message)` of every problem; also checks that `validate` agrees with `build`.
+fn problems(yaml: &str) -> Vec<(String, String)> {
+    let c = cfgs(yaml);
+    let from_build = Policies::build(&c, false).expect_err("problems expected");
+    let from_validate = validate(&c);
+    let pairs = |ps: Vec<Problem>| {
+        ps.into_iter()
+            .map(|p| (p.path, p.message))
+            .collect::<Vec<_>>()
+    };
+    let got = pairs(from_build);
+    assert_eq!(got, pairs(from_validate), "validate and build disagree");
+    got
+}
+
+fn paths(yaml: &str) -> Vec<String> {
+    problems(yaml).into_iter().map(|(p, _)| p).collect()
+}
+
+fn message_at(yaml: &str, path: &str) -> String {
+    problems(yaml)
+        .into_iter()
+        .find(|(p, _)| p == path)
+        .unwrap_or_else(|| panic!("no problem at {path}"))
+        .1
+}
+
+#[test]
+fn reports_every_problem_at_once_with_its_path() {
+    let yaml = r#"
+- { name: "", type: always_sample }
+- { name: a, type: latency, latency: { threshold_ms: -1, upper_threshold_ms: -5 } }
+- { name: a, type: probabilistic, probabilistic: { sampling_percentage: 150 } }
+- { name: b, type: numeric_attribute, numeric_attribute: { key: k, min_value: 10, max_value: 5 } }
+- { name: c, type: status_code, status_code: { status_codes: [ERROR, FAILED] } }
+- { name: d, type: string_attribute, string_attribute: { key: "", values: [ok, "a(b"], enabled_regex_matching: true } }
+- { name: e, type: rate_limiting, rate_limiting: { spans_per_second: -3 } }
+- { name: f, type: span_count, span_count: { min_spans: 10, max_spans: 2 } }
+- { name: g, type: latency, latency: { threshold_ms: 500, upper_threshold_ms: 500 } }
+- { name: h, type: string_attribute, string_attribute: { key: k, values: [] } }
+- { name: i, type: bytes_limiting, bytes_limiting: { bytes_per_second: 0, burst_capacity: -1 } }
+"#;
+    assert_eq!(
+        paths(yaml),
+        [
+            "policies[0].name",
+            "policies[1].latency.threshold_ms",
+            "policies[1].latency.upper_threshold_ms",
+            "policies[2].name",
+            "policies[2].probabilistic.sampling_percentage",
+            "policies[3].numeric_attribute.min_value",
+            "policies[4].status_code.status_codes[1]",
+            "policies[5].string_attribute.key",
+            "policies[5].string_attribute.values[1]",
+            "policies[6].rate_limiting.spans_per_second",
+            "policies[7].span_count.min_spans",
+            "policies[8].latency.upper_threshold_ms",
+            "policies[9].string_attribute.values",
+            "policies[10].bytes_limiting.bytes_per_second",
+            "policies[10].bytes_limiting.burst_capacity",
+        ]
+    );
+    assert!(message_at(yaml, "policies[2].name")
+        .contains("duplicate policy name \"a\" (also policies[1])"));
+    assert!(message_at(yaml, "policies[4].status_code.status_codes[1]")
+        .contains("unknown status code \"FAILED\"; supported: OK, ERROR, UNSET"));
+    let regex = message_at(yaml, "policies[5].string_attribute.values[1]");
+    assert!(
+        regex.starts_with("invalid regex \"a(b\": ") && regex.contains("unclosed group"),
+        "{regex}"
+    );
+}
+
+#[test]
+fn ottl_condition_is_refused_clearly() {
+    let yaml = r#"- { name: o, type: ottl_condition, ottl_condition: { error_mode: ignore, span: ['name == "x"'] } }"#;
+    let (path, message) = problems(yaml).remove(0);
+    assert_eq!(path, "policies[0].type");
+    assert!(
+        message.starts_with("ottl_condition is not supported yet by casefile; "),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_missing_and_mismatched_types() {
+    let m = message_at("- { name: x, type: latancy }", "policies[0].type");
+    assert!(
+        m.starts_with("unknown policy type \"latancy\"; supported: always_sample, latency,")
+            && m.ends_with("and, composite, not, drop"),
+        "{m}"
+    );
+    assert!(
+        message_at("- { name: x }", "policies[0].type").starts_with("a policy type is required")
+    );
+    assert_eq!(
+        problems("- { name: x, type: latency, string_attribute: { key: k, values: [v] } }"),
+        [
+            ("policies[0].string_attribute".to_owned(), "a policy of type latency takes no string_attribute block (set type: string_attribute, or remove the block)".to_owned()),
+            ("policies[0].latency".to_owned(), "a policy of type latency needs a latency block".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn nested_policies_are_checked_with_their_own_paths() {
+    let yaml = "
+- name: combo
+  type: and
+  and:
+    and_sub_policy:
+      - { name: ok, type: always_sample }
+      - { name: bad, type: status_code, status_code: { status_codes: [] } }
+      - { name: nested, type: composite, composite: { max_total_spans_per_second: 1, composite_sub_policy: [ { name: a, type: always_sample } ] } }
+- { name: empty-drop, type: drop, drop: { drop_sub_policy: [] } }
+- { name: lonely-not, type: not, not: {} }
+";
+    let got = problems(yaml);
+    assert_eq!(
+        got.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        [
+            "policies[0].and.and_sub_policy[1].status_code.status_codes",
+            "policies[0].and.and_sub_policy[2].type",
+            "policies[1].drop.drop_sub_policy",
+            "policies[2].not.not_sub_policy",
+        ]
+    );
+    assert!(
+        got[1].1.starts_with(
+            "a composite policy cannot be used in and_sub_policy; allowed there: always_sample,"
+        ),
+        "{}",
+        got[1].1
+    );
+}
+
+#[test]
+fn composite_allocations_and_order_are_checked() {
+    let yaml = "
+- name: c
+  type: composite
+  composite:
+    max_total_spans_per_second: 0
+    policy_order: [a, ghost, a]
+    composite_sub_policy:
+      - { name: a, type: always_sample }
+      - { name: a, type: always_sample }
+      - { type: always_sample }
+    rate_allocation:
+      - { policy: a, percent: 80 }
+      - { policy: nobody, percent: 30 }
+      - { policy: a, percent: -5 }
+";
+    assert_eq!(
+        paths(yaml),
+        [
+            "policies[0].composite.max_total_spans_per_second",
+            "policies[0].composite.composite_sub_policy[1].name",
+            "policies[0].composite.composite_sub_policy[2].name",
+            "policies[0].composite.policy_order[1]",
+            "policies[0].composite.policy_order[2]",
+            "policies[0].composite.rate_allocation[1].policy",
+            "policies[0].composite.rate_allocation[2].percent",
+            "policies[0].composite.rate_allocation[2].policy",
+            "policies[0].composite.rate_allocation",
+        ]
+    );
+    assert_eq!(
+        message_at(yaml, "policies[0].composite.rate_allocation"),
+        "percents add up to 110%, more than 100%"
+    );
+}
+
+#[test]
+fn numeric_attribute_needs_a_non_zero_bound() {
+    let yaml =
+        "- { name: n, type: numeric_attribute, numeric_attribute: { key: k, min_value: 0 } }";
+    assert!(
+        message_at(yaml, "policies[0].numeric_attribute").starts_with("set min_value or max_value")
+    );
+}
+
+#[test]
+fn unknown_fields_are_yaml_errors() {
+    let err = serde_yaml_ng::from_str::<Vec<PolicyCfg>>(
+        "- { name: x, type: latency, latency: { threshold: 5 } }",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `threshold`"),
+        "{err}"
+    );
+    let err =
+        serde_yaml_ng::from_str::<Vec<PolicyCfg>>("- { name: x, type: latency, latencyy: {} }")
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `latencyy`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_collector_readme_composite_example_builds() {
+    build(
+        "
+- name: composite-policy-1
+  type: composite
+  composite:
+    max_total_spans_per_second: 1000
+    policy_order: [test-composite-policy-1, test-composite-policy-2, test-composite-policy-3]
+    composite_sub_policy:
+      - { name: test-composite-policy-1, type: numeric_attribute, numeric_attribute: { key: key1, min_value: 50 } }
+      - { name: test-composite-policy-2, type: string_attribute, string_attribute: { key: key2, values: [value1, value2] } }
+      - { name: test-composite-policy-3, type: always_sample }
+    rate_allocation:
+      - { policy: test-composite-policy-1, percent: 50 }
+      - { policy: test-composite-policy-2, percent: 25 }
+",
+    );
+}
+
+#[test]
+fn names_and_describe() {
+    let p = build(
+        "
+- { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }
+- { name: slow, type: latency, latency: { threshold_ms: 500 } }
+- name: gold
+  type: and
+  and:
+    and_sub_policy:
+      - { name: tier, type: string_attribute, string_attribute: { key: user.tier, values: [gold], invert_match: true } }
+      - { name: some, type: probabilistic, probabilistic: { sampling_percentage: 5 } }
+- { name: c, type: composite, composite: { max_total_spans_per_second: 100, composite_sub_policy: [ { name: all, type: always_sample } ], rate_allocation: [ { policy: all, percent: 50 } ] } }
+",
+    );
+    assert_eq!(p.names(), ["errors", "slow", "gold", "c"]);
+    assert_eq!(
+        p.describe(),
+        [
+            "errors: status_code in [ERROR]",
+            "slow: latency >= 500ms",
+            "gold: and: all of:",
+            "  tier: string_attribute user.tier not in [gold] (invert_match: a match vetoes sampling)",
+            "  some: probabilistic 5% of trace ids (hash salt \"default-hash-seed\")",
+            "c: composite: first sub-policy that samples, within max 100 spans/s:",
+            "  all: always_sample [50% = 50 spans/s]",
+        ]
+    );
+}
+
+#[test]
+fn policies_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Policies>();
+}

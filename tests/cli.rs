@@ -1,0 +1,162 @@
+//! The `casefile` binary itself: `--version`, `check` on good and bad files, and `run`
+//! stopped by SIGTERM, which must decide pending traces, flush the file exporter and exit 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use casefile::fixture::{self, Gen, Shape};
+use prost::Message;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_casefile"))
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn version_is_printed() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("casefile {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_accepts_the_shipped_examples_and_prints_policies() {
+    for f in ["config/casefile.yaml", "config/sidecar.yaml", "config/gateway.yaml"] {
+        let out = bin().args(["check", "--config"]).arg(root().join(f)).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{f}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(": OK"), "{stdout}");
+        assert!(stdout.contains("errors"), "policies are listed: {stdout}");
+    }
+}
+
+#[test]
+fn check_reports_every_problem_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "receivers:\n  otlp:\n    protocols:\n      grpc: { endpoint: 127.0.0.1:4317 }\nprocessors:\n  tail_sampling:\n    decision_wait: soon\n    policies: []\nexporters:\n  otlp: { endpont: x }\n",
+    )
+    .unwrap();
+    let out = bin().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = path.display();
+    assert!(err.contains(&format!("{p}:7: processors.tail_sampling.decision_wait")), "{err}");
+    assert!(err.contains(&format!("{p}:10: exporters.otlp")), "{err}");
+    assert!(err.contains("endpont"), "{err}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let out = bin().args(["check", "--config", "/nonexistent/casefile.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/casefile.yaml"));
+}
+
+/// Reads the daemon's log until it names the OTLP/HTTP address.
+fn http_addr(lines: &mut impl Iterator<Item = String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for line in lines {
+        if let Some(rest) = line.split("OTLP/HTTP receiver listening addr=Some(").nth(1) {
+            return rest.split(')').next().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the daemon never said where it listens");
+    }
+    panic!("the daemon exited before listening");
+}
+
+fn post(addr: &str, body: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn write_config(dir: &Path, out: &Path) -> PathBuf {
+    let path = dir.join("run.yaml");
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  tail_sampling:
+    decision_wait: 1h
+    policies:
+      - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}
+exporters:
+  file: {{ path: "{}" }}
+support:
+  api: {{ endpoint: "" }}
+shutdown_timeout: 10s
+"#,
+        out.display()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+#[test]
+fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("kept.jsonl");
+    let cfg = write_config(dir.path(), &out_file);
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let addr = http_addr(&mut lines);
+
+    let mut g = Gen::new(21);
+    let err = g.trace(Shape { error: true, ..Default::default() }, 6);
+    let ok = g.trace(Shape::default(), 6);
+    let body = fixture::request_for(&[err.clone(), ok.clone()]).encode_to_vec();
+    assert_eq!(post(&addr, body), 200);
+
+    // The window is an hour: only shutdown can decide these traces.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.collect();
+    let code = child.wait().unwrap();
+    assert!(code.success(), "exit {code:?}; log:\n{}", rest.join("\n"));
+
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let mut ids = Vec::new();
+            for rs in v["resourceSpans"].as_array().unwrap() {
+                for ss in rs["scopeSpans"].as_array().unwrap() {
+                    for s in ss["spans"].as_array().unwrap() {
+                        ids.push(s["traceId"].as_str().unwrap().to_owned());
+                    }
+                }
+            }
+            ids
+        })
+        .collect();
+    assert_eq!(ids.len(), 6, "every span of the error trace, nothing of the other: {text}");
+    assert!(ids.iter().all(|i| *i == hex::encode(err.trace_id)));
+}
