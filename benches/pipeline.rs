@@ -27,11 +27,13 @@ fn policies() -> Policies {
 /// 50 traces of 10 spans: 500 spans, as the load test sends them.
 fn request(seed: u64) -> Vec<u8> {
     let mut g = Gen::new(seed);
-    let traces: Vec<_> = (0..50).map(|_| {
-        let mut t = g.mixed();
-        t.spans.truncate(10);
-        t
-    }).collect();
+    let traces: Vec<_> = (0..50)
+        .map(|_| {
+            let mut t = g.mixed();
+            t.spans.truncate(10);
+            t
+        })
+        .collect();
     fixture::request_for(&traces).encode_to_vec()
 }
 
@@ -42,9 +44,16 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(n));
-    g.bench_function("fast_path_500_spans", |b| b.iter(|| decode_request(black_box(&req)).unwrap()));
+    g.bench_function("fast_path_500_spans", |b| {
+        b.iter(|| decode_request(black_box(&req)).unwrap())
+    });
     g.bench_function("prost_full_500_spans", |b| {
-        b.iter(|| opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(black_box(&req[..])).unwrap())
+        b.iter(|| {
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                black_box(&req[..]),
+            )
+            .unwrap()
+        })
     });
     g.finish();
 
@@ -82,7 +91,12 @@ fn bench(c: &mut Criterion) {
         };
         let buf = Buffer::new(cfg, policies());
         let mut seed = 0;
-        let reqs: Vec<_> = (0..64).map(|_| { seed += 1; decode_request(&request(seed)).unwrap().spans }).collect();
+        let reqs: Vec<_> = (0..64)
+            .map(|_| {
+                seed += 1;
+                decode_request(&request(seed)).unwrap().spans
+            })
+            .collect();
         let mut i = 0;
         b.iter(|| {
             let now = tokio::time::Instant::now();
@@ -92,7 +106,9 @@ fn bench(c: &mut Criterion) {
             i += 1;
         })
     });
-    g.bench_function("encode_500_spans", |b| b.iter(|| encode_request(black_box(&spans))));
+    g.bench_function("encode_500_spans", |b| {
+        b.iter(|| encode_request(black_box(&spans)))
+    });
     g.finish();
 }
 

@@ -25,7 +25,10 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -38,12 +41,22 @@ async fn readyz(State(st): State<ApiState>) -> Response {
         "traces_held": st.buffer.held_traces(),
         "bytes_held": st.buffer.held_bytes(),
     });
-    let code = if st.ready.load(Ordering::Relaxed) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if st.ready.load(Ordering::Relaxed) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<ApiState>) -> Response {
-    metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory").set(st.buffer.held_traces() as f64);
-    metrics::gauge!("casefile_processor_tail_sampling_sampling_bytes_on_memory").set(st.buffer.held_bytes() as f64);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.render()).into_response()
+    metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory")
+        .set(st.buffer.held_traces() as f64);
+    metrics::gauge!("casefile_processor_tail_sampling_sampling_bytes_on_memory")
+        .set(st.buffer.held_bytes() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        st.metrics.render(),
+    )
+        .into_response()
 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config};
 
 #[derive(Debug, Parser)]
-#[command(name = "casefile", version, about = "A tail-sampling trace processor: OTLP in, the traces that matter out, and the trace behind every complaint.")]
+#[command(
+    name = "casefile",
+    version,
+    about = "A tail-sampling trace processor: OTLP in, the traces that matter out, and the trace behind every complaint."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -52,11 +56,17 @@ fn check(path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let policies = match crate::policy::Policies::build(&cfg.tail_sampling.policies, cfg.tail_sampling.sample_on_first_match) {
+    let policies = match crate::policy::Policies::build(
+        &cfg.tail_sampling.policies,
+        cfg.tail_sampling.sample_on_first_match,
+    ) {
         Ok(p) => p,
         Err(problems) => {
             for p in problems {
-                eprintln!("{}: processors.tail_sampling.{}: {}", cfg.source, p.path, p.message);
+                eprintln!(
+                    "{}: processors.tail_sampling.{}: {}",
+                    cfg.source, p.path, p.message
+                );
             }
             return ExitCode::from(2);
         }
@@ -80,8 +90,14 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init_logging(&cfg.logging.level, cfg.logging.format == config::LogFormat::Json);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    crate::telemetry::init_logging(
+        &cfg.logging.level,
+        cfg.logging.format == config::LogFormat::Json,
+    );
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -23,7 +23,11 @@ use crate::{api, decider, receiver, telemetry};
 #[derive(Debug, Error)]
 pub enum RunError {
     #[error("cannot listen on {endpoint} ({what}): {source}")]
-    Bind { what: &'static str, endpoint: String, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        endpoint: String,
+        source: std::io::Error,
+    },
     #[error("invalid policies: {}", .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
     Policies(Vec<Problem>),
     #[error("cannot start exporters: {0}")]
@@ -41,7 +45,13 @@ pub struct Daemon {
 }
 
 async fn bind(what: &'static str, endpoint: &str) -> Result<TcpListener, RunError> {
-    TcpListener::bind(endpoint).await.map_err(|source| RunError::Bind { what, endpoint: endpoint.to_owned(), source })
+    TcpListener::bind(endpoint)
+        .await
+        .map_err(|source| RunError::Bind {
+            what,
+            endpoint: endpoint.to_owned(),
+            source,
+        })
 }
 
 fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
@@ -54,9 +64,15 @@ impl Daemon {
     /// Binds every endpoint of `config` and starts all stages.
     pub async fn start(config: Config) -> Result<Daemon, RunError> {
         let metrics = telemetry::metrics_handle();
-        let policies = Policies::build(&config.tail_sampling.policies, config.tail_sampling.sample_on_first_match)
-            .map_err(RunError::Policies)?;
-        let buffer = Arc::new(Buffer::new(BufferCfg::from_config(&config.tail_sampling), policies));
+        let policies = Policies::build(
+            &config.tail_sampling.policies,
+            config.tail_sampling.sample_on_first_match,
+        )
+        .map_err(RunError::Policies)?;
+        let buffer = Arc::new(Buffer::new(
+            BufferCfg::from_config(&config.tail_sampling),
+            policies,
+        ));
         let exporters = Exporters::start(&config.exporters)?;
         let (stop, stop_rx) = watch::channel(false);
 
@@ -73,7 +89,11 @@ impl Daemon {
         if let Some(g) = &config.receivers.grpc {
             let l = bind("OTLP/gRPC", &g.endpoint).await?;
             grpc_addr = l.local_addr().ok();
-            let (intake, max, sd) = (intake.clone(), g.max_recv_msg_size, stopped(stop_rx.clone()));
+            let (intake, max, sd) = (
+                intake.clone(),
+                g.max_recv_msg_size,
+                stopped(stop_rx.clone()),
+            );
             receivers.push(tokio::spawn(async move {
                 if let Err(e) = receiver::grpc::serve(l, intake, max, sd).await {
                     tracing::error!(error = %e, "OTLP/gRPC receiver failed");
@@ -84,7 +104,11 @@ impl Daemon {
         if let Some(h) = &config.receivers.http {
             let l = bind("OTLP/HTTP", &h.endpoint).await?;
             http_addr = l.local_addr().ok();
-            let (intake, max, sd) = (intake.clone(), h.max_request_body_size, stopped(stop_rx.clone()));
+            let (intake, max, sd) = (
+                intake.clone(),
+                h.max_request_body_size,
+                stopped(stop_rx.clone()),
+            );
             receivers.push(tokio::spawn(async move {
                 if let Err(e) = receiver::http::serve(l, intake, max, sd).await {
                     tracing::error!(error = %e, "OTLP/HTTP receiver failed");
@@ -106,14 +130,22 @@ impl Daemon {
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, api::router(state)).with_graceful_shutdown(sd).await {
+                if let Err(e) = axum::serve(l, api::router(state))
+                    .with_graceful_shutdown(sd)
+                    .await
+                {
                     tracing::error!(error = %e, "support API failed");
                 }
             }));
         }
 
         let tick = decider::tick_for(config.tail_sampling.decision_wait);
-        let decider_task = tokio::spawn(decider::run(Arc::clone(&buffer), exporters.clone(), tick, stop_rx.clone()));
+        let decider_task = tokio::spawn(decider::run(
+            Arc::clone(&buffer),
+            exporters.clone(),
+            tick,
+            stop_rx.clone(),
+        ));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(policies = ?buffer.policies().names(), exporters = ?exporters.names(), "casefile started");
 
@@ -124,9 +156,25 @@ impl Daemon {
         let task = tokio::spawn(async move {
             let _ = stop_wait.wait_for(|s| *s).await;
             ready.store(false, Ordering::Relaxed);
-            shutdown(task_buffer, exporters, receivers, decider_task, api_task, grace, drop_pending).await;
+            shutdown(
+                task_buffer,
+                exporters,
+                receivers,
+                decider_task,
+                api_task,
+                grace,
+                drop_pending,
+            )
+            .await;
         });
-        Ok(Daemon { grpc_addr, http_addr, api_addr, buffer, stop, task })
+        Ok(Daemon {
+            grpc_addr,
+            http_addr,
+            api_addr,
+            buffer,
+            stop,
+            task,
+        })
     }
 
     /// Stops the daemon and waits until it has flushed.
@@ -153,11 +201,18 @@ async fn shutdown(
     }
     let _ = decider_task.await;
     let decided = decider::finish(&buffer, &exporters, drop_pending).await;
-    tracing::info!(traces = decided, dropped_unseen = drop_pending, "pending traces decided");
+    tracing::info!(
+        traces = decided,
+        dropped_unseen = drop_pending,
+        "pending traces decided"
+    );
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let undelivered = exporters.shutdown(left).await;
     if undelivered > 0 {
-        tracing::warn!(spans = undelivered, "spans of kept traces could not be delivered before the grace period ended");
+        tracing::warn!(
+            spans = undelivered,
+            "spans of kept traces could not be delivered before the grace period ended"
+        );
     }
     if let Some(t) = api_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;

@@ -22,7 +22,12 @@ pub fn tick_for(decision_wait: Duration) -> Duration {
 
 /// Runs until `stop` turns true; then returns without deciding what is pending
 /// (shutdown does that, see [`finish`]).
-pub async fn run(buffer: Arc<Buffer>, exporters: Exporters, tick: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    buffer: Arc<Buffer>,
+    exporters: Exporters,
+    tick: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -32,8 +37,10 @@ pub async fn run(buffer: Arc<Buffer>, exporters: Exporters, tick: Duration, mut 
         }
         buffer.decide_due(Instant::now());
         flush(&buffer, &exporters).await;
-        metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory").set(buffer.held_traces() as f64);
-        metrics::gauge!("casefile_processor_tail_sampling_sampling_bytes_on_memory").set(buffer.held_bytes() as f64);
+        metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory")
+            .set(buffer.held_traces() as f64);
+        metrics::gauge!("casefile_processor_tail_sampling_sampling_bytes_on_memory")
+            .set(buffer.held_bytes() as f64);
     }
 }
 
@@ -46,8 +53,13 @@ pub async fn flush(buffer: &Buffer, exporters: &Exporters) {
     let mut traces = out.traces;
     for chunk in out.spans.chunks(MAX_SPANS_PER_REQUEST) {
         let request = encode_request(chunk);
-        let batch = ExportBatch { request: request.into(), spans: chunk.len(), traces: std::mem::take(&mut traces) };
-        metrics::counter!("casefile_processor_tail_sampling_sampled_spans_total").increment(chunk.len() as u64);
+        let batch = ExportBatch {
+            request: request.into(),
+            spans: chunk.len(),
+            traces: std::mem::take(&mut traces),
+        };
+        metrics::counter!("casefile_processor_tail_sampling_sampled_spans_total")
+            .increment(chunk.len() as u64);
         exporters.send(Arc::new(batch)).await;
     }
 }

@@ -4,16 +4,27 @@
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 
 const SERVICES: [&str; 5] = ["frontend", "checkout", "payments", "inventory", "postgres"];
-const OPERATIONS: [&str; 6] = ["GET /cart", "POST /checkout", "charge", "reserve", "SELECT orders", "render"];
+const OPERATIONS: [&str; 6] = [
+    "GET /cart",
+    "POST /checkout",
+    "charge",
+    "reserve",
+    "SELECT orders",
+    "render",
+];
 
 /// A string attribute.
 pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
@@ -22,7 +33,9 @@ pub fn kv(key: &str, value: &str) -> KeyValue {
 pub fn kv_int(key: &str, value: i64) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(value)),
+        }),
         ..Default::default()
     }
 }
@@ -52,7 +65,10 @@ pub struct Gen {
 
 impl Gen {
     pub fn new(seed: u64) -> Gen {
-        Gen { rng: fastrand::Rng::with_seed(seed), now_ns: 1_767_225_600_000_000_000 }
+        Gen {
+            rng: fastrand::Rng::with_seed(seed),
+            now_ns: 1_767_225_600_000_000_000,
+        }
     }
 
     /// A trace of the realistic mix: 5 % errors, 5 % slow, 5 % premium.
@@ -77,7 +93,11 @@ impl Gen {
         };
         let user_id = format!("usr_{:06}", self.rng.u32(0..1_000_000));
         let tier = if shape.premium { "premium" } else { "free" };
-        let dur_ms = if shape.slow { self.rng.u64(800..1500) } else { self.rng.u64(20..200) };
+        let dur_ms = if shape.slow {
+            self.rng.u64(800..1500)
+        } else {
+            self.rng.u64(20..200)
+        };
         let start = self.now_ns;
         self.now_ns += 1_000_000;
         let end = start + dur_ms * 1_000_000;
@@ -90,11 +110,27 @@ impl Gen {
                     break id;
                 }
             };
-            let parent = if i == 0 { Vec::new() } else { ids[self.rng.usize(0..i)].to_vec() };
+            let parent = if i == 0 {
+                Vec::new()
+            } else {
+                ids[self.rng.usize(0..i)].to_vec()
+            };
             ids.push(span_id);
-            let service = if i == 0 { SERVICES[0] } else { SERVICES[1 + (i - 1) % (SERVICES.len() - 1)] };
-            let s_start = if i == 0 { start } else { start + self.rng.u64(0..(end - start) / 2) };
-            let s_end = if i == 0 { end } else { s_start + self.rng.u64(1..=(end - s_start)) };
+            let service = if i == 0 {
+                SERVICES[0]
+            } else {
+                SERVICES[1 + (i - 1) % (SERVICES.len() - 1)]
+            };
+            let s_start = if i == 0 {
+                start
+            } else {
+                start + self.rng.u64(0..(end - start) / 2)
+            };
+            let s_end = if i == 0 {
+                end
+            } else {
+                s_start + self.rng.u64(1..=(end - s_start))
+            };
             let is_error = shape.error && i == n - 1;
             let mut attributes = vec![
                 kv("user.id", &user_id),
@@ -113,28 +149,49 @@ impl Gen {
                     span_id: span_id.to_vec(),
                     parent_span_id: parent,
                     name: OPERATIONS[i % OPERATIONS.len()].into(),
-                    kind: if i == 0 { span::SpanKind::Server as i32 } else { span::SpanKind::Internal as i32 },
+                    kind: if i == 0 {
+                        span::SpanKind::Server as i32
+                    } else {
+                        span::SpanKind::Internal as i32
+                    },
                     start_time_unix_nano: s_start,
                     end_time_unix_nano: s_end,
                     attributes,
                     status: Some(Status {
-                        code: if is_error { status::StatusCode::Error as i32 } else { status::StatusCode::Unset as i32 },
-                        message: if is_error { "payment declined".into() } else { String::new() },
+                        code: if is_error {
+                            status::StatusCode::Error as i32
+                        } else {
+                            status::StatusCode::Unset as i32
+                        },
+                        message: if is_error {
+                            "payment declined".into()
+                        } else {
+                            String::new()
+                        },
                     }),
                     flags: 0x101,
                     ..Default::default()
                 },
             ));
         }
-        Trace { trace_id, user_id, spans }
+        Trace {
+            trace_id,
+            user_id,
+            spans,
+        }
     }
 }
 
 /// Groups spans into one request: a ResourceSpans per service, one scope each.
-pub fn request<'a>(spans: impl IntoIterator<Item = &'a (&'static str, Span)>) -> ExportTraceServiceRequest {
+pub fn request<'a>(
+    spans: impl IntoIterator<Item = &'a (&'static str, Span)>,
+) -> ExportTraceServiceRequest {
     let mut resource_spans: Vec<ResourceSpans> = Vec::new();
     for (service, span) in spans {
-        let idx = match resource_spans.iter().position(|rs| service_of(rs) == *service) {
+        let idx = match resource_spans
+            .iter()
+            .position(|rs| service_of(rs) == *service)
+        {
             Some(i) => i,
             None => {
                 resource_spans.push(resource_spans_for(service));

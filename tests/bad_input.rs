@@ -17,7 +17,8 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn still_serving(daemon: &casefile::Daemon) {
     let mut g = Gen::new(99);
     let body = fixture::request_for(&[g.trace(Shape::default(), 3)]).encode_to_vec();
-    let (code, _, _) = reqwest_post(daemon.http_addr.unwrap(), "application/x-protobuf", body).await;
+    let (code, _, _) =
+        reqwest_post(daemon.http_addr.unwrap(), "application/x-protobuf", body).await;
     assert_eq!(code, 200, "daemon still accepts good data");
 }
 
@@ -27,11 +28,13 @@ async fn http_errors_have_their_status_codes() {
     let daemon = start(config(addr, "1h", "")).await;
     let http = daemon.http_addr.unwrap();
 
-    let (code, _, body) = reqwest_post(http, "application/x-protobuf", vec![0x0a, 0xff, 0x01]).await;
+    let (code, _, body) =
+        reqwest_post(http, "application/x-protobuf", vec![0x0a, 0xff, 0x01]).await;
     assert_eq!(code, 400, "malformed protobuf");
     assert!(!body.is_empty());
 
-    let (code, _, body) = reqwest_post(http, "application/json", b"{\"resourceSpans\": [".to_vec()).await;
+    let (code, _, body) =
+        reqwest_post(http, "application/json", b"{\"resourceSpans\": [".to_vec()).await;
     assert_eq!(code, 400, "malformed JSON");
     let msg = String::from_utf8_lossy(&body);
     assert!(msg.contains("message"), "{msg}");
@@ -45,11 +48,28 @@ async fn http_errors_have_their_status_codes() {
     // A gzip bomb: small on the wire, over the limit once decompressed.
     let bomb = gzip(&vec![0u8; 4 << 20]);
     assert!(bomb.len() < 1 << 20);
-    let (code, _, _) =
-        http_post(http, "/v1/traces", &[("content-type", "application/x-protobuf"), ("content-encoding", "gzip")], bomb).await;
+    let (code, _, _) = http_post(
+        http,
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "gzip"),
+        ],
+        bomb,
+    )
+    .await;
     assert_eq!(code, 413, "size limit applies after decompression");
 
-    let (code, _, _) = http_post(http, "/v1/traces", &[("content-type", "application/x-protobuf"), ("content-encoding", "br")], vec![1, 2]).await;
+    let (code, _, _) = http_post(
+        http,
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "br"),
+        ],
+        vec![1, 2],
+    )
+    .await;
     assert_eq!(code, 415, "unsupported content encoding");
 
     // Charset parameters are fine; gzip bodies are fine.
@@ -58,7 +78,10 @@ async fn http_errors_have_their_status_codes() {
     let (code, headers, _) = http_post(
         http,
         "/v1/traces",
-        &[("content-type", "application/x-protobuf; charset=utf-8"), ("content-encoding", "gzip")],
+        &[
+            ("content-type", "application/x-protobuf; charset=utf-8"),
+            ("content-encoding", "gzip"),
+        ],
         gzip(&good),
     )
     .await;
@@ -80,14 +103,28 @@ async fn invalid_ids_are_reported_through_partial_success() {
     t.spans[1].1.span_id = vec![7; 4];
     let req = fixture::request_for(&[t]);
 
-    let (code, _, body) = reqwest_post(daemon.http_addr.unwrap(), "application/x-protobuf", req.encode_to_vec()).await;
+    let (code, _, body) = reqwest_post(
+        daemon.http_addr.unwrap(),
+        "application/x-protobuf",
+        req.encode_to_vec(),
+    )
+    .await;
     assert_eq!(code, 200);
     let resp = ExportTraceServiceResponse::decode(&body[..]).unwrap();
     let partial = resp.partial_success.expect("partial success");
     assert_eq!(partial.rejected_spans, 2);
-    assert!(partial.error_message.contains("trace_id"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("trace_id"),
+        "{}",
+        partial.error_message
+    );
 
-    let resp = client(&daemon).await.export(req).await.unwrap().into_inner();
+    let resp = client(&daemon)
+        .await
+        .export(req)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(resp.partial_success.unwrap().rejected_spans, 2);
     assert_eq!(daemon.buffer.held_traces(), 1, "the valid spans were kept");
     daemon.shutdown().await;
@@ -98,12 +135,23 @@ async fn grpc_malformed_is_invalid_argument_and_gzip_is_accepted() {
     let (_down, addr) = Downstream::start().await;
     let daemon = start(config(addr, "1h", "")).await;
     // A request whose first span is cut: valid gRPC framing, invalid protobuf.
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", daemon.grpc_addr.unwrap())).unwrap().connect().await.unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", daemon.grpc_addr.unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut raw = tonic::client::Grpc::new(channel.clone());
     raw.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    let path = http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
     let status = raw
-        .unary::<bytes::Bytes, bytes::Bytes, _>(tonic::Request::new(bytes::Bytes::from_static(&[0x0a, 0x10, 0x12])), path, BytesCodec)
+        .unary::<bytes::Bytes, bytes::Bytes, _>(
+            tonic::Request::new(bytes::Bytes::from_static(&[0x0a, 0x10, 0x12])),
+            path,
+            BytesCodec,
+        )
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
@@ -111,7 +159,10 @@ async fn grpc_malformed_is_invalid_argument_and_gzip_is_accepted() {
     let mut client = opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::new(channel)
         .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let mut g = Gen::new(8);
-    client.export(fixture::request_for(&[g.trace(Shape::default(), 3)])).await.unwrap();
+    client
+        .export(fixture::request_for(&[g.trace(Shape::default(), 3)]))
+        .await
+        .unwrap();
     assert_eq!(daemon.buffer.held_traces(), 1);
     still_serving(&daemon).await;
     daemon.shutdown().await;
@@ -136,7 +187,11 @@ impl tonic::codec::Codec for BytesCodec {
 impl tonic::codec::Encoder for BytesCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         bytes::BufMut::put(dst, item);
         Ok(())
     }
@@ -145,7 +200,13 @@ impl tonic::codec::Encoder for BytesCodec {
 impl tonic::codec::Decoder for BytesCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
-        Ok(Some(bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src))))
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        Ok(Some(bytes::Buf::copy_to_bytes(
+            src,
+            bytes::Buf::remaining(src),
+        )))
     }
 }

@@ -21,15 +21,31 @@ fn root() -> PathBuf {
 fn version_is_printed() {
     let out = bin().arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("casefile {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("casefile {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn check_accepts_the_shipped_examples_and_prints_policies() {
-    for f in ["config/casefile.yaml", "config/sidecar.yaml", "config/gateway.yaml"] {
-        let out = bin().args(["check", "--config"]).arg(root().join(f)).output().unwrap();
+    for f in [
+        "config/casefile.yaml",
+        "config/sidecar.yaml",
+        "config/gateway.yaml",
+    ] {
+        let out = bin()
+            .args(["check", "--config"])
+            .arg(root().join(f))
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{f}: {}{}", stdout, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains(": OK"), "{stdout}");
         assert!(stdout.contains("errors"), "policies are listed: {stdout}");
     }
@@ -44,20 +60,31 @@ fn check_reports_every_problem_with_file_and_line() {
         "receivers:\n  otlp:\n    protocols:\n      grpc: { endpoint: 127.0.0.1:4317 }\nprocessors:\n  tail_sampling:\n    decision_wait: soon\n    policies: []\nexporters:\n  otlp: { endpont: x }\n",
     )
     .unwrap();
-    let out = bin().args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     let p = path.display();
-    assert!(err.contains(&format!("{p}:7: processors.tail_sampling.decision_wait")), "{err}");
+    assert!(
+        err.contains(&format!("{p}:7: processors.tail_sampling.decision_wait")),
+        "{err}"
+    );
     assert!(err.contains(&format!("{p}:10: exporters.otlp")), "{err}");
     assert!(err.contains("endpont"), "{err}");
 }
 
 #[test]
 fn check_reports_a_missing_file() {
-    let out = bin().args(["check", "--config", "/nonexistent/casefile.yaml"]).output().unwrap();
+    let out = bin()
+        .args(["check", "--config", "/nonexistent/casefile.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /nonexistent/casefile.yaml"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot read config file /nonexistent/casefile.yaml"));
 }
 
 /// Reads the daemon's log until it names the OTLP/HTTP address.
@@ -67,7 +94,10 @@ fn http_addr(lines: &mut impl Iterator<Item = String>) -> String {
         if let Some(rest) = line.split("OTLP/HTTP receiver listening addr=Some(").nth(1) {
             return rest.split(')').next().unwrap().to_owned();
         }
-        assert!(Instant::now() < deadline, "the daemon never said where it listens");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never said where it listens"
+        );
     }
     panic!("the daemon exited before listening");
 }
@@ -84,7 +114,10 @@ fn post(addr: &str, body: Vec<u8>) -> u16 {
     s.write_all(&body).unwrap();
     let mut resp = String::new();
     let _ = s.read_to_string(&mut resp);
-    resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 fn write_config(dir: &Path, out: &Path) -> PathBuf {
@@ -124,21 +157,39 @@ fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A watchdog: a daemon that does not stop within 30 s is killed, failing the test.
+    let pid = child.id().to_string();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+    });
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
     let addr = http_addr(&mut lines);
 
     let mut g = Gen::new(21);
-    let err = g.trace(Shape { error: true, ..Default::default() }, 6);
+    let err = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        6,
+    );
     let ok = g.trace(Shape::default(), 6);
     let body = fixture::request_for(&[err.clone(), ok.clone()]).encode_to_vec();
     assert_eq!(post(&addr, body), 200);
 
     // The window is an hour: only shutdown can decide these traces.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let rest: Vec<String> = lines.collect();
     let code = child.wait().unwrap();
+    let _ = done_tx.send(());
     assert!(code.success(), "exit {code:?}; log:\n{}", rest.join("\n"));
 
     let text = std::fs::read_to_string(&out_file).unwrap();
@@ -157,6 +208,10 @@ fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
             ids
         })
         .collect();
-    assert_eq!(ids.len(), 6, "every span of the error trace, nothing of the other: {text}");
+    assert_eq!(
+        ids.len(),
+        6,
+        "every span of the error trace, nothing of the other: {text}"
+    );
     assert!(ids.iter().all(|i| *i == hex::encode(err.trace_id)));
 }

@@ -14,8 +14,14 @@ fn root() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    let p = std::env::var_os("CASEFILE_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(p.exists(), "{} is missing: run scripts/setup-tests.sh (or scripts/test.sh)", p.display());
+    let p = std::env::var_os("CASEFILE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-tests.sh (or scripts/test.sh)",
+        p.display()
+    );
     p
 }
 
@@ -23,23 +29,43 @@ fn node_modules() -> PathBuf {
     let p = std::env::var_os("CASEFILE_NODE_MODULES")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("tests/interop/js/node_modules"));
-    assert!(p.join("@opentelemetry/exporter-trace-otlp-http").exists(), "{} lacks the JS SDK: run scripts/setup-tests.sh", p.display());
+    assert!(
+        p.join("@opentelemetry/exporter-trace-otlp-http").exists(),
+        "{} lacks the JS SDK: run scripts/setup-tests.sh",
+        p.display()
+    );
     p
 }
 
 /// Runs a sender script off the async runtime and parses its JSON output.
 async fn run_sender(mut cmd: Command) -> serde_json::Value {
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("sender runs")).await.unwrap();
-    assert!(out.status.success(), "sender failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("sender runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sender failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("bad output {stdout:?}: {e}"))
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("bad output {stdout:?}: {e}"))
 }
 
 /// Checks what arrived: the kept trace whole with its span names, the dropped one absent.
-async fn assert_kept(down: &Downstream, daemon: casefile::Daemon, ids: &serde_json::Value, names: &[&str]) {
+async fn assert_kept(
+    down: &Downstream,
+    daemon: casefile::Daemon,
+    ids: &serde_json::Value,
+    names: &[&str],
+) {
     let kept = ids["kept"].as_str().unwrap().to_owned();
     let dropped = ids["dropped"].as_str().unwrap().to_owned();
-    down.wait_for("the kept trace", |d| d.spans_by_trace().get(&kept).map(Vec::len) == Some(names.len())).await;
+    down.wait_for("the kept trace", |d| {
+        d.spans_by_trace().get(&kept).map(Vec::len) == Some(names.len())
+    })
+    .await;
     until_all_decided(&daemon).await;
     daemon.shutdown().await;
     let got = down.spans_by_trace();
@@ -49,8 +75,14 @@ async fn assert_kept(down: &Downstream, daemon: casefile::Daemon, ids: &serde_js
     let mut want: Vec<_> = names.to_vec();
     want.sort();
     assert_eq!(got_names, want);
-    let root = got[&kept].iter().find(|s| s.parent_span_id.is_empty()).expect("root arrives");
-    assert!(root.attributes.iter().any(|a| a.key == "casefile.policy"), "root carries casefile.policy");
+    let root = got[&kept]
+        .iter()
+        .find(|s| s.parent_span_id.is_empty())
+        .expect("root arrives");
+    assert!(
+        root.attributes.iter().any(|a| a.key == "casefile.policy"),
+        "root carries casefile.policy"
+    );
     assert!(got[&kept].iter().all(|s| hex::encode(&s.trace_id) == kept));
 }
 
@@ -59,9 +91,17 @@ async fn python_sdk_over_grpc() {
     let (down, addr) = Downstream::start().await;
     let daemon = start(config(addr, "300ms", "")).await;
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/interop/send.py")).arg("grpc").arg(format!("http://{}", daemon.grpc_addr.unwrap()));
+    cmd.arg(root().join("tests/interop/send.py"))
+        .arg("grpc")
+        .arg(format!("http://{}", daemon.grpc_addr.unwrap()));
     let ids = run_sender(cmd).await;
-    assert_kept(&down, daemon, &ids, &["POST /checkout", "charge card", "send receipt"]).await;
+    assert_kept(
+        &down,
+        daemon,
+        &ids,
+        &["POST /checkout", "charge card", "send receipt"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,9 +109,17 @@ async fn python_sdk_over_http_protobuf() {
     let (down, addr) = Downstream::start().await;
     let daemon = start(config(addr, "300ms", "")).await;
     let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/interop/send.py")).arg("http").arg(format!("http://{}", daemon.http_addr.unwrap()));
+    cmd.arg(root().join("tests/interop/send.py"))
+        .arg("http")
+        .arg(format!("http://{}", daemon.http_addr.unwrap()));
     let ids = run_sender(cmd).await;
-    assert_kept(&down, daemon, &ids, &["POST /checkout", "charge card", "send receipt"]).await;
+    assert_kept(
+        &down,
+        daemon,
+        &ids,
+        &["POST /checkout", "charge card", "send receipt"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,11 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 
 fn root_attr(spans: &[opentelemetry_proto::tonic::trace::v1::Span], key: &str) -> Option<String> {
     let root = spans.iter().find(|s| s.parent_span_id.is_empty())?;
-    root.attributes.iter().find(|a| a.key == key).and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.clone()),
-        _ => None,
+    root.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
     })
 }
 
@@ -24,10 +26,35 @@ async fn keeps_errors_slow_and_premium_and_drops_the_rest() {
     let mut client = client(&daemon).await;
     let mut g = Gen::new(11);
     let shapes = [
-        (Shape { error: true, ..Default::default() }, Some("errors")),
-        (Shape { slow: true, ..Default::default() }, Some("slow")),
-        (Shape { premium: true, ..Default::default() }, Some("premium")),
-        (Shape { error: true, slow: true, ..Default::default() }, Some("errors,slow")),
+        (
+            Shape {
+                error: true,
+                ..Default::default()
+            },
+            Some("errors"),
+        ),
+        (
+            Shape {
+                slow: true,
+                ..Default::default()
+            },
+            Some("slow"),
+        ),
+        (
+            Shape {
+                premium: true,
+                ..Default::default()
+            },
+            Some("premium"),
+        ),
+        (
+            Shape {
+                error: true,
+                slow: true,
+                ..Default::default()
+            },
+            Some("errors,slow"),
+        ),
         (Shape::default(), None),
         (Shape::default(), None),
         (Shape::default(), None),
@@ -40,13 +67,21 @@ async fn keeps_errors_slow_and_premium_and_drops_the_rest() {
 
     let got = down.spans_by_trace();
     let kept: HashSet<_> = got.keys().cloned().collect();
-    let want: HashSet<_> = traces.iter().zip(&shapes).filter(|(_, s)| s.1.is_some()).map(|(t, _)| hex::encode(t.trace_id)).collect();
+    let want: HashSet<_> = traces
+        .iter()
+        .zip(&shapes)
+        .filter(|(_, s)| s.1.is_some())
+        .map(|(t, _)| hex::encode(t.trace_id))
+        .collect();
     assert_eq!(kept, want);
     for (t, (_, policy)) in traces.iter().zip(&shapes) {
         let Some(policy) = policy else { continue };
         let spans = &got[&hex::encode(t.trace_id)];
         assert_eq!(spans.len(), 7, "every span of a kept trace arrives");
-        assert_eq!(root_attr(spans, "casefile.policy").as_deref(), Some(*policy));
+        assert_eq!(
+            root_attr(spans, "casefile.policy").as_deref(),
+            Some(*policy)
+        );
     }
 }
 
@@ -56,7 +91,13 @@ async fn a_trace_spread_over_requests_and_transports_arrives_whole() {
     let daemon = start(config(addr, "400ms", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(12);
-    let t = g.trace(Shape { error: true, ..Default::default() }, 12);
+    let t = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        12,
+    );
     let (a, rest) = t.spans.split_at(4);
     let (b, c) = rest.split_at(4);
     client.export(fixture::request(a.iter())).await.unwrap();
@@ -67,9 +108,16 @@ async fn a_trace_spread_over_requests_and_transports_arrives_whole() {
     client.export(fixture::request(c.iter())).await.unwrap();
 
     let id = hex::encode(t.trace_id);
-    down.wait_for("the whole trace", |d| d.spans_by_trace().get(&id).map(Vec::len) == Some(12)).await;
+    down.wait_for("the whole trace", |d| {
+        d.spans_by_trace().get(&id).map(Vec::len) == Some(12)
+    })
+    .await;
     daemon.shutdown().await;
-    assert_eq!(down.spans_by_trace()[&id].len(), 12, "no duplicates after shutdown");
+    assert_eq!(
+        down.spans_by_trace()[&id].len(),
+        12,
+        "no duplicates after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,20 +126,44 @@ async fn late_spans_follow_the_decision() {
     let daemon = start(config(addr, "200ms", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(13);
-    let kept = g.trace(Shape { error: true, ..Default::default() }, 6);
+    let kept = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        6,
+    );
     let dropped = g.trace(Shape::default(), 6);
-    let (kept_early, kept_late) = kept.spans.split_at(5);
-    let (dropped_early, dropped_late) = dropped.spans.split_at(5);
-    client.export(fixture::request(kept_early.iter().chain(dropped_early))).await.unwrap();
+    // The fixture puts the error on the last span: hold back the first span as the late one.
+    let (kept_late, kept_early) = kept.spans.split_at(1);
+    let (dropped_late, dropped_early) = dropped.spans.split_at(1);
+    client
+        .export(fixture::request(kept_early.iter().chain(dropped_early)))
+        .await
+        .unwrap();
     until_all_decided(&daemon).await;
     let kid = hex::encode(kept.trace_id);
-    down.wait_for("kept trace", |d| d.spans_by_trace().get(&kid).map(Vec::len) == Some(5)).await;
+    down.wait_for("kept trace", |d| {
+        d.spans_by_trace().get(&kid).map(Vec::len) == Some(5)
+    })
+    .await;
 
-    client.export(fixture::request(kept_late.iter().chain(dropped_late))).await.unwrap();
-    down.wait_for("late span of kept trace", |d| d.spans_by_trace().get(&kid).map(Vec::len) == Some(6)).await;
+    client
+        .export(fixture::request(kept_late.iter().chain(dropped_late)))
+        .await
+        .unwrap();
+    down.wait_for("late span of kept trace", |d| {
+        d.spans_by_trace().get(&kid).map(Vec::len) == Some(6)
+    })
+    .await;
     until_all_decided(&daemon).await;
     daemon.shutdown().await;
-    assert!(!down.spans_by_trace().contains_key(&hex::encode(dropped.trace_id)), "late span of a dropped trace stays dropped");
+    assert!(
+        !down
+            .spans_by_trace()
+            .contains_key(&hex::encode(dropped.trace_id)),
+        "late span of a dropped trace stays dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +173,16 @@ async fn shutdown_decides_pending_traces_and_flushes() {
     let daemon = start(config(addr, "1h", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(14);
-    let traces = vec![g.trace(Shape { error: true, ..Default::default() }, 5), g.trace(Shape::default(), 5)];
+    let traces = vec![
+        g.trace(
+            Shape {
+                error: true,
+                ..Default::default()
+            },
+            5,
+        ),
+        g.trace(Shape::default(), 5),
+    ];
     client.export(fixture::request_for(&traces)).await.unwrap();
     assert_eq!(daemon.buffer.held_traces(), 2);
     daemon.shutdown().await;
@@ -113,13 +194,29 @@ async fn shutdown_decides_pending_traces_and_flushes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn root_span_shortens_the_wait() {
     let (down, addr) = Downstream::start().await;
-    let daemon = start(config(addr, "1h", "    decision_wait_after_root_received: 100ms")).await;
+    let daemon = start(config(
+        addr,
+        "1h",
+        "    decision_wait_after_root_received: 100ms",
+    ))
+    .await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(15);
-    let t = g.trace(Shape { error: true, ..Default::default() }, 4);
-    client.export(fixture::request_for(std::slice::from_ref(&t))).await.unwrap();
+    let t = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        4,
+    );
+    client
+        .export(fixture::request_for(std::slice::from_ref(&t)))
+        .await
+        .unwrap();
     let id = hex::encode(t.trace_id);
-    down.wait_for("trace decided after its root arrived", |d| d.spans_by_trace().contains_key(&id)).await;
+    down.wait_for("trace decided after its root arrived", |d| {
+        d.spans_by_trace().contains_key(&id)
+    })
+    .await;
     daemon.shutdown().await;
 }
-

@@ -12,13 +12,19 @@ use std::time::{Duration, Instant};
 
 use casefile::fixture::{self, Gen};
 use clap::Parser;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use parking_lot::Mutex;
 use prost::Message;
 
 #[derive(Debug, Parser)]
-#[command(about = "Drive casefile (or any OTLP collector) with realistic traces and count what comes out.")]
+#[command(
+    about = "Drive casefile (or any OTLP collector) with realistic traces and count what comes out."
+)]
 struct Args {
     /// OTLP/gRPC endpoint of the system under test.
     #[arg(long, default_value = "127.0.0.1:4317")]
@@ -87,7 +93,9 @@ impl TraceService for SinkSvc {
 async fn main() {
     let args = Args::parse();
     let sink = Arc::new(Sink::default());
-    let listener = tokio::net::TcpListener::bind(args.sink).await.expect("bind sink");
+    let listener = tokio::net::TcpListener::bind(args.sink)
+        .await
+        .expect("bind sink");
     let svc = TraceServiceServer::new(SinkSvc(Arc::clone(&sink)))
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .max_decoding_message_size(64 << 20);
@@ -110,9 +118,15 @@ async fn main() {
             let mut t = g.mixed();
             if args.spans_per_trace > 0 {
                 let shape = fixture::Shape {
-                    error: t.spans.iter().any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2)),
-                    slow: t.spans[0].1.end_time_unix_nano - t.spans[0].1.start_time_unix_nano >= 500_000_000,
-                    premium: t.spans[0].1.attributes.iter().any(|a| a.key == "user.tier" && format!("{:?}", a.value).contains("premium")),
+                    error: t
+                        .spans
+                        .iter()
+                        .any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2)),
+                    slow: t.spans[0].1.end_time_unix_nano - t.spans[0].1.start_time_unix_nano
+                        >= 500_000_000,
+                    premium: t.spans[0].1.attributes.iter().any(|a| {
+                        a.key == "user.tier" && format!("{:?}", a.value).contains("premium")
+                    }),
                 };
                 t = g.trace(shape, args.spans_per_trace);
             }
@@ -150,8 +164,14 @@ async fn main() {
     let expected = Arc::new(Mutex::new(Vec::<([u8; 16], u32, bool)>::new()));
     for c in 0..args.connections {
         let offsets = Arc::clone(&offsets);
-        let (target, requests, sent_spans, refused, sent_requests, expected) =
-            (args.target.clone(), Arc::clone(&requests), Arc::clone(&sent_spans), Arc::clone(&refused), Arc::clone(&sent_requests), Arc::clone(&expected));
+        let (target, requests, sent_spans, refused, sent_requests, expected) = (
+            args.target.clone(),
+            Arc::clone(&requests),
+            Arc::clone(&sent_spans),
+            Arc::clone(&refused),
+            Arc::clone(&sent_requests),
+            Arc::clone(&expected),
+        );
         let max_requests = args.max_requests;
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Channel::from_shared(format!("http://{target}"))
@@ -159,10 +179,13 @@ async fn main() {
                 .connect()
                 .await
                 .expect("connect to target");
-            let mut client = tonic::client::Grpc::new(channel).send_compressed(tonic::codec::CompressionEncoding::Gzip);
+            let mut client = tonic::client::Grpc::new(channel)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip);
             let mut round: u32 = 0;
             let mut i = c;
-            while Instant::now() < deadline && sent_requests.fetch_add(1, Ordering::Relaxed) < max_requests {
+            while Instant::now() < deadline
+                && sent_requests.fetch_add(1, Ordering::Relaxed) < max_requests
+            {
                 let (bytes, traces) = &requests[i % requests.len()];
                 // Fresh ids each round: XOR the high bytes of every trace id in the encoded bytes.
                 let salt = ((round as u64) << 16 | c as u64).to_be_bytes();
@@ -183,9 +206,16 @@ async fn main() {
                                 *b ^= x;
                             }
                             let root = &t.spans[0].1;
-                            let keep = t.spans.iter().any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2))
-                                || root.end_time_unix_nano - root.start_time_unix_nano >= 500_000_000
-                                || root.attributes.iter().any(|a| a.key == "user.tier" && format!("{:?}", a.value).contains("premium"));
+                            let keep = t
+                                .spans
+                                .iter()
+                                .any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2))
+                                || root.end_time_unix_nano - root.start_time_unix_nano
+                                    >= 500_000_000
+                                || root.attributes.iter().any(|a| {
+                                    a.key == "user.tier"
+                                        && format!("{:?}", a.value).contains("premium")
+                                });
                             e.push((id, t.spans.len() as u32, keep));
                         }
                     }
@@ -208,7 +238,10 @@ async fn main() {
     let drain_deadline = Instant::now() + Duration::from_secs(args.drain_seconds);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let quiet = sink.last.lock().is_some_and(|l| l.elapsed() > Duration::from_secs(3));
+        let quiet = sink
+            .last
+            .lock()
+            .is_some_and(|l| l.elapsed() > Duration::from_secs(3));
         if quiet || Instant::now() > drain_deadline {
             break;
         }
@@ -221,7 +254,10 @@ async fn main() {
         }
     }
     let check = if args.expect_all { &all } else { &must_keep };
-    let whole = check.iter().filter(|(id, n)| got.get(*id) == Some(n)).count();
+    let whole = check
+        .iter()
+        .filter(|(id, n)| got.get(*id) == Some(n))
+        .count();
     let sent = sent_spans.load(Ordering::Relaxed);
     let report = serde_json::json!({
         "seconds": elapsed.as_secs_f64(),
@@ -245,10 +281,19 @@ async fn raw_export(
     client: &mut tonic::client::Grpc<tonic::transport::Channel>,
     req: Vec<u8>,
 ) -> Result<(), tonic::Status> {
-    client.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
     client
-        .unary::<bytes::Bytes, bytes::Bytes, _>(tonic::Request::new(bytes::Bytes::from(req)), path, RawCodec)
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    );
+    client
+        .unary::<bytes::Bytes, bytes::Bytes, _>(
+            tonic::Request::new(bytes::Bytes::from(req)),
+            path,
+            RawCodec,
+        )
         .await
         .map(|_| ())
 }
@@ -272,7 +317,11 @@ impl tonic::codec::Codec for RawCodec {
 impl tonic::codec::Encoder for RawCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         bytes::BufMut::put(dst, item);
         Ok(())
     }
@@ -281,7 +330,13 @@ impl tonic::codec::Encoder for RawCodec {
 impl tonic::codec::Decoder for RawCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
-        Ok(Some(bytes::Buf::copy_to_bytes(src, bytes::Buf::remaining(src))))
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        Ok(Some(bytes::Buf::copy_to_bytes(
+            src,
+            bytes::Buf::remaining(src),
+        )))
     }
 }

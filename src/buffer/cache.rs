@@ -16,7 +16,11 @@ struct Fifo {
 
 impl Fifo {
     fn new(cap: usize) -> Fifo {
-        Fifo { set: HashSet::new(), order: VecDeque::new(), cap }
+        Fifo {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
     }
 
     fn insert(&mut self, key: u64) {
@@ -46,12 +50,16 @@ pub struct DecisionCache {
 
 /// The key of a trace id: its low 8 bytes, which W3C requires to be random.
 fn key(id: &TraceId) -> u64 {
-    u64::from_le_bytes(id[8..16].try_into().expect("8 bytes")) ^ u64::from_le_bytes(id[0..8].try_into().expect("8 bytes")).rotate_left(17)
+    u64::from_le_bytes(id[8..16].try_into().expect("8 bytes"))
+        ^ u64::from_le_bytes(id[0..8].try_into().expect("8 bytes")).rotate_left(17)
 }
 
 impl DecisionCache {
     pub fn new(sampled: usize, dropped: usize) -> DecisionCache {
-        DecisionCache { sampled: Fifo::new(sampled), dropped: Fifo::new(dropped) }
+        DecisionCache {
+            sampled: Fifo::new(sampled),
+            dropped: Fifo::new(dropped),
+        }
     }
 
     /// `Some(true)` when the trace was kept, `Some(false)` when dropped, `None` when unknown.

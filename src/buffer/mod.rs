@@ -122,7 +122,9 @@ impl Buffer {
         let n = cfg.num_shards.max(1).next_power_of_two();
         let per_sampled = cfg.sampled_cache_size.div_ceil(n);
         let per_dropped = cfg.non_sampled_cache_size.div_ceil(n);
-        let shards = (0..n).map(|_| Mutex::new(Shard::new(per_sampled, per_dropped))).collect();
+        let shards = (0..n)
+            .map(|_| Mutex::new(Shard::new(per_sampled, per_dropped)))
+            .collect();
         Buffer {
             cfg,
             shards,
@@ -149,7 +151,8 @@ impl Buffer {
 
     fn shard_of(&self, id: &TraceId) -> usize {
         // The low bytes of a W3C trace id are random.
-        (u64::from_le_bytes(id[8..16].try_into().expect("8 bytes")) as usize) & (self.shards.len() - 1)
+        (u64::from_le_bytes(id[8..16].try_into().expect("8 bytes")) as usize)
+            & (self.shards.len() - 1)
     }
 
     pub fn held_traces(&self) -> usize {
@@ -166,7 +169,10 @@ impl Buffer {
 
     /// Adds spans. Spans of traces already decided follow the cached decision.
     pub fn ingest(&self, spans: Vec<Span>, now: Instant) -> Ingested {
-        let mut stats = Ingested { spans: spans.len(), ..Default::default() };
+        let mut stats = Ingested {
+            spans: spans.len(),
+            ..Default::default()
+        };
         let mut buckets: Vec<Vec<Span>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
         for s in spans {
             buckets[self.shard_of(&s.trace_id)].push(s);
@@ -184,7 +190,11 @@ impl Buffer {
             for span in bucket {
                 match shard.add(span, now, &self.cfg, &mut stats) {
                     shard::Added::Pending(id, size) => {
-                        if self.cfg.maximum_trace_size_bytes.is_some_and(|max| size > max) {
+                        if self
+                            .cfg
+                            .maximum_trace_size_bytes
+                            .is_some_and(|max| size > max)
+                        {
                             too_large.push(id);
                         }
                     }
@@ -196,7 +206,11 @@ impl Buffer {
                 self.decide_locked(&mut shard, &id, now, Trigger::TraceSize, &mut kept);
             }
             while shard.traces.len() > per_shard_traces || shard.bytes > per_shard_bytes {
-                let trigger = if shard.traces.len() > per_shard_traces { Trigger::NumTraces } else { Trigger::Bytes };
+                let trigger = if shard.traces.len() > per_shard_traces {
+                    Trigger::NumTraces
+                } else {
+                    Trigger::Bytes
+                };
                 let Some(id) = shard.oldest() else { break };
                 self.decide_locked(&mut shard, &id, now, trigger, &mut kept);
                 stats.decided_early += 1;
@@ -258,15 +272,28 @@ impl Buffer {
 
     /// The time the earliest pending trace is due, if any (for tests and the decider).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.shards.iter().filter_map(|m| m.lock().next_deadline()).min()
+        self.shards
+            .iter()
+            .filter_map(|m| m.lock().next_deadline())
+            .min()
     }
 
-    fn decide_locked(&self, shard: &mut Shard, id: &TraceId, now: Instant, trigger: Trigger, kept: &mut Kept) {
-        let Some(pending) = shard.remove(id) else { return };
+    fn decide_locked(
+        &self,
+        shard: &mut Shard,
+        id: &TraceId,
+        now: Instant,
+        trigger: Trigger,
+        kept: &mut Kept,
+    ) {
+        let Some(pending) = shard.remove(id) else {
+            return;
+        };
         let verdict = self.policies.read().evaluate(id, &pending.spans, now);
         shard.cache.record(id, verdict.sampled);
         let delay = now.saturating_duration_since(pending.deadline);
-        metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds").record(delay.as_secs_f64());
+        metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds")
+            .record(delay.as_secs_f64());
         metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => if verdict.sampled { "true" } else { "false" }).increment(1);
         if !verdict.sampled {
             return;
@@ -274,7 +301,12 @@ impl Buffer {
         kept.traces += 1;
         let mut spans = pending.spans;
         let root = spans.iter().position(Span::is_root).unwrap_or(0);
-        let names = verdict.policies.iter().map(|p| &**p).collect::<Vec<_>>().join(",");
+        let names = verdict
+            .policies
+            .iter()
+            .map(|p| &**p)
+            .collect::<Vec<_>>()
+            .join(",");
         spans[root].bytes = append_attributes(&spans[root].bytes, &[("casefile.policy", &names)]);
         kept.spans.extend(spans);
     }
@@ -298,7 +330,8 @@ impl Buffer {
 
     fn count_ingest(&self, s: &Ingested) {
         if s.new_traces > 0 {
-            metrics::counter!("casefile_processor_tail_sampling_new_trace_id_received_total").increment(s.new_traces as u64);
+            metrics::counter!("casefile_processor_tail_sampling_new_trace_id_received_total")
+                .increment(s.new_traces as u64);
         }
         if s.late_kept > 0 {
             metrics::counter!("casefile_processor_tail_sampling_sampling_late_span_total", "decision" => "sampled").increment(s.late_kept as u64);
@@ -307,7 +340,10 @@ impl Buffer {
             metrics::counter!("casefile_processor_tail_sampling_sampling_late_span_total", "decision" => "dropped").increment(s.late_dropped as u64);
         }
         if s.decided_early > 0 {
-            metrics::counter!("casefile_processor_tail_sampling_sampling_traces_decided_early_total").increment(s.decided_early as u64);
+            metrics::counter!(
+                "casefile_processor_tail_sampling_sampling_traces_decided_early_total"
+            )
+            .increment(s.decided_early as u64);
         }
     }
 }

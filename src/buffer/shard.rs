@@ -53,7 +53,13 @@ impl Shard {
         }
     }
 
-    pub fn add(&mut self, span: Span, now: Instant, cfg: &BufferCfg, stats: &mut Ingested) -> Added {
+    pub fn add(
+        &mut self,
+        span: Span,
+        now: Instant,
+        cfg: &BufferCfg,
+        stats: &mut Ingested,
+    ) -> Added {
         let id = span.trace_id;
         let size = span.size();
         let is_root = span.is_root();
@@ -74,7 +80,15 @@ impl Shard {
             self.next_generation += 1;
             let deadline = now + cfg.decision_wait;
             self.deadlines.push_back((deadline, id, generation));
-            self.traces.insert(id, Pending { spans: Vec::with_capacity(8), deadline, bytes: 0, generation });
+            self.traces.insert(
+                id,
+                Pending {
+                    spans: Vec::with_capacity(8),
+                    deadline,
+                    bytes: 0,
+                    generation,
+                },
+            );
         }
         let p = self.traces.get_mut(&id).expect("inserted above");
         if is_root {
@@ -107,7 +121,13 @@ impl Shard {
     pub fn pop_due(&mut self, now: Instant) -> Option<TraceId> {
         loop {
             let q = match (self.deadlines.front(), self.root_deadlines.front()) {
-                (Some(a), Some(b)) => if a.0 <= b.0 { &mut self.deadlines } else { &mut self.root_deadlines },
+                (Some(a), Some(b)) => {
+                    if a.0 <= b.0 {
+                        &mut self.deadlines
+                    } else {
+                        &mut self.root_deadlines
+                    }
+                }
                 (Some(_), None) => &mut self.deadlines,
                 (None, Some(_)) => &mut self.root_deadlines,
                 (None, None) => return None,
@@ -117,7 +137,10 @@ impl Shard {
                 return None;
             }
             q.pop_front();
-            if self.live(&id, generation).is_some_and(|p| p.deadline <= now) {
+            if self
+                .live(&id, generation)
+                .is_some_and(|p| p.deadline <= now)
+            {
                 return Some(id);
             }
         }

@@ -7,7 +7,7 @@ use tokio::time::{advance, Instant};
 
 use super::*;
 use crate::fixture::{self, Gen, Shape};
-use crate::policy::{PolicyCfg, Policies};
+use crate::policy::{Policies, PolicyCfg};
 use crate::wire::decode::decode_request;
 
 fn policies() -> Policies {
@@ -35,7 +35,9 @@ fn cfg() -> BufferCfg {
 }
 
 fn spans(t: &fixture::Trace) -> Vec<Span> {
-    decode_request(&fixture::request_for(std::slice::from_ref(t)).encode_to_vec()).unwrap().spans
+    decode_request(&fixture::request_for(std::slice::from_ref(t)).encode_to_vec())
+        .unwrap()
+        .spans
 }
 
 fn ids(out: &Outbox) -> std::collections::HashSet<TraceId> {
@@ -46,7 +48,13 @@ fn ids(out: &Outbox) -> std::collections::HashSet<TraceId> {
 async fn decides_at_the_deadline_not_before() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(1);
-    let err = g.trace(Shape { error: true, ..Default::default() }, 5);
+    let err = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        5,
+    );
     let ok = g.trace(Shape::default(), 5);
     b.ingest(spans(&err), Instant::now());
     b.ingest(spans(&ok), Instant::now());
@@ -67,7 +75,13 @@ async fn decides_at_the_deadline_not_before() {
 async fn spans_of_one_trace_across_batches_are_decided_together() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(2);
-    let t = g.trace(Shape { error: true, ..Default::default() }, 10);
+    let t = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        10,
+    );
     let all = spans(&t);
     let (a, c) = all.split_at(3);
     b.ingest(a.to_vec(), Instant::now());
@@ -76,7 +90,11 @@ async fn spans_of_one_trace_across_batches_are_decided_together() {
     assert_eq!(b.held_traces(), 1);
     advance(Duration::from_secs(5)).await;
     b.decide_due(Instant::now());
-    assert_eq!(b.take_outbox().spans.len(), 10, "the window runs from the first span");
+    assert_eq!(
+        b.take_outbox().spans.len(),
+        10,
+        "the window runs from the first span"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,7 +103,13 @@ async fn root_span_brings_the_deadline_forward() {
     c.decision_wait_after_root_received = Some(Duration::from_secs(1));
     let b = Buffer::new(c, policies());
     let mut g = Gen::new(3);
-    let t = g.trace(Shape { error: true, ..Default::default() }, 4);
+    let t = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        4,
+    );
     let mut s = spans(&t);
     let root = s.iter().position(Span::is_root).unwrap();
     let root_span = s.remove(root);
@@ -104,7 +128,13 @@ async fn root_span_brings_the_deadline_forward() {
 async fn late_spans_follow_the_cached_decision() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(4);
-    let kept = g.trace(Shape { error: true, ..Default::default() }, 3);
+    let kept = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        3,
+    );
     let dropped = g.trace(Shape::default(), 3);
     let (k, d) = (spans(&kept), spans(&dropped));
     // The error is on the last span: hold back the first one as the late span.
@@ -128,7 +158,17 @@ async fn num_traces_bound_decides_the_oldest_early() {
     c.num_shards = 1;
     let b = Buffer::new(c, policies());
     let mut g = Gen::new(5);
-    let traces: Vec<_> = (0..6).map(|_| g.trace(Shape { error: true, ..Default::default() }, 2)).collect();
+    let traces: Vec<_> = (0..6)
+        .map(|_| {
+            g.trace(
+                Shape {
+                    error: true,
+                    ..Default::default()
+                },
+                2,
+            )
+        })
+        .collect();
     let mut early = 0;
     for t in &traces {
         early += b.ingest(spans(t), Instant::now()).decided_early;
@@ -137,7 +177,11 @@ async fn num_traces_bound_decides_the_oldest_early() {
     assert_eq!(early, 2);
     assert_eq!(b.held_traces(), 4);
     let out = b.take_outbox();
-    assert_eq!(ids(&out), [traces[0].trace_id, traces[1].trace_id].into(), "the oldest, decided with the policies");
+    assert_eq!(
+        ids(&out),
+        [traces[0].trace_id, traces[1].trace_id].into(),
+        "the oldest, decided with the policies"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,7 +195,12 @@ async fn byte_bound_decides_early_and_is_exact() {
     let b = Buffer::new(c.clone(), policies());
     for t in &traces {
         b.ingest(spans(t), Instant::now());
-        assert!(b.held_bytes() <= c.max_bytes, "{} > {}", b.held_bytes(), c.max_bytes);
+        assert!(
+            b.held_bytes() <= c.max_bytes,
+            "{} > {}",
+            b.held_bytes(),
+            c.max_bytes
+        );
     }
     assert!(b.held_traces() >= 2);
 }
@@ -160,25 +209,53 @@ async fn byte_bound_decides_early_and_is_exact() {
 async fn shutdown_decides_everything_pending() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(7);
-    let t = g.trace(Shape { slow: true, ..Default::default() }, 5);
+    let t = g.trace(
+        Shape {
+            slow: true,
+            ..Default::default()
+        },
+        5,
+    );
     b.ingest(spans(&t), Instant::now());
     assert_eq!(b.decide_all(Instant::now(), false), 1);
     assert_eq!(b.take_outbox().spans.len(), 5);
-    b.ingest(spans(&g.trace(Shape { error: true, ..Default::default() }, 2)), Instant::now());
+    b.ingest(
+        spans(&g.trace(
+            Shape {
+                error: true,
+                ..Default::default()
+            },
+            2,
+        )),
+        Instant::now(),
+    );
     assert_eq!(b.decide_all(Instant::now(), true), 1);
-    assert!(b.take_outbox().spans.is_empty(), "drop_pending_traces_on_shutdown drops");
+    assert!(
+        b.take_outbox().spans.is_empty(),
+        "drop_pending_traces_on_shutdown drops"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn kept_root_carries_the_policy_names() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(8);
-    let t = g.trace(Shape { error: true, slow: true, premium: false }, 3);
+    let t = g.trace(
+        Shape {
+            error: true,
+            slow: true,
+            premium: false,
+        },
+        3,
+    );
     b.ingest(spans(&t), Instant::now());
     b.decide_all(Instant::now(), false);
     let out = b.take_outbox();
     let root = out.spans.iter().find(|s| s.is_root()).unwrap();
-    assert_eq!(root.attribute("casefile.policy").and_then(|v| v.as_str()), Some("errors,slow"));
+    assert_eq!(
+        root.attribute("casefile.policy").and_then(|v| v.as_str()),
+        Some("errors,slow")
+    );
     let child = out.spans.iter().find(|s| !s.is_root()).unwrap();
     assert!(child.attribute("casefile.policy").is_none());
 }

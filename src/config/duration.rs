@@ -33,7 +33,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         if num_end == 0 {
             return Err(format!("invalid duration {s:?}"));
         }
-        let n: f64 = rest[..num_end].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[num_end..];
         let unit_end = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -46,7 +48,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "d" => 86400.0,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?} (use ms, s, m or h)")),
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in duration {s:?} (use ms, s, m or h)"
+                ))
+            }
         };
         total += n * scale;
         rest = &rest[unit_end..];

@@ -35,7 +35,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { path: path.into(), message: message.into() }
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -49,17 +52,33 @@ pub struct Located {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{}", render(.file, .problems))]
-    Invalid { file: String, problems: Vec<Located> },
+    Invalid {
+        file: String,
+        problems: Vec<Located>,
+    },
 }
 
 fn render(file: &str, problems: &[Located]) -> String {
     let n = problems.len();
-    let mut s = format!("{file}: {n} problem{} in the configuration:", if n == 1 { "" } else { "s" });
+    let mut s = format!(
+        "{file}: {n} problem{} in the configuration:",
+        if n == 1 { "" } else { "s" }
+    );
     for l in problems {
-        let at = l.line.map(|n| format!("{file}:{n}")).unwrap_or_else(|| file.to_owned());
-        let path = if l.problem.path.is_empty() { "(top level)" } else { &l.problem.path };
+        let at = l
+            .line
+            .map(|n| format!("{file}:{n}"))
+            .unwrap_or_else(|| file.to_owned());
+        let path = if l.problem.path.is_empty() {
+            "(top level)"
+        } else {
+            &l.problem.path
+        };
         s.push_str(&format!("\n  {at}: {path}: {}", l.problem.message));
     }
     s
@@ -168,8 +187,10 @@ pub struct Config {
 
 /// Reads and validates a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     load_str(&text, &path.display().to_string())
 }
 
@@ -180,14 +201,22 @@ pub fn load_str(text: &str, source: &str) -> Result<Config, ConfigError> {
 
 /// The embedded default configuration.
 pub fn embedded_default() -> Config {
-    load_str(EMBEDDED_DEFAULT, "<embedded default>").expect("the embedded default config is valid (tested)")
+    load_str(EMBEDDED_DEFAULT, "<embedded default>")
+        .expect("the embedded default config is valid (tested)")
 }
 
 /// Same as [`load_str`] with variables from `env`.
 pub fn load_with_env(text: &str, source: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-    let invalid = |problems| ConfigError::Invalid { file: source.to_owned(), problems };
-    let (mut root, lines) = yaml::parse(text)
-        .map_err(|(line, message)| invalid(vec![Located { line, problem: Problem::new("", message) }]))?;
+    let invalid = |problems| ConfigError::Invalid {
+        file: source.to_owned(),
+        problems,
+    };
+    let (mut root, lines) = yaml::parse(text).map_err(|(line, message)| {
+        invalid(vec![Located {
+            line,
+            problem: Problem::new("", message),
+        }])
+    })?;
     let mut problems = Vec::new();
     yaml::expand_env(&mut root, env, "", &mut problems);
     let mut reader = Reader { problems };
@@ -195,14 +224,24 @@ pub fn load_with_env(text: &str, source: &str, env: &dyn Env) -> Result<Config, 
     if reader.problems.is_empty() {
         Ok(config.expect("no problems means a config"))
     } else {
-        let problems = reader.problems.into_iter().map(|p| Located { line: lines.of(&line_path(&p)), problem: p }).collect();
+        let problems = reader
+            .problems
+            .into_iter()
+            .map(|p| Located {
+                line: lines.of(&line_path(&p)),
+                problem: p,
+            })
+            .collect();
         Err(invalid(problems))
     }
 }
 
 /// The path whose line best shows a problem: for an unknown field, the field itself.
 fn line_path(p: &Problem) -> String {
-    let field = p.message.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
+    let field = p
+        .message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next());
     match field {
         Some(f) if p.path.is_empty() => f.to_owned(),
         Some(f) if !p.path.ends_with(&format!(".{f}")) && p.path != f => format!("{}.{f}", p.path),
@@ -239,7 +278,11 @@ impl Reader {
         }
     }
 
-    fn read_or_default<T: DeserializeOwned + Default>(&mut self, root: &mut serde_yaml_ng::Mapping, key: &str) -> Option<T> {
+    fn read_or_default<T: DeserializeOwned + Default>(
+        &mut self,
+        root: &mut serde_yaml_ng::Mapping,
+        key: &str,
+    ) -> Option<T> {
         match root.remove(key) {
             None | Some(Value::Null) => Some(T::default()),
             Some(v) => self.read(v, key),
@@ -259,20 +302,33 @@ impl Reader {
                 return None;
             }
         };
-        let receivers = self.read_or_default::<raw::Receivers>(&mut root, "receivers").map(|r| self.receivers(r));
+        let receivers = self
+            .read_or_default::<raw::Receivers>(&mut root, "receivers")
+            .map(|r| self.receivers(r));
         let processors = self.read_or_default::<raw::Processors>(&mut root, "processors");
         let tail_sampling = processors.and_then(|p| self.tail_sampling(p.tail_sampling));
         let exporters = self.exporters(root.remove("exporters"));
-        let support = self.read_or_default::<raw::Support>(&mut root, "support").map(|s| self.support(s));
-        let logging = self.read_or_default::<raw::Logging>(&mut root, "logging").and_then(|l| self.logging(l));
+        let support = self
+            .read_or_default::<raw::Support>(&mut root, "support")
+            .map(|s| self.support(s));
+        let logging = self
+            .read_or_default::<raw::Logging>(&mut root, "logging")
+            .and_then(|l| self.logging(l));
         let shutdown_grace = match root.remove("shutdown_timeout") {
             None | Some(Value::Null) => Some(Duration::from_secs(30)),
-            Some(v) => self.read::<duration::GoDuration>(v, "shutdown_timeout").map(|d| d.0),
+            Some(v) => self
+                .read::<duration::GoDuration>(v, "shutdown_timeout")
+                .map(|d| d.0),
         };
         for (k, _) in root {
-            let key = k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}"));
+            let key = k
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{k:?}"));
             let hint = match key.as_str() {
-                "service" | "extensions" | "connectors" => " (casefile has one fixed pipeline; remove this Collector section)",
+                "service" | "extensions" | "connectors" => {
+                    " (casefile has one fixed pipeline; remove this Collector section)"
+                }
                 "storage" => " (storage.dir, the write-ahead log, is not implemented yet)",
                 _ => "",
             };
@@ -306,15 +362,27 @@ impl Reader {
             }
         });
         if grpc.is_none() && http.is_none() {
-            self.problem("receivers.otlp.protocols", "no receiver configured: add grpc and/or http");
+            self.problem(
+                "receivers.otlp.protocols",
+                "no receiver configured: add grpc and/or http",
+            );
         }
         if grpc.as_ref().is_some_and(|g| g.max_recv_msg_size == 0) {
-            self.problem("receivers.otlp.protocols.grpc.max_recv_msg_size_mib", "must be at least 1");
+            self.problem(
+                "receivers.otlp.protocols.grpc.max_recv_msg_size_mib",
+                "must be at least 1",
+            );
         }
         if http.as_ref().is_some_and(|h| h.max_request_body_size == 0) {
-            self.problem("receivers.otlp.protocols.http.max_request_body_size", "must be more than 0");
+            self.problem(
+                "receivers.otlp.protocols.http.max_request_body_size",
+                "must be more than 0",
+            );
         }
-        for (path, ep) in [("grpc", grpc.as_ref().map(|g| &g.endpoint)), ("http", http.as_ref().map(|h| &h.endpoint))] {
+        for (path, ep) in [
+            ("grpc", grpc.as_ref().map(|g| &g.endpoint)),
+            ("http", http.as_ref().map(|h| &h.endpoint)),
+        ] {
             if let Some(ep) = ep {
                 self.check_listen(&format!("receivers.otlp.protocols.{path}.endpoint"), ep);
             }
@@ -324,16 +392,24 @@ impl Reader {
 
     /// A listen address must be `host:port` with a numeric port.
     fn check_listen(&mut self, path: &str, endpoint: &str) {
-        let ok = endpoint.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let ok = endpoint
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !ok {
-            self.problem(path, format!("{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, 0.0.0.0:4317)"));
+            self.problem(
+                path,
+                format!("{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, 0.0.0.0:4317)"),
+            );
         }
     }
 
     fn tail_sampling(&mut self, value: Option<Value>) -> Option<TailSamplingCfg> {
         const P: &str = "processors.tail_sampling";
         let Some(value) = value else {
-            self.problem(P, "missing: casefile needs processors.tail_sampling with at least one policy");
+            self.problem(
+                P,
+                "missing: casefile needs processors.tail_sampling with at least one policy",
+            );
             return None;
         };
         let t: raw::TailSampling = self.read(value, P)?;
@@ -346,10 +422,15 @@ impl Reader {
             }
         }
         if ok && policies.is_empty() {
-            self.problem(format!("{P}.policies"), "no policies: every trace would be dropped (use `type: always_sample` to keep all)");
+            self.problem(
+                format!("{P}.policies"),
+                "no policies: every trace would be dropped (use `type: always_sample` to keep all)",
+            );
         }
         if ok {
-            if let Err(problems) = crate::policy::Policies::build(&policies, t.sample_on_first_match) {
+            if let Err(problems) =
+                crate::policy::Policies::build(&policies, t.sample_on_first_match)
+            {
                 for p in problems {
                     self.problem(join(P, &p.path), p.message);
                 }
@@ -369,14 +450,18 @@ impl Reader {
         }
         Some(TailSamplingCfg {
             decision_wait: t.decision_wait.0,
-            decision_wait_after_root_received: t.decision_wait_after_root_received.map(|d| d.0).filter(|d| !d.is_zero()),
+            decision_wait_after_root_received: t
+                .decision_wait_after_root_received
+                .map(|d| d.0)
+                .filter(|d| !d.is_zero()),
             num_traces: t.num_traces as usize,
             expected_new_traces_per_sec: t.expected_new_traces_per_sec as usize,
             sampled_cache_size: t.decision_cache.sampled_cache_size as usize,
             non_sampled_cache_size: t.decision_cache.non_sampled_cache_size as usize,
             sample_on_first_match: t.sample_on_first_match,
             drop_pending_traces_on_shutdown: t.drop_pending_traces_on_shutdown,
-            maximum_trace_size_bytes: Some(t.maximum_trace_size_bytes.0 as usize).filter(|n| *n > 0),
+            maximum_trace_size_bytes: Some(t.maximum_trace_size_bytes.0 as usize)
+                .filter(|n| *n > 0),
             max_buffer_bytes: t.max_buffer_bytes.0 as usize,
             num_shards: t.num_shards,
             policies,
@@ -388,14 +473,20 @@ impl Reader {
             Some(Value::Mapping(m)) => m,
             None | Some(Value::Null) => serde_yaml_ng::Mapping::new(),
             Some(_) => {
-                self.problem("exporters", "must be a mapping of exporters (otlp, otlphttp, file)");
+                self.problem(
+                    "exporters",
+                    "must be a mapping of exporters (otlp, otlphttp, file)",
+                );
                 return None;
             }
         };
         let mut out = Vec::with_capacity(map.len());
         for (k, v) in map {
             let Some(name) = k.as_str().map(str::to_owned) else {
-                self.problem("exporters", format!("exporter names must be strings, not {k:?}"));
+                self.problem(
+                    "exporters",
+                    format!("exporter names must be strings, not {k:?}"),
+                );
                 continue;
             };
             let path = format!("exporters.{name}");
@@ -413,8 +504,16 @@ impl Reader {
                 out.push((name, cfg));
             }
         }
-        if out.is_empty() && !self.problems.iter().any(|p| p.path.starts_with("exporters")) {
-            self.problem("exporters", "no exporter: kept traces would go nowhere (add otlp, otlphttp or file)");
+        if out.is_empty()
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.path.starts_with("exporters"))
+        {
+            self.problem(
+                "exporters",
+                "no exporter: kept traces would go nowhere (add otlp, otlphttp or file)",
+            );
         }
         Some(out)
     }
@@ -426,10 +525,19 @@ impl Reader {
                     self.problem(format!("{path}.endpoint"), "must not be empty");
                 }
                 if !matches!(c.compression.as_str(), "gzip" | "none" | "" | "zstd") {
-                    self.problem(format!("{path}.compression"), format!("{:?} is not supported: use gzip, zstd or none", c.compression));
+                    self.problem(
+                        format!("{path}.compression"),
+                        format!(
+                            "{:?} is not supported: use gzip, zstd or none",
+                            c.compression
+                        ),
+                    );
                 }
                 if c.sending_queue.queue_size == 0 {
-                    self.problem(format!("{path}.sending_queue.queue_size"), "must be at least 1");
+                    self.problem(
+                        format!("{path}.sending_queue.queue_size"),
+                        "must be at least 1",
+                    );
                 }
                 if c.timeout.0.is_zero() {
                     self.problem(format!("{path}.timeout"), "must be more than 0");
@@ -449,15 +557,24 @@ impl Reader {
             self.check_listen("support.api.endpoint", ep);
         }
         if s.index.hash_values && s.index.hash_key.as_deref().is_none_or(str::is_empty) {
-            self.problem("support.index.hash_key", "hash_values needs a key, e.g. hash_key: ${env:CASEFILE_INDEX_KEY}");
+            self.problem(
+                "support.index.hash_key",
+                "hash_values needs a key, e.g. hash_key: ${env:CASEFILE_INDEX_KEY}",
+            );
         }
         if let Some(url) = &s.trace_url {
             if !url.contains("{trace_id}") {
-                self.problem("support.trace_url", "must contain {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}");
+                self.problem(
+                    "support.trace_url",
+                    "must contain {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}",
+                );
             }
         }
         Some(SupportCfg {
-            api: ApiCfg { endpoint, auth_token: s.api.auth_token.filter(|t| !t.is_empty()) },
+            api: ApiCfg {
+                endpoint,
+                auth_token: s.api.auth_token.filter(|t| !t.is_empty()),
+            },
             trace_url: s.trace_url,
             index: IndexCfg {
                 attributes: s.index.attributes,
@@ -485,9 +602,18 @@ impl Reader {
             }
         };
         if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
-            self.problem("logging.level", format!("{:?} is not a level (error, warn, info, debug, trace) or filter", l.level));
+            self.problem(
+                "logging.level",
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or filter",
+                    l.level
+                ),
+            );
         }
-        Some(LoggingCfg { level: l.level, format })
+        Some(LoggingCfg {
+            level: l.level,
+            format,
+        })
     }
 }
 

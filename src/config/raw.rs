@@ -114,7 +114,10 @@ pub struct DecisionCache {
 
 impl Default for DecisionCache {
     fn default() -> Self {
-        DecisionCache { sampled_cache_size: 100_000, non_sampled_cache_size: 500_000 }
+        DecisionCache {
+            sampled_cache_size: 100_000,
+            non_sampled_cache_size: 500_000,
+        }
     }
 }
 
@@ -139,7 +142,10 @@ pub struct Api {
 
 impl Default for Api {
     fn default() -> Self {
-        Api { endpoint: Some("127.0.0.1:8990".into()), auth_token: None }
+        Api {
+            endpoint: Some("127.0.0.1:8990".into()),
+            auth_token: None,
+        }
     }
 }
 
@@ -197,6 +203,9 @@ pub struct Logging {
 
 impl Default for Logging {
     fn default() -> Self {
-        Logging { level: "info".into(), format: "text".into() }
+        Logging {
+            level: "info".into(),
+            format: "text".into(),
+        }
     }
 }

@@ -11,9 +11,13 @@ pub struct ByteSize(pub u64);
 /// Parses a size such as `512MiB`, `1.5GiB`, `64MB` or `1024`.
 pub fn parse(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = (&s[..split], s[split..].trim());
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (write e.g. 512MiB or 1048576)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (write e.g. 512MiB or 1048576)"))?;
     let scale: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "k" => 1_000,
@@ -22,7 +26,11 @@ pub fn parse(s: &str) -> Result<u64, String> {
         "mib" | "mi" => 1 << 20,
         "gb" | "g" => 1_000_000_000,
         "gib" | "gi" => 1 << 30,
-        _ => return Err(format!("unknown unit {unit:?} in size {s:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in size {s:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
     };
     Ok((n * scale as f64) as u64)
 }
@@ -42,7 +50,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
         }
         d.deserialize_any(V)

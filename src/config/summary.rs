@@ -15,14 +15,25 @@ impl Config {
         let r = &self.receivers;
         let mut recv = Vec::new();
         if let Some(g) = &r.grpc {
-            recv.push(format!("OTLP/gRPC {} (max message {})", g.endpoint, ByteSize(g.max_recv_msg_size as u64)));
+            recv.push(format!(
+                "OTLP/gRPC {} (max message {})",
+                g.endpoint,
+                ByteSize(g.max_recv_msg_size as u64)
+            ));
         }
         if let Some(h) = &r.http {
-            recv.push(format!("OTLP/HTTP {} (max body {})", h.endpoint, ByteSize(h.max_request_body_size as u64)));
+            recv.push(format!(
+                "OTLP/HTTP {} (max body {})",
+                h.endpoint,
+                ByteSize(h.max_request_body_size as u64)
+            ));
         }
         out.push(format!("receivers: {}", recv.join(", ")));
         let t = &self.tail_sampling;
-        let after_root = t.decision_wait_after_root_received.map(|d| format!(", {} after the root span", secs(d))).unwrap_or_default();
+        let after_root = t
+            .decision_wait_after_root_received
+            .map(|d| format!(", {} after the root span", secs(d)))
+            .unwrap_or_default();
         out.push(format!(
             "decisions: {} after a trace's first span{after_root}; at most {} traces and {} pending (then the oldest are decided early)",
             secs(t.decision_wait),
@@ -41,17 +52,32 @@ impl Config {
             .iter()
             .map(|(name, cfg)| match cfg {
                 ExporterCfg::Otlp(c) | ExporterCfg::OtlpHttp(c) => {
-                    format!("{name} -> {} (compression {}, timeout {})", c.endpoint, c.compression, c.timeout)
+                    format!(
+                        "{name} -> {} (compression {}, timeout {})",
+                        c.endpoint, c.compression, c.timeout
+                    )
                 }
                 ExporterCfg::File(c) => format!("{name} -> {}", c.path),
             })
             .collect();
         out.push(format!("exporters: {}", ex.join(", ")));
         let api = self.support.api.endpoint.as_deref().unwrap_or("off");
-        let auth = if self.support.api.auth_token.is_some() { " (bearer token required)" } else { "" };
+        let auth = if self.support.api.auth_token.is_some() {
+            " (bearer token required)"
+        } else {
+            ""
+        };
         out.push(format!("support API: {api}{auth}"));
-        let fmt = if self.logging.format == LogFormat::Json { "json" } else { "text" };
-        out.push(format!("logging: {} ({fmt}); shutdown within {}", self.logging.level, secs(self.shutdown_grace)));
+        let fmt = if self.logging.format == LogFormat::Json {
+            "json"
+        } else {
+            "text"
+        };
+        out.push(format!(
+            "logging: {} ({fmt}); shutdown within {}",
+            self.logging.level,
+            secs(self.shutdown_grace)
+        ));
         out
     }
 }

@@ -34,8 +34,14 @@ exporters:
 #[test]
 fn shipped_configs_load() {
     let c = embedded_default();
-    assert_eq!(c.receivers.grpc.as_ref().unwrap().endpoint, "127.0.0.1:4317");
-    assert_eq!(c.receivers.http.as_ref().unwrap().endpoint, "127.0.0.1:4318");
+    assert_eq!(
+        c.receivers.grpc.as_ref().unwrap().endpoint,
+        "127.0.0.1:4317"
+    );
+    assert_eq!(
+        c.receivers.http.as_ref().unwrap().endpoint,
+        "127.0.0.1:4318"
+    );
     assert!(matches!(c.exporters[0].1, ExporterCfg::File(_)));
     assert_eq!(c.tail_sampling.policies.len(), 4);
     for f in ["config/sidecar.yaml", "config/gateway.yaml"] {
@@ -51,22 +57,38 @@ fn defaults_are_the_documented_ones() {
     let t = &c.tail_sampling;
     assert_eq!(t.decision_wait, Duration::from_secs(30));
     assert_eq!(t.num_traces, 50_000);
-    assert_eq!((t.sampled_cache_size, t.non_sampled_cache_size), (100_000, 500_000), "decision cache on by default");
+    assert_eq!(
+        (t.sampled_cache_size, t.non_sampled_cache_size),
+        (100_000, 500_000),
+        "decision cache on by default"
+    );
     assert_eq!(t.max_buffer_bytes, 512 << 20);
     assert_eq!(t.decision_wait_after_root_received, None);
     assert_eq!(t.maximum_trace_size_bytes, None);
     let g = c.receivers.grpc.unwrap();
-    assert_eq!((g.endpoint.as_str(), g.max_recv_msg_size), ("127.0.0.1:4317", 16 << 20));
-    assert!(c.receivers.http.is_none(), "only the protocols named are on");
+    assert_eq!(
+        (g.endpoint.as_str(), g.max_recv_msg_size),
+        ("127.0.0.1:4317", 16 << 20)
+    );
+    assert!(
+        c.receivers.http.is_none(),
+        "only the protocols named are on"
+    );
     assert_eq!(c.support.api.endpoint.as_deref(), Some("127.0.0.1:8990"));
-    assert_eq!(c.support.index.attributes, ["user.id", "enduser.id", "session.id"]);
+    assert_eq!(
+        c.support.index.attributes,
+        ["user.id", "enduser.id", "session.id"]
+    );
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.logging.format, LogFormat::Text);
 }
 
 #[test]
 fn environment_references_are_expanded_and_typed() {
-    let text = MINIMAL.replace("policies:", "num_traces: ${env:N}\n    decision_wait: ${env:WAIT:-2s}\n    policies:");
+    let text = MINIMAL.replace(
+        "policies:",
+        "num_traces: ${env:N}\n    decision_wait: ${env:WAIT:-2s}\n    policies:",
+    );
     let e: HashMap<String, String> = [("N".to_string(), "1234".to_string())].into();
     let c = load_with_env(&text, "env.yaml", &e).unwrap();
     assert_eq!(c.tail_sampling.num_traces, 1234);
@@ -96,7 +118,9 @@ frobnicate: true
 "#;
     let ps = problems(text);
     let find = |path: &str| {
-        ps.iter().find(|l| l.problem.path == path).unwrap_or_else(|| panic!("no problem at {path}; got {ps:#?}"))
+        ps.iter()
+            .find(|l| l.problem.path == path)
+            .unwrap_or_else(|| panic!("no problem at {path}; got {ps:#?}"))
     };
     let grpc = find("receivers.otlp.protocols.grpc.endpoint");
     assert_eq!(grpc.line, Some(4));
@@ -104,7 +128,11 @@ frobnicate: true
     // read then. Each other section still reports.
     let wait = find("processors.tail_sampling.decision_wait");
     assert_eq!(wait.line, Some(7));
-    assert!(wait.problem.message.contains("parsecs"), "{}", wait.problem.message);
+    assert!(
+        wait.problem.message.contains("parsecs"),
+        "{}",
+        wait.problem.message
+    );
     let otlp = find("exporters.otlp.compresion");
     assert!(otlp.problem.message.contains("compresion"));
     assert_eq!(otlp.line, Some(14), "the line of the unknown key");
@@ -115,9 +143,16 @@ frobnicate: true
     assert_eq!(top.line, Some(18));
     assert_eq!(ps.len(), 5, "{ps:#?}");
 
-    let rendered = ConfigError::Invalid { file: "bad.yaml".into(), problems: ps }.to_string();
+    let rendered = ConfigError::Invalid {
+        file: "bad.yaml".into(),
+        problems: ps,
+    }
+    .to_string();
     assert!(rendered.starts_with("bad.yaml: 5 problems"), "{rendered}");
-    assert!(rendered.contains("\n  bad.yaml:4: receivers.otlp.protocols.grpc.endpoint: "), "{rendered}");
+    assert!(
+        rendered.contains("\n  bad.yaml:4: receivers.otlp.protocols.grpc.endpoint: "),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -128,7 +163,14 @@ fn each_policy_is_read_on_its_own() {
     );
     let ps = problems(&text);
     let paths: Vec<_> = ps.iter().map(|l| l.problem.path.as_str()).collect();
-    assert_eq!(paths, ["processors.tail_sampling.policies[0].latency.treshold_ms", "processors.tail_sampling.policies[1].extra"], "{ps:#?}");
+    assert_eq!(
+        paths,
+        [
+            "processors.tail_sampling.policies[0].latency.treshold_ms",
+            "processors.tail_sampling.policies[1].extra"
+        ],
+        "{ps:#?}"
+    );
     assert_eq!(ps[0].line, Some(9));
     assert_eq!(ps[1].line, Some(10));
 }
@@ -136,11 +178,24 @@ fn each_policy_is_read_on_its_own() {
 #[test]
 fn policy_semantics_are_checked_with_the_rest() {
     let text = MINIMAL
-        .replace("{ name: all, type: always_sample }", "{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 150 } }")
+        .replace(
+            "{ name: all, type: always_sample }",
+            "{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 150 } }",
+        )
         .replace("grpc:", "grpc:\n      http: { max_request_body_size: 0 }");
     let ps = problems(&text);
-    assert!(ps.iter().any(|l| l.problem.path.starts_with("processors.tail_sampling.policies[0]")), "{ps:#?}");
-    assert!(ps.iter().any(|l| l.problem.path == "receivers.otlp.protocols.http.max_request_body_size"), "{ps:#?}");
+    assert!(
+        ps.iter().any(|l| l
+            .problem
+            .path
+            .starts_with("processors.tail_sampling.policies[0]")),
+        "{ps:#?}"
+    );
+    assert!(
+        ps.iter()
+            .any(|l| l.problem.path == "receivers.otlp.protocols.http.max_request_body_size"),
+        "{ps:#?}"
+    );
 }
 
 #[test]
@@ -150,7 +205,11 @@ fn ottl_condition_fails_with_a_clear_message() {
         "{ name: o, type: ottl_condition, ottl_condition: { span: ['attributes[\"x\"] == 1'] } }",
     );
     let ps = problems(&text);
-    assert!(ps.iter().any(|l| l.problem.message.contains("ottl_condition")), "{ps:#?}");
+    assert!(
+        ps.iter()
+            .any(|l| l.problem.message.contains("ottl_condition")),
+        "{ps:#?}"
+    );
 }
 
 #[test]
@@ -173,5 +232,8 @@ fn unset_variables_are_problems() {
     let text = MINIMAL.replace("/tmp/out.jsonl", "\"${env:CASEFILE_TEST_SURELY_UNSET}\"");
     let ps = problems(&text);
     assert_eq!(ps[0].problem.path, "exporters.file.path");
-    assert!(ps[0].problem.message.contains("CASEFILE_TEST_SURELY_UNSET is not set"));
+    assert!(ps[0]
+        .problem
+        .message
+        .contains("CASEFILE_TEST_SURELY_UNSET is not set"));
 }

@@ -92,7 +92,11 @@ impl<'i> SpannedEventReceiver<'i> for LineRecorder {
             Event::Scalar(value, ..) => {
                 // A scalar where a key is expected is a key.
                 if let Some(Frame::Map(p, key @ None)) = self.stack.last_mut() {
-                    let path = if p.is_empty() { value.to_string() } else { format!("{p}.{value}") };
+                    let path = if p.is_empty() {
+                        value.to_string()
+                    } else {
+                        format!("{p}.{value}")
+                    };
                     self.lines.entry(path).or_insert(line);
                     *key = Some(value.into_owned());
                 } else {
@@ -138,7 +142,11 @@ pub fn expand_env(value: &mut Value, env: &dyn Env, path: &str, problems: &mut V
     match value {
         Value::String(s) if s.contains('$') => match expand_str(s, env) {
             Ok((expanded, whole)) => {
-                *value = if whole { reparse_scalar(expanded) } else { Value::String(expanded) };
+                *value = if whole {
+                    reparse_scalar(expanded)
+                } else {
+                    Value::String(expanded)
+                };
             }
             Err(msg) => problems.push(Problem::new(path, msg)),
         },
@@ -149,8 +157,15 @@ pub fn expand_env(value: &mut Value, env: &dyn Env, path: &str, problems: &mut V
         }
         Value::Mapping(m) => {
             for (k, v) in m.iter_mut() {
-                let key = k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}"));
-                let p = if path.is_empty() { key } else { format!("{path}.{key}") };
+                let key = k
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{k:?}"));
+                let p = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
                 expand_env(v, env, &p, problems);
             }
         }
@@ -178,7 +193,9 @@ fn expand_str(s: &str, env: &dyn Env) -> Result<(String, bool), String> {
             out.push('$');
             rest = r;
         } else if let Some(r) = rest.strip_prefix("${") {
-            let end = r.find('}').ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
             out.push_str(&lookup(&r[..end], env)?);
             rest = &r[end + 1..];
             refs += 1;
@@ -188,7 +205,10 @@ fn expand_str(s: &str, env: &dyn Env) -> Result<(String, bool), String> {
         }
     }
     out.push_str(rest);
-    let whole = refs == 1 && s.trim().starts_with("${") && s.trim().ends_with('}') && s.matches("${").count() == 1;
+    let whole = refs == 1
+        && s.trim().starts_with("${")
+        && s.trim().ends_with('}')
+        && s.matches("${").count() == 1;
     Ok((out, whole))
 }
 
@@ -199,12 +219,16 @@ fn lookup(reference: &str, env: &dyn Env) -> Result<String, String> {
         None => (body, None),
     };
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(format!("invalid environment reference ${{{reference}}}: use ${{env:NAME}}"));
+        return Err(format!(
+            "invalid environment reference ${{{reference}}}: use ${{env:NAME}}"
+        ));
     }
     match (env.var(name), default) {
         (Some(v), _) => Ok(v),
         (None, Some(d)) => Ok(d.to_owned()),
-        (None, None) => Err(format!("environment variable {name} is not set (write ${{env:{name}:-default}} for a default)")),
+        (None, None) => Err(format!(
+            "environment variable {name} is not set (write ${{env:{name}:-default}} for a default)"
+        )),
     }
 }
 
@@ -213,19 +237,28 @@ mod tests {
     use super::*;
 
     fn env() -> HashMap<String, String> {
-        [("N".to_string(), "250".to_string()), ("HOST".to_string(), "tempo".to_string())].into()
+        [
+            ("N".to_string(), "250".to_string()),
+            ("HOST".to_string(), "tempo".to_string()),
+        ]
+        .into()
     }
 
     #[test]
     fn lines_of_block_and_flow_paths() {
-        let text = "a:\n  b: 1\n  list:\n    - { name: x, t: 2 }\n    - name: y\n      t: 3\nc: [1, 2]\n";
+        let text =
+            "a:\n  b: 1\n  list:\n    - { name: x, t: 2 }\n    - name: y\n      t: 3\nc: [1, 2]\n";
         let (_, lines) = parse(text).unwrap();
         assert_eq!(lines.of("a"), Some(1));
         assert_eq!(lines.of("a.b"), Some(2));
         assert_eq!(lines.of("a.list[0].t"), Some(4));
         assert_eq!(lines.of("a.list[1]"), Some(5));
         assert_eq!(lines.of("a.list[1].t"), Some(6));
-        assert_eq!(lines.of("a.list[1].missing.deeper"), Some(5), "nearest ancestor");
+        assert_eq!(
+            lines.of("a.list[1].missing.deeper"),
+            Some(5),
+            "nearest ancestor"
+        );
         assert_eq!(lines.of("c[1]"), Some(7));
     }
 
@@ -254,7 +287,8 @@ mod tests {
 
     #[test]
     fn unset_variables_are_problems_with_their_path() {
-        let mut v: Value = serde_yaml_ng::from_str("a:\n  - x: ${env:NOPE}\n  - y: ${bad name}\n").unwrap();
+        let mut v: Value =
+            serde_yaml_ng::from_str("a:\n  - x: ${env:NOPE}\n  - y: ${bad name}\n").unwrap();
         let mut problems = Vec::new();
         expand_env(&mut v, &env(), "", &mut problems);
         assert_eq!(problems.len(), 2);

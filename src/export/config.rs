@@ -97,7 +97,11 @@ pub struct QueueCfg {
 
 impl Default for QueueCfg {
     fn default() -> Self {
-        QueueCfg { enabled: true, num_consumers: 4, queue_size: 1000 }
+        QueueCfg {
+            enabled: true,
+            num_consumers: 4,
+            queue_size: 1000,
+        }
     }
 }
 

@@ -18,19 +18,33 @@ pub(super) struct FileSink {
 impl FileSink {
     /// Creates the parent directories and opens `path` for appending.
     pub(super) fn open(name: &str, cfg: &FileCfg) -> Result<FileSink, ExportError> {
-        let open_err = |source| ExportError::OpenFile { name: name.to_owned(), path: cfg.path.clone(), source };
+        let open_err = |source| ExportError::OpenFile {
+            name: name.to_owned(),
+            path: cfg.path.clone(),
+            source,
+        };
         if cfg.path.trim().is_empty() {
-            return Err(ExportError::Config { name: name.to_owned(), reason: "path is empty".into() });
+            return Err(ExportError::Config {
+                name: name.to_owned(),
+                reason: "path is empty".into(),
+            });
         }
         let path = Path::new(&cfg.path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(open_err)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(open_err)?;
         Ok(FileSink {
             name: name.to_owned(),
             flush_every_line: cfg.flush_every_line,
-            out: tokio::sync::Mutex::new(BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file))),
+            out: tokio::sync::Mutex::new(BufWriter::with_capacity(
+                256 * 1024,
+                tokio::fs::File::from_std(file),
+            )),
         })
     }
 

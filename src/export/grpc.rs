@@ -48,7 +48,10 @@ impl Encoder for RawRequestCodec {
 impl Decoder for RawRequestCodec {
     type Item = ExportTraceServiceResponse;
     type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<ExportTraceServiceResponse>, Status> {
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, Status> {
         let len = src.remaining();
         ExportTraceServiceResponse::decode(src.copy_to_bytes(len))
             .map(Some)
@@ -73,7 +76,10 @@ pub(super) fn endpoint_uri(name: &str, endpoint: &str) -> Result<String, ExportE
     let e = endpoint.trim();
     let lower = e.to_ascii_lowercase();
     if lower.starts_with("https://") {
-        return Err(ExportError::Tls { name: name.to_owned(), endpoint: endpoint.to_owned() });
+        return Err(ExportError::Tls {
+            name: name.to_owned(),
+            endpoint: endpoint.to_owned(),
+        });
     }
     let uri = if lower.starts_with("http://") {
         e.to_owned()
@@ -82,7 +88,9 @@ pub(super) fn endpoint_uri(name: &str, endpoint: &str) -> Result<String, ExportE
     } else {
         format!("http://{e}")
     };
-    let parsed: http::Uri = uri.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
     match parsed.authority() {
         Some(a) if !a.host().is_empty() => {}
         _ => return Err(bad("no host")),
@@ -95,24 +103,39 @@ pub(super) fn endpoint_uri(name: &str, endpoint: &str) -> Result<String, ExportE
 
 impl GrpcSink {
     pub(super) fn new(name: &str, cfg: &OtlpCfg) -> Result<GrpcSink, ExportError> {
-        let config_err = |reason: String| ExportError::Config { name: name.to_owned(), reason };
+        let config_err = |reason: String| ExportError::Config {
+            name: name.to_owned(),
+            reason,
+        };
         if cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some() || cfg.tls.key_file.is_some() {
-            return Err(ExportError::Tls { name: name.to_owned(), endpoint: cfg.endpoint.clone() });
+            return Err(ExportError::Tls {
+                name: name.to_owned(),
+                endpoint: cfg.endpoint.clone(),
+            });
         }
         let uri = endpoint_uri(name, &cfg.endpoint)?;
         let compression = match cfg.compression.trim().to_ascii_lowercase().as_str() {
             "gzip" => Some(CompressionEncoding::Gzip),
             "zstd" => Some(CompressionEncoding::Zstd),
             "none" | "" => None,
-            other => return Err(config_err(format!("unknown compression {other:?} (gzip, zstd or none)"))),
+            other => {
+                return Err(config_err(format!(
+                    "unknown compression {other:?} (gzip, zstd or none)"
+                )))
+            }
         };
         let mut metadata = Vec::with_capacity(cfg.headers.len());
         for (k, v) in &cfg.headers {
-            let key = AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| config_err(format!("header {k:?} is not a valid gRPC metadata key")))?;
+            let key =
+                AsciiMetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                    config_err(format!("header {k:?} is not a valid gRPC metadata key"))
+                })?;
             // Never echo the value: it may hold a token.
-            let mut value = AsciiMetadataValue::try_from(v.as_str())
-                .map_err(|_| config_err(format!("the value of header {k:?} is not valid ASCII metadata")))?;
+            let mut value = AsciiMetadataValue::try_from(v.as_str()).map_err(|_| {
+                config_err(format!(
+                    "the value of header {k:?} is not valid ASCII metadata"
+                ))
+            })?;
             value.set_sensitive(true);
             metadata.push((key, value));
         }
@@ -125,11 +148,20 @@ impl GrpcSink {
                 reason: e.to_string(),
             })?
             .tcp_nodelay(true)
-            .connect_timeout(if timeout.is_zero() { Duration::from_secs(5) } else { timeout });
+            .connect_timeout(if timeout.is_zero() {
+                Duration::from_secs(5)
+            } else {
+                timeout
+            });
         if !cfg.tls.insecure {
             tracing::info!(exporter = %name, endpoint = %uri, "TLS is not supported yet (issue 4): sending in plaintext");
         }
-        Ok(GrpcSink { channel: endpoint.connect_lazy(), compression, metadata, timeout })
+        Ok(GrpcSink {
+            channel: endpoint.connect_lazy(),
+            compression,
+            metadata,
+            timeout,
+        })
     }
 
     pub(super) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
@@ -138,7 +170,9 @@ impl GrpcSink {
             if let Some(c) = self.compression {
                 grpc = grpc.send_compressed(c);
             }
-            grpc.ready().await.map_err(|e| ExportError::Transport(e.to_string()))?;
+            grpc.ready()
+                .await
+                .map_err(|e| ExportError::Transport(e.to_string()))?;
             let mut request = tonic::Request::new(batch.request.clone());
             for (k, v) in &self.metadata {
                 request.metadata_mut().insert(k.clone(), v.clone());
@@ -147,15 +181,22 @@ impl GrpcSink {
                 request.set_timeout(self.timeout);
             }
             let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
-            grpc.unary(request, path, RawRequestCodec).await.map_err(status_error)
+            grpc.unary(request, path, RawRequestCodec)
+                .await
+                .map_err(status_error)
         };
         let response = if self.timeout.is_zero() {
             call.await?
         } else {
-            tokio::time::timeout(self.timeout, call).await.map_err(|_| ExportError::Timeout(self.timeout))??
+            tokio::time::timeout(self.timeout, call)
+                .await
+                .map_err(|_| ExportError::Timeout(self.timeout))??
         };
         let partial = response.into_inner().partial_success.unwrap_or_default();
-        Ok(Accepted { rejected_spans: partial.rejected_spans, error_message: partial.error_message })
+        Ok(Accepted {
+            rejected_spans: partial.rejected_spans,
+            error_message: partial.error_message,
+        })
     }
 }
 
@@ -163,7 +204,11 @@ fn status_error(status: Status) -> ExportError {
     ExportError::Grpc {
         code: status.code(),
         message: status.message().to_owned(),
-        retry_delay: if status.code() == Code::Ok { None } else { retry_info_delay(status.details()) },
+        retry_delay: if status.code() == Code::Ok {
+            None
+        } else {
+            retry_info_delay(status.details())
+        },
     }
 }
 
@@ -173,7 +218,9 @@ fn status_error(status: Status) -> ExportError {
 pub(super) fn retry_info_delay(details: &[u8]) -> Option<Duration> {
     let mut found = None;
     for field in Fields::new(details) {
-        let Ok((3, Field::Len(any))) = field else { continue };
+        let Ok((3, Field::Len(any))) = field else {
+            continue;
+        };
         let (mut type_url, mut value) = ("", &[][..]);
         for f in Fields::new(any) {
             match f {
@@ -187,7 +234,9 @@ pub(super) fn retry_info_delay(details: &[u8]) -> Option<Duration> {
         }
         let (mut seconds, mut nanos) = (0u64, 0u32);
         for f in Fields::new(value) {
-            let Ok((1, Field::Len(duration))) = f else { continue };
+            let Ok((1, Field::Len(duration))) = f else {
+                continue;
+            };
             for d in Fields::new(duration) {
                 match d {
                     Ok((1, Field::Varint(s))) => seconds = (s as i64).max(0) as u64,

@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::header::{
+    HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
+};
 use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -36,17 +38,27 @@ pub(super) struct HttpSink {
 pub(super) fn traces_uri(name: &str, cfg: &OtlpCfg) -> Result<Uri, ExportError> {
     let (given, url) = match &cfg.traces_endpoint {
         Some(t) => (t.as_str(), t.trim().to_owned()),
-        None => (cfg.endpoint.as_str(), format!("{}/v1/traces", cfg.endpoint.trim().trim_end_matches('/'))),
+        None => (
+            cfg.endpoint.as_str(),
+            format!("{}/v1/traces", cfg.endpoint.trim().trim_end_matches('/')),
+        ),
     };
     let bad = |reason: &str| ExportError::InvalidEndpoint {
         name: name.to_owned(),
         endpoint: given.to_owned(),
         reason: reason.to_owned(),
     };
-    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
         Some("http") => {}
-        Some("https") => return Err(ExportError::Tls { name: name.to_owned(), endpoint: given.to_owned() }),
+        Some("https") => {
+            return Err(ExportError::Tls {
+                name: name.to_owned(),
+                endpoint: given.to_owned(),
+            })
+        }
         _ => return Err(bad("an OTLP/HTTP endpoint is a URL starting with http://")),
     }
     match uri.authority() {
@@ -57,23 +69,36 @@ pub(super) fn traces_uri(name: &str, cfg: &OtlpCfg) -> Result<Uri, ExportError> 
 
 impl HttpSink {
     pub(super) fn new(name: &str, cfg: &OtlpCfg) -> Result<HttpSink, ExportError> {
-        let config_err = |reason: String| ExportError::Config { name: name.to_owned(), reason };
+        let config_err = |reason: String| ExportError::Config {
+            name: name.to_owned(),
+            reason,
+        };
         if cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some() || cfg.tls.key_file.is_some() {
-            return Err(ExportError::Tls { name: name.to_owned(), endpoint: cfg.endpoint.clone() });
+            return Err(ExportError::Tls {
+                name: name.to_owned(),
+                endpoint: cfg.endpoint.clone(),
+            });
         }
         let uri = traces_uri(name, cfg)?;
         let gzip = match cfg.compression.trim().to_ascii_lowercase().as_str() {
             "gzip" => true,
             "none" | "" => false,
-            other => return Err(config_err(format!("unknown compression {other:?} for otlphttp (gzip or none)"))),
+            other => {
+                return Err(config_err(format!(
+                    "unknown compression {other:?} for otlphttp (gzip or none)"
+                )))
+            }
         };
         let mut headers = HeaderMap::with_capacity(cfg.headers.len() + 3);
         for (k, v) in &cfg.headers {
             let key = HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| config_err(format!("header {k:?} is not a valid HTTP header name")))?;
             // Never echo the value: it may hold a token.
-            let mut value = HeaderValue::from_str(v)
-                .map_err(|_| config_err(format!("the value of header {k:?} is not a valid HTTP header value")))?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
+                config_err(format!(
+                    "the value of header {k:?} is not a valid HTTP header value"
+                ))
+            })?;
             value.set_sensitive(true);
             headers.insert(key, value);
         }
@@ -82,17 +107,30 @@ impl HttpSink {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         if !headers.contains_key(USER_AGENT) {
-            headers.insert(USER_AGENT, HeaderValue::from_static(concat!("casefile/", env!("CARGO_PKG_VERSION"))));
+            headers.insert(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("casefile/", env!("CARGO_PKG_VERSION"))),
+            );
         }
         let timeout = cfg.timeout.get();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(if timeout.is_zero() { Duration::from_secs(5) } else { timeout }));
+        connector.set_connect_timeout(Some(if timeout.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            timeout
+        }));
         let client = Client::builder(TokioExecutor::new()).build(connector);
         if !cfg.tls.insecure {
             tracing::info!(exporter = %name, endpoint = %uri, "TLS is not supported yet (issue 4): sending in plaintext");
         }
-        Ok(HttpSink { client, uri, headers, gzip, timeout })
+        Ok(HttpSink {
+            client,
+            uri,
+            headers,
+            gzip,
+            timeout,
+        })
     }
 
     pub(super) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
@@ -103,21 +141,34 @@ impl HttpSink {
         } else {
             // Large bodies take milliseconds to compress: off the async worker threads.
             let data = batch.request.clone();
-            tokio::task::spawn_blocking(move || gzip(&data)).await.map_err(std::io::Error::other)??
+            tokio::task::spawn_blocking(move || gzip(&data))
+                .await
+                .map_err(std::io::Error::other)??
         };
-        let mut request =
-            Request::post(self.uri.clone()).body(Full::new(body)).map_err(|e| ExportError::Transport(e.to_string()))?;
+        let mut request = Request::post(self.uri.clone())
+            .body(Full::new(body))
+            .map_err(|e| ExportError::Transport(e.to_string()))?;
         *request.headers_mut() = self.headers.clone();
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| ExportError::Transport(error_chain(&e)))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ExportError::Transport(error_chain(&e)))?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_RESPONSE_BODY).collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let body = Limited::new(body, MAX_RESPONSE_BODY)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             Ok::<_, ExportError>((parts, body))
         };
         let (parts, body) = if self.timeout.is_zero() {
             exchange.await?
         } else {
-            tokio::time::timeout(self.timeout, exchange).await.map_err(|_| ExportError::Timeout(self.timeout))??
+            tokio::time::timeout(self.timeout, exchange)
+                .await
+                .map_err(|_| ExportError::Timeout(self.timeout))??
         };
         let is_protobuf = parts
             .headers
@@ -126,11 +177,17 @@ impl HttpSink {
             .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with(PROTOBUF));
         if parts.status.is_success() {
             let partial = if is_protobuf {
-                ExportTraceServiceResponse::decode(body).ok().and_then(|r| r.partial_success).unwrap_or_default()
+                ExportTraceServiceResponse::decode(body)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .unwrap_or_default()
             } else {
                 Default::default()
             };
-            return Ok(Accepted { rejected_spans: partial.rejected_spans, error_message: partial.error_message });
+            return Ok(Accepted {
+                rejected_spans: partial.rejected_spans,
+                error_message: partial.error_message,
+            });
         }
         let retry_after = parts
             .headers
@@ -147,8 +204,10 @@ impl HttpSink {
 }
 
 fn gzip(data: &[u8]) -> Result<Bytes, ExportError> {
-    let mut enc =
-        flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::default());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
     enc.write_all(data)?;
     Ok(enc.finish()?.into())
 }

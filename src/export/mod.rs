@@ -47,19 +47,35 @@ pub struct ExportBatch {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("exporter {name}: invalid endpoint {endpoint:?}: {reason}")]
-    InvalidEndpoint { name: String, endpoint: String, reason: String },
+    InvalidEndpoint {
+        name: String,
+        endpoint: String,
+        reason: String,
+    },
     #[error("exporter {name}: TLS exporters arrive with issue 4 (endpoint {endpoint:?}; use http:// or host:port)")]
     Tls { name: String, endpoint: String },
     #[error("exporter {name}: {reason}")]
     Config { name: String, reason: String },
     #[error("exporter {name}: cannot open {path}: {source}")]
-    OpenFile { name: String, path: String, source: std::io::Error },
+    OpenFile {
+        name: String,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("exporters must be started inside a tokio runtime")]
     NoRuntime,
     #[error("gRPC status {code:?}: {message}")]
-    Grpc { code: tonic::Code, message: String, retry_delay: Option<Duration> },
+    Grpc {
+        code: tonic::Code,
+        message: String,
+        retry_delay: Option<Duration>,
+    },
     #[error("HTTP status {status}: {message}")]
-    Http { status: u16, message: String, retry_after: Option<Duration> },
+    Http {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("transport error: {0}")]
     Transport(String),
     #[error("no answer within {0:?}")]
@@ -77,7 +93,9 @@ impl ExportError {
     pub fn is_retryable(&self) -> bool {
         use tonic::Code;
         match self {
-            ExportError::Grpc { code, retry_delay, .. } => match code {
+            ExportError::Grpc {
+                code, retry_delay, ..
+            } => match code {
                 Code::Unavailable
                 | Code::Cancelled
                 | Code::DeadlineExceeded
@@ -209,20 +227,28 @@ impl Exporters {
         let mut built = Vec::with_capacity(cfgs.len());
         for (name, cfg) in cfgs {
             let (sink, retry, queue) = match cfg {
-                ExporterCfg::Otlp(c) => {
-                    (Sink::Grpc(grpc::GrpcSink::new(name, c)?), c.retry_on_failure.clone(), c.sending_queue.clone())
-                }
+                ExporterCfg::Otlp(c) => (
+                    Sink::Grpc(grpc::GrpcSink::new(name, c)?),
+                    c.retry_on_failure.clone(),
+                    c.sending_queue.clone(),
+                ),
                 ExporterCfg::OtlpHttp(c) => (
                     Sink::Http(Box::new(http::HttpSink::new(name, c)?)),
                     c.retry_on_failure.clone(),
                     c.sending_queue.clone(),
                 ),
                 ExporterCfg::File(c) => {
-                    let no_retry = RetryCfg { enabled: false, ..RetryCfg::default() };
+                    let no_retry = RetryCfg {
+                        enabled: false,
+                        ..RetryCfg::default()
+                    };
                     (
                         Sink::File(file::FileSink::open(name, c)?),
                         no_retry,
-                        QueueCfg { num_consumers: 1, ..QueueCfg::default() },
+                        QueueCfg {
+                            num_consumers: 1,
+                            ..QueueCfg::default()
+                        },
                     )
                 }
             };
@@ -232,7 +258,11 @@ impl Exporters {
         let mut exporters = Vec::with_capacity(built.len());
         for (name, sink, retry, qcfg) in built {
             // A disabled queue still needs a hand-over point: one slot, so sends wait for a worker.
-            let capacity = if qcfg.enabled { qcfg.queue_size.max(1) } else { 1 };
+            let capacity = if qcfg.enabled {
+                qcfg.queue_size.max(1)
+            } else {
+                1
+            };
             let consumers = qcfg.num_consumers.max(1);
             let ex = Arc::new(Exporter {
                 name: name.clone(),
@@ -242,14 +272,18 @@ impl Exporters {
                 counters: Counters::default(),
                 workers: parking_lot::Mutex::new(Vec::new()),
             });
-            metrics::gauge!("casefile_exporter_queue_capacity", "exporter" => name.clone()).set(capacity as f64);
+            metrics::gauge!("casefile_exporter_queue_capacity", "exporter" => name.clone())
+                .set(capacity as f64);
             metrics::gauge!("casefile_exporter_queue_size", "exporter" => name.clone()).set(0.0);
-            let handles = (0..consumers).map(|_| tokio::spawn(queue::run_worker(Arc::clone(&ex), closed.subscribe())));
+            let handles = (0..consumers)
+                .map(|_| tokio::spawn(queue::run_worker(Arc::clone(&ex), closed.subscribe())));
             ex.workers.lock().extend(handles);
             tracing::info!(exporter = %name, queue_size = capacity, consumers, "exporter started");
             exporters.push(ex);
         }
-        Ok(Exporters { inner: Arc::new(Inner { exporters, closed }) })
+        Ok(Exporters {
+            inner: Arc::new(Inner { exporters, closed }),
+        })
     }
 
     /// Enqueues `batch` on every exporter, waiting while a queue is full. Never drops,
@@ -288,10 +322,16 @@ impl Exporters {
     pub async fn shutdown(self, grace: Duration) -> u64 {
         let deadline = tokio::time::Instant::now() + grace;
         let exporters = &self.inner.exporters;
-        let failed_before: Vec<u64> = exporters.iter().map(|ex| ex.counters.failed.load(Ordering::Relaxed)).collect();
+        let failed_before: Vec<u64> = exporters
+            .iter()
+            .map(|ex| ex.counters.failed.load(Ordering::Relaxed))
+            .collect();
         self.inner.closed.send_replace(true);
-        let mut handles: Vec<Option<JoinHandle<()>>> =
-            exporters.iter().flat_map(|ex| std::mem::take(&mut *ex.workers.lock())).map(Some).collect();
+        let mut handles: Vec<Option<JoinHandle<()>>> = exporters
+            .iter()
+            .flat_map(|ex| std::mem::take(&mut *ex.workers.lock()))
+            .map(Some)
+            .collect();
         for slot in handles.iter_mut() {
             let Some(h) = slot.as_mut() else { continue };
             if tokio::time::timeout_at(deadline, h).await.is_err() {
@@ -308,7 +348,8 @@ impl Exporters {
         for (ex, before) in exporters.iter().zip(failed_before) {
             // Buffered file lines count as sent: write them out even if the worker was stopped.
             ex.sink.idle().await;
-            let abandoned = ex.counters.in_flight.swap(0, Ordering::Relaxed) + ex.queue.drain_spans().await;
+            let abandoned =
+                ex.counters.in_flight.swap(0, Ordering::Relaxed) + ex.queue.drain_spans().await;
             if abandoned > 0 {
                 ex.count_failed(abandoned);
             }
@@ -326,11 +367,19 @@ impl Exporters {
 
     /// Names of the exporters as configured (`otlp/tempo`, `file`, ...).
     pub fn names(&self) -> Vec<String> {
-        self.inner.exporters.iter().map(|ex| ex.name.clone()).collect()
+        self.inner
+            .exporters
+            .iter()
+            .map(|ex| ex.name.clone())
+            .collect()
     }
 
     /// Counts per exporter since start, in configuration order.
     pub fn stats(&self) -> Vec<(String, ExporterStats)> {
-        self.inner.exporters.iter().map(|ex| (ex.name.clone(), ex.stats())).collect()
+        self.inner
+            .exporters
+            .iter()
+            .map(|ex| (ex.name.clone(), ex.stats()))
+            .collect()
     }
 }

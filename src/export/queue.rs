@@ -18,7 +18,10 @@ pub(super) struct Queue {
 impl Queue {
     pub(super) fn new(capacity: usize) -> Queue {
         let (tx, rx) = mpsc::channel(capacity);
-        Queue { tx, rx: tokio::sync::Mutex::new(rx) }
+        Queue {
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+        }
     }
 
     /// Batches waiting (slots taken; a slot is free again once a worker has taken its batch).
@@ -32,7 +35,8 @@ impl Queue {
     }
 
     pub(super) fn report_len(&self, name: &str) {
-        metrics::gauge!("casefile_exporter_queue_size", "exporter" => name.to_owned()).set(self.len() as f64);
+        metrics::gauge!("casefile_exporter_queue_size", "exporter" => name.to_owned())
+            .set(self.len() as f64);
     }
 
     /// Waits for a free slot. Gives the batch back if the queue is (or becomes) closed.
@@ -85,10 +89,14 @@ pub(super) async fn run_worker(ex: Arc<Exporter>, mut closed: watch::Receiver<bo
     while let Some(batch) = ex.queue.pop(&mut closed).await {
         // No await between taking the batch and counting it in flight: an abort at the
         // shutdown deadline always finds it counted.
-        ex.counters.in_flight.fetch_add(batch.spans as u64, Ordering::Relaxed);
+        ex.counters
+            .in_flight
+            .fetch_add(batch.spans as u64, Ordering::Relaxed);
         ex.queue.report_len(&ex.name);
         retry::deliver(&ex, &batch).await;
-        ex.counters.in_flight.fetch_sub(batch.spans as u64, Ordering::Relaxed);
+        ex.counters
+            .in_flight
+            .fetch_sub(batch.spans as u64, Ordering::Relaxed);
         if ex.queue.len() == 0 {
             ex.sink.idle().await;
         }

@@ -28,7 +28,11 @@ impl Backoff {
             // At least 1 ms: a zero interval would never grow and retries would spin.
             current: cfg.initial_interval.get().max(Duration::from_millis(1)),
             max_interval: cfg.max_interval.get().max(cfg.initial_interval.get()),
-            multiplier: if cfg.multiplier.is_finite() { cfg.multiplier.max(1.0) } else { 1.0 },
+            multiplier: if cfg.multiplier.is_finite() {
+                cfg.multiplier.max(1.0)
+            } else {
+                1.0
+            },
             randomization: if cfg.randomization_factor.is_finite() {
                 cfg.randomization_factor.clamp(0.0, 1.0)
             } else {
@@ -72,7 +76,8 @@ pub(super) async fn deliver(ex: &Exporter, batch: &ExportBatch) {
         if err.is_retryable() {
             if let Some(delay) = backoff.as_mut().and_then(|b| b.next(err.retry_after())) {
                 ex.counters.retries.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("casefile_exporter_retries_total", "exporter" => name.to_owned()).increment(1);
+                metrics::counter!("casefile_exporter_retries_total", "exporter" => name.to_owned())
+                    .increment(1);
                 if attempt == 1 {
                     tracing::warn!(exporter = %name, error = %err, spans = batch.spans, retry_in = ?delay, "export failed; will retry");
                 } else {
@@ -100,10 +105,12 @@ fn accepted_batch(ex: &Exporter, batch: &ExportBatch, accepted: Accepted, attemp
     let rejected = accepted.rejected_spans.clamp(0, batch.spans as i64) as u64;
     let sent = batch.spans as u64 - rejected;
     ex.counters.sent.fetch_add(sent, Ordering::Relaxed);
-    metrics::counter!("casefile_exporter_sent_spans_total", "exporter" => name.to_owned()).increment(sent);
+    metrics::counter!("casefile_exporter_sent_spans_total", "exporter" => name.to_owned())
+        .increment(sent);
     if rejected > 0 {
         ex.counters.rejected.fetch_add(rejected, Ordering::Relaxed);
-        metrics::counter!("casefile_exporter_rejected_spans_total", "exporter" => name.to_owned()).increment(rejected);
+        metrics::counter!("casefile_exporter_rejected_spans_total", "exporter" => name.to_owned())
+            .increment(rejected);
         tracing::warn!(exporter = %name, rejected, message = %accepted.error_message, "downstream rejected part of a batch");
     } else if !accepted.error_message.is_empty() {
         tracing::warn!(exporter = %name, message = %accepted.error_message, "downstream accepted with a warning");

@@ -107,7 +107,13 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if req.uri().path() != EXPORT_PATH {
-            return Box::pin(async move { Ok(Status::new(Code::Unimplemented, "only TraceService/Export is served here").into_http()) });
+            return Box::pin(async move {
+                Ok(Status::new(
+                    Code::Unimplemented,
+                    "only TraceService/Export is served here",
+                )
+                .into_http())
+            });
         }
         let svc = ExportSvc(self.intake.clone());
         let max = self.max_message_size;
@@ -132,11 +138,17 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "OTLP/gRPC receiver listening");
-    let svc = TraceService { intake, max_message_size };
+    let svc = TraceService {
+        intake,
+        max_message_size,
+    };
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
         .add_service(svc)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
         .await
 }

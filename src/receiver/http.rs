@@ -41,7 +41,11 @@ impl Format {
 pub fn router(intake: Intake, max_body: usize) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
-        .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(false))
+        .layer(
+            RequestDecompressionLayer::new()
+                .gzip(true)
+                .pass_through_unaccepted(false),
+        )
         .with_state(HttpState { intake, max_body })
 }
 
@@ -71,10 +75,19 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
         Ok(b) => b,
         Err(e) if is_length_limit(&e) => {
             metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "too_large").increment(1);
-            let msg = format!("request body exceeds {} bytes (after decompression)", st.max_body);
+            let msg = format!(
+                "request body exceeds {} bytes (after decompression)",
+                st.max_body
+            );
             return error(format, StatusCode::PAYLOAD_TOO_LARGE, &msg);
         }
-        Err(e) => return error(format, StatusCode::BAD_REQUEST, &format!("could not read the request body: {e}")),
+        Err(e) => {
+            return error(
+                format,
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {e}"),
+            )
+        }
     };
     let result = match format {
         Format::Proto => st.intake.accept(&bytes, "http"),
@@ -84,7 +97,9 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
         Ok(a) => {
             let body = match format {
                 Format::Proto => encode_response(&a),
-                Format::Json => crate::wire::json::response_to_json(a.rejected as i64, &a.message).into_bytes(),
+                Format::Json => {
+                    crate::wire::json::response_to_json(a.rejected as i64, &a.message).into_bytes()
+                }
             };
             ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
@@ -94,8 +109,13 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
 }
 
 fn refuse_busy(format: Format) -> Response {
-    let mut r = error(format, StatusCode::SERVICE_UNAVAILABLE, &IntakeError::Busy.to_string());
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let mut r = error(
+        format,
+        StatusCode::SERVICE_UNAVAILABLE,
+        &IntakeError::Busy.to_string(),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
@@ -118,7 +138,9 @@ fn error(format: Format, code: StatusCode, message: &str) -> Response {
         _ => 3,
     };
     let body = match format {
-        Format::Json => serde_json::json!({ "code": grpc_code, "message": message }).to_string().into_bytes(),
+        Format::Json => serde_json::json!({ "code": grpc_code, "message": message })
+            .to_string()
+            .into_bytes(),
         Format::Proto => {
             let mut b = Vec::new();
             put_key(&mut b, 1, VARINT);
@@ -138,5 +160,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tracing::info!(addr = ?listener.local_addr().ok(), "OTLP/HTTP receiver listening");
-    axum::serve(listener, router(intake, max_body)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(intake, max_body))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

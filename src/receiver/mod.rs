@@ -47,7 +47,10 @@ pub struct Intake {
 
 impl Intake {
     pub fn new(buffer: Arc<Buffer>, backpressure: Backpressure) -> Intake {
-        Intake { buffer, backpressure }
+        Intake {
+            buffer,
+            backpressure,
+        }
     }
 
     /// True while new data must be refused with a throttling code.
@@ -74,19 +77,27 @@ impl Intake {
         let accepted = Accepted {
             spans: decoded.spans.len(),
             rejected: decoded.rejected,
-            message: decoded.first_rejection.map(|m| format!("{} span(s) rejected: {m}", decoded.rejected)).unwrap_or_default(),
+            message: decoded
+                .first_rejection
+                .map(|m| format!("{} span(s) rejected: {m}", decoded.rejected))
+                .unwrap_or_default(),
         };
         if accepted.rejected > 0 {
             metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "invalid").increment(accepted.rejected as u64);
             tracing::debug!(transport, rejected = accepted.rejected, reason = %accepted.message, "refused spans with invalid ids");
         }
-        metrics::counter!("casefile_receiver_accepted_spans_total", "transport" => transport).increment(accepted.spans as u64);
+        metrics::counter!("casefile_receiver_accepted_spans_total", "transport" => transport)
+            .increment(accepted.spans as u64);
         self.buffer.ingest(decoded.spans, Instant::now());
         Ok(accepted)
     }
 
     /// Same, for an OTLP/JSON body.
-    pub fn accept_json(&self, body: &[u8], transport: &'static str) -> Result<Accepted, IntakeError> {
+    pub fn accept_json(
+        &self,
+        body: &[u8],
+        transport: &'static str,
+    ) -> Result<Accepted, IntakeError> {
         if self.busy() {
             metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "busy").increment(1);
             return Err(IntakeError::Busy);

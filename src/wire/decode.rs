@@ -36,7 +36,11 @@ pub fn decode_request(buf: &[u8]) -> Result<Decoded, WireError> {
 fn expect_len(n: u32, f: Field<'_>) -> Result<&[u8], WireError> {
     match f {
         Field::Len(b) => Ok(b),
-        other => Err(WireError::Mismatch { field: n, got: other.wire_type(), want: LEN }),
+        other => Err(WireError::Mismatch {
+            field: n,
+            got: other.wire_type(),
+            want: LEN,
+        }),
     }
 }
 
@@ -54,14 +58,21 @@ fn decode_resource_spans(rs: &[u8], out: &mut Decoded) -> Result<(), WireError> 
         }
     }
     check_message(resource)?;
-    let resource = Shared::new(Bytes::copy_from_slice(resource), Bytes::copy_from_slice(schema_url));
+    let resource = Shared::new(
+        Bytes::copy_from_slice(resource),
+        Bytes::copy_from_slice(schema_url),
+    );
     for ss in scopes {
         decode_scope_spans(ss, &resource, out)?;
     }
     Ok(())
 }
 
-fn decode_scope_spans(ss: &[u8], resource: &Arc<Shared>, out: &mut Decoded) -> Result<(), WireError> {
+fn decode_scope_spans(
+    ss: &[u8],
+    resource: &Arc<Shared>,
+    out: &mut Decoded,
+) -> Result<(), WireError> {
     let mut scope: &[u8] = &[];
     let mut schema_url: &[u8] = &[];
     let mut spans: Vec<&[u8]> = Vec::new();
@@ -75,7 +86,10 @@ fn decode_scope_spans(ss: &[u8], resource: &Arc<Shared>, out: &mut Decoded) -> R
         }
     }
     check_message(scope)?;
-    let scope = Shared::new(Bytes::copy_from_slice(scope), Bytes::copy_from_slice(schema_url));
+    let scope = Shared::new(
+        Bytes::copy_from_slice(scope),
+        Bytes::copy_from_slice(schema_url),
+    );
     out.spans.reserve(spans.len());
     for s in spans {
         match decode_span(s, resource, &scope)? {
@@ -123,16 +137,31 @@ fn decode_span(
     }
     let trace_id: TraceId = match id(trace_id) {
         Some(t) => t,
-        None => return Ok(Err(format!("invalid trace_id {:?}: must be 16 bytes, not all zero", hex::encode(trace_id)))),
+        None => {
+            return Ok(Err(format!(
+                "invalid trace_id {:?}: must be 16 bytes, not all zero",
+                hex::encode(trace_id)
+            )))
+        }
     };
     let span_id: SpanId = match id(span_id) {
         Some(s) => s,
-        None => return Ok(Err(format!("invalid span_id {:?}: must be 8 bytes, not all zero", hex::encode(span_id)))),
+        None => {
+            return Ok(Err(format!(
+                "invalid span_id {:?}: must be 8 bytes, not all zero",
+                hex::encode(span_id)
+            )))
+        }
     };
     let parent_span_id = match parent.len() {
         0 => None,
         8 => id(parent),
-        _ => return Ok(Err(format!("invalid parent_span_id {:?}: must be empty or 8 bytes", hex::encode(parent)))),
+        _ => {
+            return Ok(Err(format!(
+                "invalid parent_span_id {:?}: must be empty or 8 bytes",
+                hex::encode(parent)
+            )))
+        }
     };
     Ok(Ok(Span {
         trace_id,
@@ -149,7 +178,11 @@ fn decode_span(
 }
 
 fn mismatch(field: u32, f: Field<'_>, want: u8) -> WireError {
-    WireError::Mismatch { field, got: f.wire_type(), want }
+    WireError::Mismatch {
+        field,
+        got: f.wire_type(),
+        want,
+    }
 }
 
 /// A valid id: the right length and not all zero.

@@ -33,14 +33,26 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
     let mut by_resource: HashMap<u64, usize> = HashMap::new();
     for span in spans {
         let ri = *by_resource.entry(span.resource.id).or_insert_with(|| {
-            groups.push(ResourceGroup { resource: span, scopes: Vec::new(), len: 0 });
+            groups.push(ResourceGroup {
+                resource: span,
+                scopes: Vec::new(),
+                len: 0,
+            });
             groups.len() - 1
         });
         let g = &mut groups[ri];
-        let si = match g.scopes.iter().position(|s| s.scope.scope.id == span.scope.id) {
+        let si = match g
+            .scopes
+            .iter()
+            .position(|s| s.scope.scope.id == span.scope.id)
+        {
             Some(i) => i,
             None => {
-                g.scopes.push(ScopeGroup { scope: span, spans: Vec::new(), len: 0 });
+                g.scopes.push(ScopeGroup {
+                    scope: span,
+                    spans: Vec::new(),
+                    len: 0,
+                });
                 g.scopes.len() - 1
             }
         };
@@ -53,7 +65,10 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
             let sc = &s.scope.scope;
             s.len = field_len(sc.message.len())
                 + opt_len(&sc.schema_url)
-                + s.spans.iter().map(|sp| field_len(sp.bytes.len())).sum::<usize>();
+                + s.spans
+                    .iter()
+                    .map(|sp| field_len(sp.bytes.len()))
+                    .sum::<usize>();
             g.len += field_len(s.len);
         }
         let r = &g.resource.resource;
@@ -96,7 +111,13 @@ fn opt_len(b: &[u8]) -> usize {
 /// Returns `span_bytes` with string attributes appended (a repeated field may appear
 /// anywhere in a message, so appending is a valid encoding of the extended span).
 pub fn append_attributes(span_bytes: &[u8], attrs: &[(&str, &str)]) -> Bytes {
-    let mut out = Vec::with_capacity(span_bytes.len() + attrs.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>());
+    let mut out = Vec::with_capacity(
+        span_bytes.len()
+            + attrs
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 8)
+                .sum::<usize>(),
+    );
     out.extend_from_slice(span_bytes);
     for (k, v) in attrs {
         put_len(&mut out, 9, &string_key_value(k, v));
@@ -131,12 +152,18 @@ mod tests {
         let t = g.trace(Shape::default(), 2);
         let bytes = fixture::request_for(&[t]).encode_to_vec();
         let mut d = decode_request(&bytes).unwrap();
-        d.spans[0].bytes = append_attributes(&d.spans[0].bytes, &[("casefile.policy", "errors,slow")]);
+        d.spans[0].bytes =
+            append_attributes(&d.spans[0].bytes, &[("casefile.policy", "errors,slow")]);
         let out = ExportTraceServiceRequest::decode(&encode_request(&d.spans)[..]).unwrap();
         let span = &out.resource_spans[0].scope_spans[0].spans[0];
         let last = span.attributes.last().unwrap();
         assert_eq!(last.key, "casefile.policy");
-        assert_eq!(d.spans[0].attribute("casefile.policy").and_then(|v| v.as_str()), Some("errors,slow"));
+        assert_eq!(
+            d.spans[0]
+                .attribute("casefile.policy")
+                .and_then(|v| v.as_str()),
+            Some("errors,slow")
+        );
     }
 
     #[test]
@@ -148,7 +175,12 @@ mod tests {
         let db = decode_request(&fixture::request(b.iter()).encode_to_vec()).unwrap();
         let all: Vec<_> = da.spans.iter().chain(db.spans.iter()).collect();
         let out = ExportTraceServiceRequest::decode(&encode_request(all)[..]).unwrap();
-        let n: usize = out.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+        let n: usize = out
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
         assert_eq!(n, 10);
     }
 }

@@ -100,13 +100,26 @@ fn path_error(path: &[Seg], msg: impl std::fmt::Display) -> JsonError {
 fn message_from_json(m: &'static Msg, json: &[u8]) -> Result<(Vec<u8>, Vec<String>), JsonError> {
     let s = std::str::from_utf8(json).map_err(|e| {
         let (line, col) = line_col(json, e.valid_up_to());
-        JsonError(format!("invalid JSON at line {line} column {col}: invalid UTF-8"))
+        JsonError(format!(
+            "invalid JSON at line {line} column {col}: invalid UTF-8"
+        ))
     })?;
-    let mut p = Parser { s, b: json, pos: 0, path: Vec::new(), unknown: Vec::new() };
+    let mut p = Parser {
+        s,
+        b: json,
+        pos: 0,
+        path: Vec::new(),
+        unknown: Vec::new(),
+    };
     let mut out = Vec::with_capacity(json.len() / 2);
     match p.token()? {
         Tok::Obj => p.message(m, &mut out, 1)?,
-        other => return Err(JsonError(format!("expected a JSON object at top level, found {}", other.kind()))),
+        other => {
+            return Err(JsonError(format!(
+                "expected a JSON object at top level, found {}",
+                other.kind()
+            )))
+        }
     }
     p.ws();
     if p.pos < json.len() {
@@ -274,7 +287,10 @@ impl<'a> Parser<'a> {
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
-        let h = self.b.get(self.pos..self.pos + 4).and_then(|h| std::str::from_utf8(h).ok());
+        let h = self
+            .b
+            .get(self.pos..self.pos + 4)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match h.filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit())) {
             Some(h) => {
                 self.pos += 4;
@@ -321,7 +337,10 @@ impl<'a> Parser<'a> {
     }
 
     /// Walks an array (at its `[`), calling `each` with the index of every element.
-    fn array(&mut self, mut each: impl FnMut(&mut Self, usize) -> Result<(), JsonError>) -> Result<(), JsonError> {
+    fn array(
+        &mut self,
+        mut each: impl FnMut(&mut Self, usize) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
         self.pos += 1;
         self.ws();
         if self.b.get(self.pos) == Some(&b']') {
@@ -355,7 +374,12 @@ impl<'a> Parser<'a> {
     }
 
     /// Encodes the object at `{` as message `m`, appending its fields to `out`.
-    fn message(&mut self, m: &'static Msg, out: &mut Vec<u8>, depth: usize) -> Result<(), JsonError> {
+    fn message(
+        &mut self,
+        m: &'static Msg,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err(format_args!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -389,7 +413,12 @@ impl<'a> Parser<'a> {
     }
 
     /// Encodes one member's value; returns whether it was present (not `null`).
-    fn field(&mut self, fd: &'static FieldDef, out: &mut Vec<u8>, depth: usize) -> Result<bool, JsonError> {
+    fn field(
+        &mut self,
+        fd: &'static FieldDef,
+        out: &mut Vec<u8>,
+        depth: usize,
+    ) -> Result<bool, JsonError> {
         let tok = self.token()?;
         match tok {
             Tok::Null => Ok(false),
@@ -406,7 +435,9 @@ impl<'a> Parser<'a> {
                 })?;
                 Ok(true)
             }
-            _ if fd.repeated => Err(self.err(format_args!("expected an array, found {}", tok.kind()))),
+            _ if fd.repeated => {
+                Err(self.err(format_args!("expected an array, found {}", tok.kind())))
+            }
             _ => self.single(fd, tok, out, depth, fd.oneof).map(|()| true),
         }
     }
@@ -420,7 +451,8 @@ impl<'a> Parser<'a> {
         always: bool,
     ) -> Result<(), JsonError> {
         let n = fd.number;
-        let mismatch = |p: &Self, want: &str| p.err(format_args!("expected {want}, found {}", tok.kind()));
+        let mismatch =
+            |p: &Self, want: &str| p.err(format_args!("expected {want}, found {}", tok.kind()));
         match fd.ty {
             Ty::Msg(m) => {
                 let Tok::Obj = tok else {
@@ -439,7 +471,9 @@ impl<'a> Parser<'a> {
                         hex::FromHexError::OddLength => self.err("invalid hex: odd length"),
                         _ => self.err("invalid hex"),
                     })?),
-                    Ty::Bytes => Cow::Owned(base64_decode(s).ok_or_else(|| self.err("invalid base64"))?),
+                    Ty::Bytes => {
+                        Cow::Owned(base64_decode(s).ok_or_else(|| self.err("invalid base64"))?)
+                    }
                     _ => Cow::Borrowed(s.as_bytes()),
                 };
                 if always || !bytes.is_empty() {
@@ -485,7 +519,9 @@ impl<'a> Parser<'a> {
                 let text = match &tok {
                     Tok::Num(t) => *t,
                     Tok::Str(s) => {
-                        if let (Ty::Enum(names), false) = (fd.ty, number_len(s.as_bytes()) == Some(s.len())) {
+                        if let (Ty::Enum(names), false) =
+                            (fd.ty, number_len(s.as_bytes()) == Some(s.len()))
+                        {
                             let found = names.iter().find(|(name, _)| *name == &**s);
                             let (_, v) = found.ok_or_else(|| {
                                 let shown: String = s.chars().take(64).collect();
@@ -535,7 +571,12 @@ fn write_int(out: &mut Vec<u8>, n: u32, ty: Ty, v: i128, always: bool) {
 
 /// Length of the JSON number at the start of `b`, if one is there.
 fn number_len(b: &[u8]) -> Option<usize> {
-    let digits = |i: usize| b[i.min(b.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let digits = |i: usize| {
+        b[i.min(b.len())..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count()
+    };
     let mut i = usize::from(b.first() == Some(&b'-'));
     match b.get(i) {
         Some(b'0') => i += 1,
@@ -571,7 +612,13 @@ fn int_from_text(t: &str) -> Result<i128, &'static str> {
     }
     let (neg, t) = t.strip_prefix('-').map_or((false, t), |r| (true, r));
     let (mantissa, exp) = match t.find(['e', 'E']) {
-        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().map_err(|_| RANGE)?.clamp(-100_000, 100_000)),
+        Some(i) => (
+            &t[..i],
+            t[i + 1..]
+                .parse::<i64>()
+                .map_err(|_| RANGE)?
+                .clamp(-100_000, 100_000),
+        ),
         None => (t, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -614,7 +661,10 @@ fn base64_encode(b: &[u8], out: &mut String) {
 
 /// Standard or URL-safe base64, padding optional.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let t = s.strip_suffix("==").or_else(|| s.strip_suffix('=')).unwrap_or(s);
+    let t = s
+        .strip_suffix("==")
+        .or_else(|| s.strip_suffix('='))
+        .unwrap_or(s);
     if t.len() % 4 == 1 {
         return None;
     }
@@ -643,7 +693,10 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 // --- protobuf -> JSON ---
 
 fn message_to_json(m: &'static Msg, proto: &[u8]) -> Result<String, JsonError> {
-    let mut w = Writer { out: String::with_capacity(proto.len() * 2), path: Vec::new() };
+    let mut w = Writer {
+        out: String::with_capacity(proto.len() * 2),
+        path: Vec::new(),
+    };
     w.message(m, proto, 1)?;
     Ok(w.out)
 }
@@ -665,26 +718,44 @@ impl Writer {
 
     fn message(&mut self, m: &'static Msg, buf: &[u8], depth: usize) -> Result<(), JsonError> {
         if depth > MAX_DEPTH {
-            return Err(path_error(&self.path, format_args!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(path_error(
+                &self.path,
+                format_args!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
         }
         // One pass validates the fields and notes, per schema field, how often it occurs (for a
         // oneof member: since the oneof last switched to it) and its last value.
         let mut slots = [(0usize, Field::Varint(0)); MAX_FIELDS];
         let mut winner = None;
         for field in Fields::new(buf) {
-            let (n, v) = field.map_err(|e| path_error(&self.path, format_args!("invalid protobuf: {e}")))?;
-            let Some((i, fd)) = m.by_number(n) else { continue };
+            let (n, v) =
+                field.map_err(|e| path_error(&self.path, format_args!("invalid protobuf: {e}")))?;
+            let Some((i, fd)) = m.by_number(n) else {
+                continue;
+            };
             let want = wire_type(fd.ty);
             if v.wire_type() != want {
-                let e = WireError::Mismatch { field: n, got: v.wire_type(), want };
-                return Err(path_error(&self.path, format_args!("invalid protobuf: {e}")));
+                let e = WireError::Mismatch {
+                    field: n,
+                    got: v.wire_type(),
+                    want,
+                };
+                return Err(path_error(
+                    &self.path,
+                    format_args!("invalid protobuf: {e}"),
+                ));
             }
             if fd.oneof && winner.replace(i) != Some(i) {
                 slots[i].0 = 0;
             }
             slots[i] = (slots[i].0 + 1, v);
         }
-        let of = |n: u32| Fields::new(buf).flatten().filter(move |(k, _)| *k == n).map(|(_, v)| v);
+        let of = |n: u32| {
+            Fields::new(buf)
+                .flatten()
+                .filter(move |(k, _)| *k == n)
+                .map(|(_, v)| v)
+        };
         self.out.push('{');
         let mut first = true;
         for (i, fd) in m.fields.iter().enumerate() {
@@ -707,8 +778,9 @@ impl Writer {
                 self.out.push(']');
             } else if let (Ty::Msg(_), true) = (fd.ty, count > 1) {
                 // Repeated occurrences of a singular message merge, i.e. concatenate.
-                let parts: Vec<&[u8]> =
-                    of(fd.number).filter_map(|v| if let Field::Len(b) = v { Some(b) } else { None }).collect();
+                let parts: Vec<&[u8]> = of(fd.number)
+                    .filter_map(|v| if let Field::Len(b) = v { Some(b) } else { None })
+                    .collect();
                 let merged = parts[parts.len() - count..].concat();
                 self.key(&mut first, fd.json);
                 self.value(fd.ty, Field::Len(&merged), depth)?;
@@ -732,12 +804,21 @@ impl Writer {
             (Ty::Msg(m), Field::Len(b)) => return self.message(m, b, depth + 1),
             (Ty::Str, Field::Len(b)) => match std::str::from_utf8(b) {
                 Ok(s) => push_json_str(o, s),
-                Err(_) => return Err(path_error(&self.path, "invalid protobuf: string is not valid UTF-8")),
+                Err(_) => {
+                    return Err(path_error(
+                        &self.path,
+                        "invalid protobuf: string is not valid UTF-8",
+                    ))
+                }
             },
             (Ty::Hex, Field::Len(b)) => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 o.push('"');
-                o.extend(b.iter().flat_map(|&x| [HEX[usize::from(x >> 4)], HEX[usize::from(x & 15)]]).map(char::from));
+                o.extend(
+                    b.iter()
+                        .flat_map(|&x| [HEX[usize::from(x >> 4)], HEX[usize::from(x & 15)]])
+                        .map(char::from),
+                );
                 o.push('"');
             }
             (Ty::Bytes, Field::Len(b)) => {
@@ -761,7 +842,12 @@ impl Writer {
                     _ => _ = write!(o, "{d:?}"),
                 }
             }
-            _ => return Err(path_error(&self.path, "invalid protobuf: wire type mismatch")),
+            _ => {
+                return Err(path_error(
+                    &self.path,
+                    "invalid protobuf: wire type mismatch",
+                ))
+            }
         }
         Ok(())
     }

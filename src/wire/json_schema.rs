@@ -40,7 +40,10 @@ pub(crate) struct Msg {
 
 impl Msg {
     pub(crate) fn by_name(&self, key: &str) -> Option<(usize, &'static FieldDef)> {
-        self.fields.iter().enumerate().find(|(_, f)| f.json == key || f.proto == key)
+        self.fields
+            .iter()
+            .enumerate()
+            .find(|(_, f)| f.json == key || f.proto == key)
     }
     pub(crate) fn by_number(&self, n: u32) -> Option<(usize, &'static FieldDef)> {
         self.fields.iter().enumerate().find(|(_, f)| f.number == n)
@@ -48,13 +51,34 @@ impl Msg {
 }
 
 const fn f(proto: &'static str, json: &'static str, number: u32, ty: Ty) -> FieldDef {
-    FieldDef { proto, json, number, ty, repeated: false, oneof: false }
+    FieldDef {
+        proto,
+        json,
+        number,
+        ty,
+        repeated: false,
+        oneof: false,
+    }
 }
 const fn rep(proto: &'static str, json: &'static str, number: u32, ty: Ty) -> FieldDef {
-    FieldDef { proto, json, number, ty, repeated: true, oneof: false }
+    FieldDef {
+        proto,
+        json,
+        number,
+        ty,
+        repeated: true,
+        oneof: false,
+    }
 }
 const fn one(proto: &'static str, json: &'static str, number: u32, ty: Ty) -> FieldDef {
-    FieldDef { proto, json, number, ty, repeated: false, oneof: true }
+    FieldDef {
+        proto,
+        json,
+        number,
+        ty,
+        repeated: false,
+        oneof: true,
+    }
 }
 
 const SPAN_KIND: &[(&str, i32)] = &[
@@ -65,9 +89,20 @@ const SPAN_KIND: &[(&str, i32)] = &[
     ("SPAN_KIND_PRODUCER", 4),
     ("SPAN_KIND_CONSUMER", 5),
 ];
-const STATUS_CODE: &[(&str, i32)] = &[("STATUS_CODE_UNSET", 0), ("STATUS_CODE_OK", 1), ("STATUS_CODE_ERROR", 2)];
+const STATUS_CODE: &[(&str, i32)] = &[
+    ("STATUS_CODE_UNSET", 0),
+    ("STATUS_CODE_OK", 1),
+    ("STATUS_CODE_ERROR", 2),
+];
 
-pub(crate) static REQUEST: Msg = Msg { fields: &[rep("resource_spans", "resourceSpans", 1, Ty::Msg(&RESOURCE_SPANS))] };
+pub(crate) static REQUEST: Msg = Msg {
+    fields: &[rep(
+        "resource_spans",
+        "resourceSpans",
+        1,
+        Ty::Msg(&RESOURCE_SPANS),
+    )],
+};
 static RESOURCE_SPANS: Msg = Msg {
     fields: &[
         f("resource", "resource", 1, Ty::Msg(&RESOURCE)),
@@ -78,7 +113,12 @@ static RESOURCE_SPANS: Msg = Msg {
 static RESOURCE: Msg = Msg {
     fields: &[
         rep("attributes", "attributes", 1, Ty::Msg(&KEY_VALUE)),
-        f("dropped_attributes_count", "droppedAttributesCount", 2, Ty::Uint32),
+        f(
+            "dropped_attributes_count",
+            "droppedAttributesCount",
+            2,
+            Ty::Uint32,
+        ),
         rep("entity_refs", "entityRefs", 3, Ty::Msg(&ENTITY_REF)),
     ],
 };
@@ -102,7 +142,12 @@ static SCOPE: Msg = Msg {
         f("name", "name", 1, Ty::Str),
         f("version", "version", 2, Ty::Str),
         rep("attributes", "attributes", 3, Ty::Msg(&KEY_VALUE)),
-        f("dropped_attributes_count", "droppedAttributesCount", 4, Ty::Uint32),
+        f(
+            "dropped_attributes_count",
+            "droppedAttributesCount",
+            4,
+            Ty::Uint32,
+        ),
     ],
 };
 static SPAN: Msg = Msg {
@@ -116,7 +161,12 @@ static SPAN: Msg = Msg {
         f("start_time_unix_nano", "startTimeUnixNano", 7, Ty::Fixed64),
         f("end_time_unix_nano", "endTimeUnixNano", 8, Ty::Fixed64),
         rep("attributes", "attributes", 9, Ty::Msg(&KEY_VALUE)),
-        f("dropped_attributes_count", "droppedAttributesCount", 10, Ty::Uint32),
+        f(
+            "dropped_attributes_count",
+            "droppedAttributesCount",
+            10,
+            Ty::Uint32,
+        ),
         rep("events", "events", 11, Ty::Msg(&EVENT)),
         f("dropped_events_count", "droppedEventsCount", 12, Ty::Uint32),
         rep("links", "links", 13, Ty::Msg(&LINK)),
@@ -130,7 +180,12 @@ static EVENT: Msg = Msg {
         f("time_unix_nano", "timeUnixNano", 1, Ty::Fixed64),
         f("name", "name", 2, Ty::Str),
         rep("attributes", "attributes", 3, Ty::Msg(&KEY_VALUE)),
-        f("dropped_attributes_count", "droppedAttributesCount", 4, Ty::Uint32),
+        f(
+            "dropped_attributes_count",
+            "droppedAttributesCount",
+            4,
+            Ty::Uint32,
+        ),
     ],
 };
 static LINK: Msg = Msg {
@@ -139,12 +194,21 @@ static LINK: Msg = Msg {
         f("span_id", "spanId", 2, Ty::Hex),
         f("trace_state", "traceState", 3, Ty::Str),
         rep("attributes", "attributes", 4, Ty::Msg(&KEY_VALUE)),
-        f("dropped_attributes_count", "droppedAttributesCount", 5, Ty::Uint32),
+        f(
+            "dropped_attributes_count",
+            "droppedAttributesCount",
+            5,
+            Ty::Uint32,
+        ),
         f("flags", "flags", 6, Ty::Fixed32),
     ],
 };
-static STATUS: Msg =
-    Msg { fields: &[f("message", "message", 2, Ty::Str), f("code", "code", 3, Ty::Enum(STATUS_CODE))] };
+static STATUS: Msg = Msg {
+    fields: &[
+        f("message", "message", 2, Ty::Str),
+        f("code", "code", 3, Ty::Enum(STATUS_CODE)),
+    ],
+};
 static KEY_VALUE: Msg = Msg {
     fields: &[
         f("key", "key", 1, Ty::Str),
@@ -164,12 +228,25 @@ static ANY_VALUE: Msg = Msg {
         one("string_value_strindex", "stringValueStrindex", 8, Ty::Int32),
     ],
 };
-static ARRAY_VALUE: Msg = Msg { fields: &[rep("values", "values", 1, Ty::Msg(&ANY_VALUE))] };
-static KEY_VALUE_LIST: Msg = Msg { fields: &[rep("values", "values", 1, Ty::Msg(&KEY_VALUE))] };
-pub(crate) static RESPONSE: Msg =
-    Msg { fields: &[f("partial_success", "partialSuccess", 1, Ty::Msg(&PARTIAL_SUCCESS))] };
+static ARRAY_VALUE: Msg = Msg {
+    fields: &[rep("values", "values", 1, Ty::Msg(&ANY_VALUE))],
+};
+static KEY_VALUE_LIST: Msg = Msg {
+    fields: &[rep("values", "values", 1, Ty::Msg(&KEY_VALUE))],
+};
+pub(crate) static RESPONSE: Msg = Msg {
+    fields: &[f(
+        "partial_success",
+        "partialSuccess",
+        1,
+        Ty::Msg(&PARTIAL_SUCCESS),
+    )],
+};
 static PARTIAL_SUCCESS: Msg = Msg {
-    fields: &[f("rejected_spans", "rejectedSpans", 1, Ty::Int64), f("error_message", "errorMessage", 2, Ty::Str)],
+    fields: &[
+        f("rejected_spans", "rejectedSpans", 1, Ty::Int64),
+        f("error_message", "errorMessage", 2, Ty::Str),
+    ],
 };
 
 pub(crate) fn wire_type(ty: Ty) -> u8 {
@@ -220,9 +297,16 @@ mod tests {
                     }
                 }
                 assert_eq!(camel, fd.json);
-                assert!(m.fields[..i].iter().all(|g| g.number < fd.number), "{} out of order", fd.proto);
+                assert!(
+                    m.fields[..i].iter().all(|g| g.number < fd.number),
+                    "{} out of order",
+                    fd.proto
+                );
                 assert!(!(fd.repeated && fd.oneof));
-                assert!(m.fields.len() <= 16, "json.rs sizes its per-message slots for 16 fields");
+                assert!(
+                    m.fields.len() <= 16,
+                    "json.rs sizes its per-message slots for 16 fields"
+                );
             }
         }
     }

@@ -79,7 +79,11 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Fields { buf, pos: 0, failed: false }
+        Fields {
+            buf,
+            pos: 0,
+            failed: false,
+        }
     }
 
     fn next_field(&mut self) -> Result<(u32, Field<'a>), WireError> {
@@ -226,7 +230,10 @@ pub struct Attributes<'a> {
 
 impl<'a> Attributes<'a> {
     pub fn new(msg: &'a [u8], number: u32) -> Self {
-        Attributes { fields: Fields::new(msg), number }
+        Attributes {
+            fields: Fields::new(msg),
+            number,
+        }
     }
 }
 

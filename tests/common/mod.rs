@@ -11,8 +11,12 @@ use std::time::Duration;
 use casefile::config::{self, Config};
 use casefile::Daemon;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -42,7 +46,8 @@ impl Downstream {
         let d = Downstream::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let svc = TraceServiceServer::new(d.clone()).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let svc = TraceServiceServer::new(d.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(svc)
@@ -60,7 +65,9 @@ impl Downstream {
             for rs in &r.resource_spans {
                 for ss in &rs.scope_spans {
                     for s in &ss.spans {
-                        out.entry(hex::encode(&s.trace_id)).or_default().push(s.clone());
+                        out.entry(hex::encode(&s.trace_id))
+                            .or_default()
+                            .push(s.clone());
                     }
                 }
             }
@@ -84,8 +91,14 @@ impl Downstream {
                 let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), fut).await.is_err() {
-            panic!("timed out waiting for {what}; downstream has traces {:?}", self.spans_by_trace().keys().collect::<Vec<_>>());
+        if tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .is_err()
+        {
+            panic!(
+                "timed out waiting for {what}; downstream has traces {:?}",
+                self.spans_by_trace().keys().collect::<Vec<_>>()
+            );
         }
     }
 }
@@ -97,7 +110,10 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut cond: impl FnM
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(10), fut).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .is_err()
+    {
         panic!("timed out waiting for {what}");
     }
 }
@@ -144,7 +160,9 @@ pub async fn start(config: Config) -> Daemon {
 }
 
 pub async fn client(daemon: &Daemon) -> TraceServiceClient<tonic::transport::Channel> {
-    TraceServiceClient::connect(format!("http://{}", daemon.grpc_addr.unwrap())).await.unwrap()
+    TraceServiceClient::connect(format!("http://{}", daemon.grpc_addr.unwrap()))
+        .await
+        .unwrap()
 }
 
 /// Waits until the daemon holds no pending trace and has handed everything on.
@@ -158,21 +176,40 @@ pub async fn until_all_decided(daemon: &Daemon) {
 }
 
 /// Minimal HTTP/1.1 POST over hyper, returning (status, headers, body).
-pub async fn reqwest_post(addr: std::net::SocketAddr, content_type: &str, body: Vec<u8>) -> (u16, http::HeaderMap, Vec<u8>) {
+pub async fn reqwest_post(
+    addr: std::net::SocketAddr,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
     http_post(addr, "/v1/traces", &[("content-type", content_type)], body).await
 }
 
-pub async fn http_post(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, Vec<u8>) {
+pub async fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, Vec<u8>) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
-    let client: Client<_, Full<bytes::Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let client: Client<_, Full<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let mut req = http::Request::post(format!("http://{addr}{path}"));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = client.request(req.body(Full::new(bytes::Bytes::from(body))).unwrap()).await.unwrap();
+    let resp = client
+        .request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }

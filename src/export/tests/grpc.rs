@@ -17,17 +17,39 @@ fn cfg_for(addr: SocketAddr) -> OtlpCfg {
 async fn sends_the_request_bytes_gzipped_with_headers() {
     let mut down = grpc_downstream(listen().await, vec![]).await;
     let mut cfg = cfg_for(down.addr);
-    cfg.headers.insert("X-Scope-OrgID".into(), "tenant-7".into());
+    cfg.headers
+        .insert("X-Scope-OrgID".into(), "tenant-7".into());
     let ex = start("otlp/tempo", ExporterCfg::Otlp(cfg));
     let req = request("checkout", 3);
     ex.send(batch_of(&req)).await;
     let got = down.next().await;
     assert_eq!(got.request, req);
-    assert_eq!(got.metadata.get("grpc-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
-    assert_eq!(got.metadata.get("x-scope-orgid").and_then(|v| v.to_str().ok()), Some("tenant-7"));
-    assert!(got.metadata.get("user-agent").and_then(|v| v.to_str().ok()).unwrap().starts_with("casefile/"));
+    assert_eq!(
+        got.metadata
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    assert_eq!(
+        got.metadata
+            .get("x-scope-orgid")
+            .and_then(|v| v.to_str().ok()),
+        Some("tenant-7")
+    );
+    assert!(got
+        .metadata
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap()
+        .starts_with("casefile/"));
     assert_eq!(ex.clone().shutdown(Duration::from_secs(5)).await, 0);
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 3, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 3,
+            ..Default::default()
+        }
+    );
     assert_eq!(ex.names(), vec!["otlp/tempo".to_owned()]);
 }
 
@@ -56,12 +78,23 @@ async fn retries_unavailable_then_delivers_once() {
     assert_eq!(ex.clone().shutdown(Duration::from_secs(5)).await, 0);
     assert_eq!(down.calls(), 3);
     assert!(down.got.try_recv().is_err(), "delivered once");
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 2, retries: 2, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 2,
+            retries: 2,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
 async fn invalid_argument_is_not_retried() {
-    let mut down = grpc_downstream(listen().await, vec![Reply::Fail(Code::InvalidArgument, Bytes::new())]).await;
+    let mut down = grpc_downstream(
+        listen().await,
+        vec![Reply::Fail(Code::InvalidArgument, Bytes::new())],
+    )
+    .await;
     let ex = start("otlp", ExporterCfg::Otlp(cfg_for(down.addr)));
     ex.send(batch_of(&request("bad", 4))).await;
     // The next batch goes through: the exporter moved on.
@@ -70,7 +103,14 @@ async fn invalid_argument_is_not_retried() {
     assert_eq!(down.next().await.request, good);
     ex.clone().shutdown(Duration::from_secs(5)).await;
     assert_eq!(down.calls(), 2);
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 1, failed_spans: 4, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 1,
+            failed_spans: 4,
+            ..Default::default()
+        }
+    );
 }
 
 /// `google.rpc.Status` details carrying a `RetryInfo` of `delay`.
@@ -95,14 +135,20 @@ fn retry_info(delay: Duration) -> Bytes {
 #[test]
 fn retry_info_is_read_from_status_details() {
     use crate::export::grpc::retry_info_delay;
-    assert_eq!(retry_info_delay(&retry_info(Duration::from_millis(1500))), Some(Duration::from_millis(1500)));
+    assert_eq!(
+        retry_info_delay(&retry_info(Duration::from_millis(1500))),
+        Some(Duration::from_millis(1500))
+    );
     assert_eq!(retry_info_delay(&[]), None);
     assert_eq!(retry_info_delay(&[0xff, 0xff]), None);
 }
 
 #[tokio::test]
 async fn resource_exhausted_is_retried_only_with_retry_info() {
-    let with_info = Reply::Fail(Code::ResourceExhausted, retry_info(Duration::from_millis(20)));
+    let with_info = Reply::Fail(
+        Code::ResourceExhausted,
+        retry_info(Duration::from_millis(20)),
+    );
     let without = Reply::Fail(Code::ResourceExhausted, Bytes::new());
     let mut down = grpc_downstream(listen().await, vec![with_info, without]).await;
     let mut cfg = cfg_for(down.addr);
@@ -114,7 +160,15 @@ async fn resource_exhausted_is_retried_only_with_retry_info() {
     ex.send(batch_of(&next)).await;
     assert_eq!(down.next().await.request, next);
     ex.clone().shutdown(Duration::from_secs(5)).await;
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 1, failed_spans: 2, retries: 1, rejected_spans: 0 });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 1,
+            failed_spans: 2,
+            retries: 1,
+            rejected_spans: 0
+        }
+    );
 }
 
 #[tokio::test]
@@ -137,12 +191,24 @@ async fn partial_success_counts_rejected_spans() {
     ex.send(batch_of(&request("partly", 5))).await;
     down.next().await;
     ex.clone().shutdown(Duration::from_secs(5)).await;
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 3, rejected_spans: 2, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 3,
+            rejected_spans: 2,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
 async fn bad_settings_fail_at_start() {
-    let err = |cfg: OtlpCfg| Exporters::start(&[("otlp/x".into(), ExporterCfg::Otlp(cfg))]).err().unwrap().to_string();
+    let err = |cfg: OtlpCfg| {
+        Exporters::start(&[("otlp/x".into(), ExporterCfg::Otlp(cfg))])
+            .err()
+            .unwrap()
+            .to_string()
+    };
     assert!(err(otlp_cfg("https://tempo:4317")).contains("TLS exporters arrive with issue 4"));
     assert!(err(otlp_cfg("ftp://tempo:4317")).contains("invalid endpoint"));
     assert!(err(otlp_cfg("")).contains("invalid endpoint"));
@@ -151,7 +217,8 @@ async fn bad_settings_fail_at_start() {
     c.compression = "brotli".into();
     assert!(err(c).contains("unknown compression"));
     let mut c = otlp_cfg("tempo:4317");
-    c.headers.insert("authorization".into(), "Bearer sécret\n".into());
+    c.headers
+        .insert("authorization".into(), "Bearer sécret\n".into());
     let e = err(c);
     assert!(e.contains("authorization") && !e.contains("cret"), "{e}");
     let mut c = otlp_cfg("tempo:4317");
@@ -169,6 +236,11 @@ async fn sends_zstd_when_configured() {
     ex.send(batch_of(&req)).await;
     let got = down.next().await;
     assert_eq!(got.request, req);
-    assert_eq!(got.metadata.get("grpc-encoding").and_then(|v| v.to_str().ok()), Some("zstd"));
+    assert_eq!(
+        got.metadata
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("zstd")
+    );
     ex.shutdown(Duration::from_secs(5)).await;
 }

@@ -13,7 +13,8 @@ fn cfg_for(addr: SocketAddr) -> OtlpCfg {
 async fn posts_gzipped_protobuf_to_v1_traces() {
     let mut down = http_downstream(listen().await, vec![]).await;
     let mut cfg = cfg_for(down.addr);
-    cfg.headers.insert("Authorization".into(), "Bearer t0ken".into());
+    cfg.headers
+        .insert("Authorization".into(), "Bearer t0ken".into());
     let ex = start("otlphttp/vendor", ExporterCfg::OtlpHttp(cfg));
     let req = request("checkout", 3);
     ex.send(batch_of(&req)).await;
@@ -24,7 +25,13 @@ async fn posts_gzipped_protobuf_to_v1_traces() {
     assert_eq!(got.headers["content-encoding"], "gzip");
     assert_eq!(got.headers["authorization"], "Bearer t0ken");
     assert_eq!(ex.clone().shutdown(Duration::from_secs(5)).await, 0);
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 3, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 3,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -45,7 +52,10 @@ async fn traces_endpoint_and_no_compression() {
 #[tokio::test]
 async fn endpoint_with_a_path_gets_v1_traces_appended() {
     let mut down = http_downstream(listen().await, vec![]).await;
-    let ex = start("otlphttp", ExporterCfg::OtlpHttp(otlp_cfg(&format!("http://{}/tenant/", down.addr))));
+    let ex = start(
+        "otlphttp",
+        ExporterCfg::OtlpHttp(otlp_cfg(&format!("http://{}/tenant/", down.addr))),
+    );
     ex.send(batch_of(&request("pathed", 1))).await;
     assert_eq!(down.next().await.path, "/tenant/v1/traces");
     ex.shutdown(Duration::from_secs(5)).await;
@@ -53,7 +63,11 @@ async fn endpoint_with_a_path_gets_v1_traces_appended() {
 
 #[tokio::test]
 async fn retries_503_then_delivers() {
-    let script = vec![Reply::Status(503, None), Reply::Status(429, Some(0)), Reply::Status(502, None)];
+    let script = vec![
+        Reply::Status(503, None),
+        Reply::Status(429, Some(0)),
+        Reply::Status(502, None),
+    ];
     let mut down = http_downstream(listen().await, script).await;
     let ex = start("otlphttp", ExporterCfg::OtlpHttp(cfg_for(down.addr)));
     let req = request("retried", 2);
@@ -61,7 +75,14 @@ async fn retries_503_then_delivers() {
     assert_eq!(down.next().await.request, req);
     ex.clone().shutdown(Duration::from_secs(5)).await;
     assert_eq!(down.calls(), 4);
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 2, retries: 3, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 2,
+            retries: 3,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -71,7 +92,11 @@ async fn retry_after_is_honoured() {
     let t0 = tokio::time::Instant::now();
     ex.send(batch_of(&request("throttled", 1))).await;
     down.next().await;
-    assert!(t0.elapsed() >= Duration::from_secs(1), "retried after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}",
+        t0.elapsed()
+    );
     ex.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -87,7 +112,14 @@ async fn bad_request_is_not_retried() {
     assert_eq!(down.next().await.request, good);
     ex.clone().shutdown(Duration::from_secs(5)).await;
     assert_eq!(down.calls(), 2);
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 1, failed_spans: 4, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 1,
+            failed_spans: 4,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -97,13 +129,24 @@ async fn partial_success_is_read_from_the_response() {
     ex.send(batch_of(&request("partly", 3))).await;
     down.next().await;
     ex.clone().shutdown(Duration::from_secs(5)).await;
-    assert_eq!(stats(&ex), ExporterStats { sent_spans: 2, rejected_spans: 1, ..Default::default() });
+    assert_eq!(
+        stats(&ex),
+        ExporterStats {
+            sent_spans: 2,
+            rejected_spans: 1,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
 async fn bad_settings_fail_at_start() {
-    let err =
-        |cfg: OtlpCfg| Exporters::start(&[("otlphttp".into(), ExporterCfg::OtlpHttp(cfg))]).err().unwrap().to_string();
+    let err = |cfg: OtlpCfg| {
+        Exporters::start(&[("otlphttp".into(), ExporterCfg::OtlpHttp(cfg))])
+            .err()
+            .unwrap()
+            .to_string()
+    };
     assert!(err(otlp_cfg("https://vendor.example")).contains("TLS exporters arrive with issue 4"));
     assert!(err(otlp_cfg("vendor.example:4318")).contains("invalid endpoint"));
     assert!(err(otlp_cfg("http://")).contains("invalid endpoint"));
@@ -122,7 +165,11 @@ async fn large_bodies_are_gzipped_too() {
     let ex = start("otlphttp", ExporterCfg::OtlpHttp(cfg_for(down.addr)));
     let req = request("large", 4000);
     let batch = batch_of(&req);
-    assert!(batch.request.len() > 256 * 1024, "{} bytes", batch.request.len());
+    assert!(
+        batch.request.len() > 256 * 1024,
+        "{} bytes",
+        batch.request.len()
+    );
     ex.send(batch).await;
     let got = down.next().await;
     assert_eq!(got.headers["content-encoding"], "gzip");

@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -42,7 +44,9 @@ pub(super) fn ms(n: u64) -> GoDuration {
 pub(super) fn request(name: &str, spans: usize) -> ExportTraceServiceRequest {
     let kv = |k: &str, v: &str| KeyValue {
         key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
         ..Default::default()
     };
     let spans = (0..spans)
@@ -59,16 +63,31 @@ pub(super) fn request(name: &str, spans: usize) -> ExportTraceServiceRequest {
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "shop")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "shop")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             schema_url: String::new(),
         }],
     }
 }
 
 pub(super) fn batch_of(req: &ExportTraceServiceRequest) -> Arc<ExportBatch> {
-    let spans = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-    Arc::new(ExportBatch { request: Bytes::from(req.encode_to_vec()), spans, traces: 1 })
+    let spans = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    Arc::new(ExportBatch {
+        request: Bytes::from(req.encode_to_vec()),
+        spans,
+        traces: 1,
+    })
 }
 
 /// The name of the first span of a request (tests name each batch).
@@ -81,7 +100,10 @@ pub(super) fn otlp_cfg(endpoint: &str) -> OtlpCfg {
     OtlpCfg {
         endpoint: endpoint.into(),
         traces_endpoint: None,
-        tls: TlsCfg { insecure: true, ..Default::default() },
+        tls: TlsCfg {
+            insecure: true,
+            ..Default::default()
+        },
         compression: "gzip".into(),
         headers: Default::default(),
         timeout: ms(2000),
@@ -93,7 +115,11 @@ pub(super) fn otlp_cfg(endpoint: &str) -> OtlpCfg {
             randomization_factor: 0.0,
             multiplier: 2.0,
         },
-        sending_queue: QueueCfg { enabled: true, num_consumers: 2, queue_size: 100 },
+        sending_queue: QueueCfg {
+            enabled: true,
+            num_consumers: 2,
+            queue_size: 100,
+        },
     }
 }
 
@@ -112,12 +138,18 @@ pub(super) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 /// A port nothing listens on (yet).
 pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// What the fake downstreams do with one request.
@@ -145,7 +177,10 @@ pub(super) struct Downstream<T> {
 
 impl<T> Downstream<T> {
     pub async fn next(&mut self) -> T {
-        tokio::time::timeout(PATIENCE, self.got.recv()).await.expect("downstream got nothing in time").expect("open")
+        tokio::time::timeout(PATIENCE, self.got.recv())
+            .await
+            .expect("downstream got nothing in time")
+            .expect("open")
     }
 
     pub fn calls(&self) -> usize {
@@ -182,26 +217,44 @@ impl TraceService for FakeGrpc {
         let rejected = match reply {
             Reply::Ok => 0,
             Reply::Partial(n) => n,
-            Reply::Fail(code, details) => return Err(tonic::Status::with_details(code, "scripted failure", details)),
+            Reply::Fail(code, details) => {
+                return Err(tonic::Status::with_details(
+                    code,
+                    "scripted failure",
+                    details,
+                ))
+            }
             Reply::Hang => std::future::pending().await,
             Reply::Status(..) => unreachable!("HTTP reply in a gRPC script"),
         };
         let metadata = request.metadata().clone();
-        let _ = self.got.send(GrpcGot { request: request.into_inner(), metadata });
+        let _ = self.got.send(GrpcGot {
+            request: request.into_inner(),
+            metadata,
+        });
         let partial_success = (rejected != 0).then(|| ExportTracePartialSuccess {
             rejected_spans: rejected,
             error_message: "some spans had no ids".into(),
         });
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }
 
 /// A fake OTLP/gRPC downstream on `listener` answering as `script` says, then OK.
-pub(super) async fn grpc_downstream(listener: TcpListener, script: Vec<Reply>) -> Downstream<GrpcGot> {
+pub(super) async fn grpc_downstream(
+    listener: TcpListener,
+    script: Vec<Reply>,
+) -> Downstream<GrpcGot> {
     let addr = listener.local_addr().unwrap();
     let (tx, got) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
-    let fake = FakeGrpc { script: parking_lot::Mutex::new(script.into()), got: tx, calls: Arc::clone(&calls) };
+    let fake = FakeGrpc {
+        script: parking_lot::Mutex::new(script.into()),
+        got: tx,
+        calls: Arc::clone(&calls),
+    };
     let service = TraceServiceServer::new(fake)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
@@ -212,7 +265,12 @@ pub(super) async fn grpc_downstream(listener: TcpListener, script: Vec<Reply>) -
             .await
             .unwrap();
     });
-    Downstream { addr, got, calls, task }
+    Downstream {
+        addr,
+        got,
+        calls,
+        task,
+    }
 }
 
 pub(super) async fn listen() -> TcpListener {
@@ -247,40 +305,73 @@ async fn http_handler(
         Reply::Ok => 0,
         Reply::Partial(n) => n,
         Reply::Status(code, retry_after) => {
-            let mut r = (::http::StatusCode::from_u16(code).unwrap(), "scripted failure").into_response();
+            let mut r = (
+                ::http::StatusCode::from_u16(code).unwrap(),
+                "scripted failure",
+            )
+                .into_response();
             if let Some(s) = retry_after {
-                r.headers_mut().insert(::http::header::RETRY_AFTER, s.into());
+                r.headers_mut()
+                    .insert(::http::header::RETRY_AFTER, s.into());
             }
             return r;
         }
         Reply::Hang => std::future::pending().await,
         Reply::Fail(..) => unreachable!("gRPC reply in an HTTP script"),
     };
-    let body = if headers.get(::http::header::CONTENT_ENCODING).is_some_and(|v| v == "gzip") {
+    let body = if headers
+        .get(::http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v == "gzip")
+    {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).expect("valid gzip");
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .expect("valid gzip");
         out
     } else {
         body.to_vec()
     };
     let request = ExportTraceServiceRequest::decode(&body[..]).expect("protobuf body");
-    let _ = fake.got.send(HttpGot { path: uri.path().to_owned(), headers, request });
-    let partial_success =
-        (rejected != 0).then(|| ExportTracePartialSuccess { rejected_spans: rejected, error_message: "nope".into() });
+    let _ = fake.got.send(HttpGot {
+        path: uri.path().to_owned(),
+        headers,
+        request,
+    });
+    let partial_success = (rejected != 0).then(|| ExportTracePartialSuccess {
+        rejected_spans: rejected,
+        error_message: "nope".into(),
+    });
     let response = ExportTraceServiceResponse { partial_success }.encode_to_vec();
-    ([(::http::header::CONTENT_TYPE, "application/x-protobuf")], response).into_response()
+    (
+        [(::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        response,
+    )
+        .into_response()
 }
 
 /// A fake OTLP/HTTP downstream accepting POSTs on any path.
-pub(super) async fn http_downstream(listener: TcpListener, script: Vec<Reply>) -> Downstream<HttpGot> {
+pub(super) async fn http_downstream(
+    listener: TcpListener,
+    script: Vec<Reply>,
+) -> Downstream<HttpGot> {
     let addr = listener.local_addr().unwrap();
     let (tx, got) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
-    let fake =
-        FakeHttp { script: Arc::new(parking_lot::Mutex::new(script.into())), got: tx, calls: Arc::clone(&calls) };
-    let app = axum::Router::new().fallback(axum::routing::post(http_handler)).with_state(fake);
+    let fake = FakeHttp {
+        script: Arc::new(parking_lot::Mutex::new(script.into())),
+        got: tx,
+        calls: Arc::clone(&calls),
+    };
+    let app = axum::Router::new()
+        .fallback(axum::routing::post(http_handler))
+        .with_state(fake);
     let task = tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     });
-    Downstream { addr, got, calls, task }
+    Downstream {
+        addr,
+        got,
+        calls,
+        task,
+    }
 }

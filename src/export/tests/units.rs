@@ -45,24 +45,45 @@ async fn backoff_grows_to_the_cap_and_stops_after_max_elapsed() {
 fn backoff_jitter_stays_within_the_randomization_factor() {
     let mut b = Backoff::new(&retry(1000, 1000, 0, 0.5));
     let delays: Vec<Duration> = (0..200).map(|_| b.next(None).unwrap()).collect();
-    assert!(delays.iter().all(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_millis(1500)));
+    assert!(delays
+        .iter()
+        .all(|d| *d >= Duration::from_millis(500) && *d <= Duration::from_millis(1500)));
     assert!(delays.iter().any(|d| *d != delays[0]), "jittered");
 }
 
 #[test]
 fn retryable_errors_follow_the_otlp_spec() {
-    let grpc = |code, retry_delay| ExportError::Grpc { code, message: String::new(), retry_delay };
-    for code in
-        [Code::Unavailable, Code::Cancelled, Code::DeadlineExceeded, Code::Aborted, Code::OutOfRange, Code::DataLoss]
-    {
+    let grpc = |code, retry_delay| ExportError::Grpc {
+        code,
+        message: String::new(),
+        retry_delay,
+    };
+    for code in [
+        Code::Unavailable,
+        Code::Cancelled,
+        Code::DeadlineExceeded,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::DataLoss,
+    ] {
         assert!(grpc(code, None).is_retryable(), "{code:?}");
     }
-    for code in [Code::InvalidArgument, Code::Unauthenticated, Code::PermissionDenied, Code::NotFound, Code::Unknown] {
+    for code in [
+        Code::InvalidArgument,
+        Code::Unauthenticated,
+        Code::PermissionDenied,
+        Code::NotFound,
+        Code::Unknown,
+    ] {
         assert!(!grpc(code, None).is_retryable(), "{code:?}");
     }
     assert!(!grpc(Code::ResourceExhausted, None).is_retryable());
     assert!(grpc(Code::ResourceExhausted, Some(Duration::from_secs(1))).is_retryable());
-    let http = |status| ExportError::Http { status, message: String::new(), retry_after: None };
+    let http = |status| ExportError::Http {
+        status,
+        message: String::new(),
+        retry_after: None,
+    };
     for status in [429, 502, 503, 504] {
         assert!(http(status).is_retryable(), "{status}");
     }
@@ -75,12 +96,30 @@ fn retryable_errors_follow_the_otlp_spec() {
 
 #[test]
 fn grpc_endpoints() {
-    assert_eq!(endpoint_uri("x", "tempo:4317").unwrap(), "http://tempo:4317");
-    assert_eq!(endpoint_uri("x", " http://10.0.0.1:4317 ").unwrap(), "http://10.0.0.1:4317");
-    assert_eq!(endpoint_uri("x", "[::1]:4317").unwrap(), "http://[::1]:4317");
-    assert!(matches!(endpoint_uri("x", "HTTPS://tempo:4317"), Err(ExportError::Tls { .. })));
-    assert!(matches!(endpoint_uri("x", "unix:///tmp/s"), Err(ExportError::InvalidEndpoint { .. })));
-    assert!(matches!(endpoint_uri("x", "tempo 4317"), Err(ExportError::InvalidEndpoint { .. })));
+    assert_eq!(
+        endpoint_uri("x", "tempo:4317").unwrap(),
+        "http://tempo:4317"
+    );
+    assert_eq!(
+        endpoint_uri("x", " http://10.0.0.1:4317 ").unwrap(),
+        "http://10.0.0.1:4317"
+    );
+    assert_eq!(
+        endpoint_uri("x", "[::1]:4317").unwrap(),
+        "http://[::1]:4317"
+    );
+    assert!(matches!(
+        endpoint_uri("x", "HTTPS://tempo:4317"),
+        Err(ExportError::Tls { .. })
+    ));
+    assert!(matches!(
+        endpoint_uri("x", "unix:///tmp/s"),
+        Err(ExportError::InvalidEndpoint { .. })
+    ));
+    assert!(matches!(
+        endpoint_uri("x", "tempo 4317"),
+        Err(ExportError::InvalidEndpoint { .. })
+    ));
 }
 
 #[test]
@@ -90,13 +129,34 @@ fn http_endpoints() {
         c.traces_endpoint = traces.map(String::from);
         traces_uri("x", &c).map(|u| u.to_string())
     };
-    assert_eq!(uri("http://collector:4318", None).unwrap(), "http://collector:4318/v1/traces");
-    assert_eq!(uri("http://collector:4318/", None).unwrap(), "http://collector:4318/v1/traces");
-    assert_eq!(uri("http://gw/otlp", None).unwrap(), "http://gw/otlp/v1/traces");
-    assert_eq!(uri("", Some("http://gw:80/custom")).unwrap(), "http://gw:80/custom");
-    assert!(matches!(uri("https://gw", None), Err(ExportError::Tls { .. })));
-    assert!(matches!(uri("http://gw", Some("https://gw/t")), Err(ExportError::Tls { .. })));
-    assert!(matches!(uri("gw:4318", None), Err(ExportError::InvalidEndpoint { .. })));
+    assert_eq!(
+        uri("http://collector:4318", None).unwrap(),
+        "http://collector:4318/v1/traces"
+    );
+    assert_eq!(
+        uri("http://collector:4318/", None).unwrap(),
+        "http://collector:4318/v1/traces"
+    );
+    assert_eq!(
+        uri("http://gw/otlp", None).unwrap(),
+        "http://gw/otlp/v1/traces"
+    );
+    assert_eq!(
+        uri("", Some("http://gw:80/custom")).unwrap(),
+        "http://gw:80/custom"
+    );
+    assert!(matches!(
+        uri("https://gw", None),
+        Err(ExportError::Tls { .. })
+    ));
+    assert!(matches!(
+        uri("http://gw", Some("https://gw/t")),
+        Err(ExportError::Tls { .. })
+    ));
+    assert!(matches!(
+        uri("gw:4318", None),
+        Err(ExportError::InvalidEndpoint { .. })
+    ));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 use super::*;
 use crate::fixture::{self, Gen, Shape};
@@ -7,7 +7,13 @@ use crate::fixture::{self, Gen, Shape};
 #[test]
 fn reads_ids_times_status_and_shares_resources() {
     let mut g = Gen::new(7);
-    let t = g.trace(Shape { error: true, ..Default::default() }, 6);
+    let t = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        6,
+    );
     let req = fixture::request_for(std::slice::from_ref(&t)).encode_to_vec();
     let d = decode_request(&req).unwrap();
     assert_eq!(d.spans.len(), 6);
@@ -21,10 +27,22 @@ fn reads_ids_times_status_and_shares_resources() {
         assert_eq!(span.name(), want.name);
     }
     assert_eq!(d.spans.iter().filter(|s| s.is_root()).count(), 1);
-    assert_eq!(d.spans.iter().filter(|s| s.status == StatusCode::Error).count(), 1);
+    assert_eq!(
+        d.spans
+            .iter()
+            .filter(|s| s.status == StatusCode::Error)
+            .count(),
+        1
+    );
     // Spans of one service share one resource block.
-    let frontend: Vec<_> = d.spans.iter().filter(|s| s.attribute("service.name").and_then(|v| v.as_str()) == Some("checkout")).collect();
-    assert!(frontend.windows(2).all(|w| Arc::ptr_eq(&w[0].resource, &w[1].resource)));
+    let frontend: Vec<_> = d
+        .spans
+        .iter()
+        .filter(|s| s.attribute("service.name").and_then(|v| v.as_str()) == Some("checkout"))
+        .collect();
+    assert!(frontend
+        .windows(2)
+        .all(|w| Arc::ptr_eq(&w[0].resource, &w[1].resource)));
 }
 
 /// The fixture groups spans by service; this is the order they appear in the request.
@@ -66,7 +84,16 @@ fn arb_request() -> impl Strategy<Value = Vec<u8>> {
     (any::<u64>(), 1usize..6, 1usize..25).prop_map(|(seed, traces, spans)| {
         let mut g = Gen::new(seed);
         let ts: Vec<_> = (0..traces)
-            .map(|i| g.trace(Shape { error: i % 2 == 0, slow: i % 3 == 0, premium: false }, spans))
+            .map(|i| {
+                g.trace(
+                    Shape {
+                        error: i % 2 == 0,
+                        slow: i % 3 == 0,
+                        premium: false,
+                    },
+                    spans,
+                )
+            })
             .collect();
         fixture::request_for(&ts).encode_to_vec()
     })

@@ -13,7 +13,11 @@ use prost::Message;
 use super::*;
 
 fn kv(key: &str, v: Option<Value>) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: v }), key_strindex: 0 }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: v }),
+        key_strindex: 0,
+    }
 }
 
 fn req(
@@ -24,7 +28,11 @@ fn req(
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource,
-            scope_spans: vec![ScopeSpans { scope, spans, schema_url: "https://s/1".into() }],
+            scope_spans: vec![ScopeSpans {
+                scope,
+                spans,
+                schema_url: "https://s/1".into(),
+            }],
             schema_url: String::new(),
         }],
     }
@@ -37,28 +45,46 @@ fn full_request() -> ExportTraceServiceRequest {
                 "inner",
                 Some(Value::ArrayValue(ArrayValue {
                     values: vec![
-                        AnyValue { value: Some(Value::IntValue(-7)) },
+                        AnyValue {
+                            value: Some(Value::IntValue(-7)),
+                        },
                         AnyValue { value: None },
-                        AnyValue { value: Some(Value::ArrayValue(ArrayValue::default())) },
+                        AnyValue {
+                            value: Some(Value::ArrayValue(ArrayValue::default())),
+                        },
                     ],
                 })),
             ),
-            KeyValue { key: "no value".into(), value: None, key_strindex: 3 },
+            KeyValue {
+                key: "no value".into(),
+                value: None,
+                key_strindex: 3,
+            },
         ],
     });
     let resource = Resource {
         attributes: vec![
-            kv("s", Some(Value::StringValue("svc \"q\" \\ \n\u{1}é😀".into()))),
+            kv(
+                "s",
+                Some(Value::StringValue("svc \"q\" \\ \n\u{1}é😀".into())),
+            ),
             kv("b", Some(Value::BoolValue(true))),
             kv("i", Some(Value::IntValue(i64::MIN))),
             kv("d", Some(Value::DoubleValue(0.1 + 0.2))),
             kv("d2", Some(Value::DoubleValue(f64::MAX))),
             kv("d3", Some(Value::DoubleValue(5e-324))),
             kv("inf", Some(Value::DoubleValue(f64::NEG_INFINITY))),
-            kv("bytes", Some(Value::BytesValue(vec![0, 1, 2, 250, 251, 252, 253]))),
+            kv(
+                "bytes",
+                Some(Value::BytesValue(vec![0, 1, 2, 250, 251, 252, 253])),
+            ),
             kv(
                 "arr",
-                Some(Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(nested.clone()) }] })),
+                Some(Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(nested.clone()),
+                    }],
+                })),
             ),
             kv("kv", Some(nested)),
             kv("zero int", Some(Value::IntValue(0))),
@@ -114,9 +140,16 @@ fn full_request() -> ExportTraceServiceRequest {
             flags: 1,
         }],
         dropped_links_count: 8,
-        status: Some(Status { message: "boom".into(), code: 2 }),
+        status: Some(Status {
+            message: "boom".into(),
+            code: 2,
+        }),
     };
-    let bare = Span { kind: 42, status: Some(Status::default()), ..Span::default() };
+    let bare = Span {
+        kind: 42,
+        status: Some(Status::default()),
+        ..Span::default()
+    };
     req(Some(resource), Some(scope), vec![span, bare])
 }
 
@@ -143,7 +176,11 @@ fn spans_doc(span: &str) -> String {
 #[test]
 fn round_trips_prost_requests() {
     let with_empty_resource = req(Some(Resource::default()), None, vec![Span::default()]);
-    for r in [full_request(), ExportTraceServiceRequest::default(), with_empty_resource] {
+    for r in [
+        full_request(),
+        ExportTraceServiceRequest::default(),
+        with_empty_resource,
+    ] {
         assert_eq!(round_trip(&r), r);
     }
 }
@@ -221,16 +258,31 @@ fn decodes_the_spec_example() {
     let rs = &r.resource_spans[0];
     assert_eq!(
         rs.resource.as_ref().unwrap().attributes,
-        vec![kv("service.name", Some(Value::StringValue("my.service".into())))]
+        vec![kv(
+            "service.name",
+            Some(Value::StringValue("my.service".into()))
+        )]
     );
     let scope = rs.scope_spans[0].scope.as_ref().unwrap();
-    assert_eq!((scope.name.as_str(), scope.version.as_str()), ("my.library", "1.0.0"));
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("my.library", "1.0.0")
+    );
     let span = &rs.scope_spans[0].spans[0];
-    assert_eq!(hex::encode(&span.trace_id), "5b8efff798038103d269b633813fc60c");
+    assert_eq!(
+        hex::encode(&span.trace_id),
+        "5b8efff798038103d269b633813fc60c"
+    );
     assert_eq!(span.span_id, hex::decode("eee19b7ec3c1b174").unwrap());
-    assert_eq!(span.parent_span_id, hex::decode("eee19b7ec3c1b173").unwrap());
+    assert_eq!(
+        span.parent_span_id,
+        hex::decode("eee19b7ec3c1b173").unwrap()
+    );
     assert_eq!(span.name, "I'm a server span");
-    assert_eq!((span.start_time_unix_nano, span.end_time_unix_nano), (1544712660000000000, 1544712661000000000));
+    assert_eq!(
+        (span.start_time_unix_nano, span.end_time_unix_nano),
+        (1544712660000000000, 1544712661000000000)
+    );
     assert_eq!(span.kind, 2);
     assert_eq!(span.attributes[1], kv("n", Some(Value::IntValue(42))));
 }
@@ -244,12 +296,20 @@ fn snake_case_names_decode_like_camel_case() {
 
 #[test]
 fn enums_by_name_number_or_numeric_string() {
-    let r = decode(&spans_doc(r#"{"kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}},{"kind":"4"}"#));
+    let r = decode(&spans_doc(
+        r#"{"kind":"SPAN_KIND_SERVER","status":{"code":"STATUS_CODE_ERROR"}},{"kind":"4"}"#,
+    ));
     let spans = &r.resource_spans[0].scope_spans[0].spans;
-    assert_eq!((spans[0].kind, spans[0].status.as_ref().unwrap().code), (2, 2));
+    assert_eq!(
+        (spans[0].kind, spans[0].status.as_ref().unwrap().code),
+        (2, 2)
+    );
     assert_eq!(spans[1].kind, 4);
     let e = err(&spans_doc(r#"{"kind":1},{"kind":"SPAN_KIND_BOGUS"}"#));
-    assert_eq!(e, r#"resourceSpans[0].scopeSpans[0].spans[1].kind: unknown enum value "SPAN_KIND_BOGUS""#);
+    assert_eq!(
+        e,
+        r#"resourceSpans[0].scopeSpans[0].spans[1].kind: unknown enum value "SPAN_KIND_BOGUS""#
+    );
     assert!(err(&spans_doc(r#"{"kind":2147483648}"#)).contains("out of range"));
 }
 
@@ -258,9 +318,22 @@ fn nulls_are_absent_and_unknown_fields_are_reported() {
     let doc = r#"{"extra":1,"resourceSpans":[{"resource":null,"scopeSpans":[{"scope":null,"spans":[
         {"name":"a","attributes":null,"events":null,"status":null,"fooBar":{"x":[1,{"y":null}]},"kind":null}]}]}]}"#;
     let (proto, unknown) = request_from_json_with_unknown(doc.as_bytes()).unwrap();
-    assert_eq!(unknown, vec!["extra".to_owned(), "resourceSpans[0].scopeSpans[0].spans[0].fooBar".to_owned()]);
+    assert_eq!(
+        unknown,
+        vec![
+            "extra".to_owned(),
+            "resourceSpans[0].scopeSpans[0].spans[0].fooBar".to_owned()
+        ]
+    );
     let r = ExportTraceServiceRequest::decode(&proto[..]).unwrap();
-    let mut want = req(None, None, vec![Span { name: "a".into(), ..Span::default() }]);
+    let mut want = req(
+        None,
+        None,
+        vec![Span {
+            name: "a".into(),
+            ..Span::default()
+        }],
+    );
     want.resource_spans[0].scope_spans[0].schema_url.clear();
     assert_eq!(r, want);
 }
@@ -287,9 +360,13 @@ fn oneof_members_are_written_even_when_default() {
             Some(Value::IntValue(3))
         ]
     );
-    let e = err(&spans_doc(r#"{"attributes":[{"key":"k","value":{"intValue":1,"boolValue":true}}]}"#));
+    let e = err(&spans_doc(
+        r#"{"attributes":[{"key":"k","value":{"intValue":1,"boolValue":true}}]}"#,
+    ));
     assert!(
-        e.starts_with("resourceSpans[0].scopeSpans[0].spans[0].attributes[0].value.boolValue: more than one"),
+        e.starts_with(
+            "resourceSpans[0].scopeSpans[0].spans[0].attributes[0].value.boolValue: more than one"
+        ),
         "{e}"
     );
 }
@@ -297,37 +374,104 @@ fn oneof_members_are_written_even_when_default() {
 #[test]
 fn numbers_and_bytes_forms() {
     let value = |v: &str| {
-        let r = decode(&spans_doc(&format!(r#"{{"attributes":[{{"key":"k","value":{v}}}]}}"#)));
-        r.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.clone().unwrap().value.unwrap()
+        let r = decode(&spans_doc(&format!(
+            r#"{{"attributes":[{{"key":"k","value":{v}}}]}}"#
+        )));
+        r.resource_spans[0].scope_spans[0].spans[0].attributes[0]
+            .value
+            .clone()
+            .unwrap()
+            .value
+            .unwrap()
     };
     assert_eq!(value(r#"{"intValue":1e3}"#), Value::IntValue(1000));
     assert_eq!(value(r#"{"intValue":"-2.50e1"}"#), Value::IntValue(-25));
-    assert_eq!(value(r#"{"intValue":"-9223372036854775808"}"#), Value::IntValue(i64::MIN));
+    assert_eq!(
+        value(r#"{"intValue":"-9223372036854775808"}"#),
+        Value::IntValue(i64::MIN)
+    );
     assert_eq!(value(r#"{"doubleValue":"1.5"}"#), Value::DoubleValue(1.5));
     assert_eq!(value(r#"{"doubleValue":2}"#), Value::DoubleValue(2.0));
-    assert_eq!(value(r#"{"doubleValue":0.30000000000000004}"#), Value::DoubleValue(0.1 + 0.2));
-    assert_eq!(value(r#"{"doubleValue":"Infinity"}"#), Value::DoubleValue(f64::INFINITY));
+    assert_eq!(
+        value(r#"{"doubleValue":0.30000000000000004}"#),
+        Value::DoubleValue(0.1 + 0.2)
+    );
+    assert_eq!(
+        value(r#"{"doubleValue":"Infinity"}"#),
+        Value::DoubleValue(f64::INFINITY)
+    );
     assert!(matches!(value(r#"{"doubleValue":"NaN"}"#), Value::DoubleValue(d) if d.is_nan()));
-    assert_eq!(value(r#"{"bytesValue":"AAEC+vv8/Q=="}"#), Value::BytesValue(vec![0, 1, 2, 250, 251, 252, 253]));
-    assert_eq!(value(r#"{"bytesValue":"AAEC-vv8_Q"}"#), Value::BytesValue(vec![0, 1, 2, 250, 251, 252, 253]));
-    assert_eq!(value(r#"{"stringValue":"\ud83d\ude00\u00e9\n\/"}"#), Value::StringValue("😀é\n/".into()));
+    assert_eq!(
+        value(r#"{"bytesValue":"AAEC+vv8/Q=="}"#),
+        Value::BytesValue(vec![0, 1, 2, 250, 251, 252, 253])
+    );
+    assert_eq!(
+        value(r#"{"bytesValue":"AAEC-vv8_Q"}"#),
+        Value::BytesValue(vec![0, 1, 2, 250, 251, 252, 253])
+    );
+    assert_eq!(
+        value(r#"{"stringValue":"\ud83d\ude00\u00e9\n\/"}"#),
+        Value::StringValue("😀é\n/".into())
+    );
     let span = |s: &str| decode(&spans_doc(s)).resource_spans[0].scope_spans[0].spans[0].clone();
-    assert_eq!(span(r#"{"startTimeUnixNano":"18446744073709551615","flags":"4294967295"}"#).flags, u32::MAX);
-    assert_eq!(span(r#"{"traceId":"","droppedLinksCount":"7"}"#).dropped_links_count, 7);
+    assert_eq!(
+        span(r#"{"startTimeUnixNano":"18446744073709551615","flags":"4294967295"}"#).flags,
+        u32::MAX
+    );
+    assert_eq!(
+        span(r#"{"traceId":"","droppedLinksCount":"7"}"#).dropped_links_count,
+        7
+    );
     for (bad, why) in [
-        (r#"{"attributes":[{"key":"k","value":{"intValue":"9223372036854775808"}}]}"#, "out of range"),
-        (r#"{"attributes":[{"key":"k","value":{"intValue":1.5}}]}"#, "not an integer"),
-        (r#"{"attributes":[{"key":"k","value":{"doubleValue":1e400}}]}"#, "out of range"),
-        (r#"{"attributes":[{"key":"k","value":{"doubleValue":"inf"}}]}"#, "invalid number"),
-        (r#"{"attributes":[{"key":"k","value":{"bytesValue":"a*=="}}]}"#, "invalid base64"),
+        (
+            r#"{"attributes":[{"key":"k","value":{"intValue":"9223372036854775808"}}]}"#,
+            "out of range",
+        ),
+        (
+            r#"{"attributes":[{"key":"k","value":{"intValue":1.5}}]}"#,
+            "not an integer",
+        ),
+        (
+            r#"{"attributes":[{"key":"k","value":{"doubleValue":1e400}}]}"#,
+            "out of range",
+        ),
+        (
+            r#"{"attributes":[{"key":"k","value":{"doubleValue":"inf"}}]}"#,
+            "invalid number",
+        ),
+        (
+            r#"{"attributes":[{"key":"k","value":{"bytesValue":"a*=="}}]}"#,
+            "invalid base64",
+        ),
         (r#"{"droppedAttributesCount":-1}"#, "out of range"),
-        (r#"{"startTimeUnixNano":"abc"}"#, "spans[0].startTimeUnixNano: invalid integer"),
-        (r#"{"startTimeUnixNano":true}"#, "expected an integer, found boolean"),
-        (r#"{"name":1}"#, "spans[0].name: expected a string, found number"),
-        (r#"{"status":[]}"#, "spans[0].status: expected an object, found array"),
-        (r#"{"events":{}}"#, "spans[0].events: expected an array, found object"),
-        (r#"{"events":[null]}"#, "spans[0].events[0]: null is not allowed"),
-        (r#"{"traceId":"aa","trace_id":"bb"}"#, "spans[0].traceId: duplicate field"),
+        (
+            r#"{"startTimeUnixNano":"abc"}"#,
+            "spans[0].startTimeUnixNano: invalid integer",
+        ),
+        (
+            r#"{"startTimeUnixNano":true}"#,
+            "expected an integer, found boolean",
+        ),
+        (
+            r#"{"name":1}"#,
+            "spans[0].name: expected a string, found number",
+        ),
+        (
+            r#"{"status":[]}"#,
+            "spans[0].status: expected an object, found array",
+        ),
+        (
+            r#"{"events":{}}"#,
+            "spans[0].events: expected an array, found object",
+        ),
+        (
+            r#"{"events":[null]}"#,
+            "spans[0].events[0]: null is not allowed",
+        ),
+        (
+            r#"{"traceId":"aa","trace_id":"bb"}"#,
+            "spans[0].traceId: duplicate field",
+        ),
     ] {
         let e = err(&spans_doc(bad));
         assert!(e.contains(why), "{bad}: {e}");
@@ -338,20 +482,46 @@ fn numbers_and_bytes_forms() {
 fn errors_name_the_path() {
     let spans = r#"{"spans":[{},{},{},{"traceId":"5b8efff798038103d269b633813fc60g"}]}"#;
     let doc = format!(r#"{{"resourceSpans":[{{"scopeSpans":[{{}},{spans}]}}]}}"#);
-    assert_eq!(err(&doc), "resourceSpans[0].scopeSpans[1].spans[3].traceId: invalid hex");
+    assert_eq!(
+        err(&doc),
+        "resourceSpans[0].scopeSpans[1].spans[3].traceId: invalid hex"
+    );
     let e = err(&spans_doc(r#"{"spanId":"abc"}"#));
-    assert_eq!(e, "resourceSpans[0].scopeSpans[0].spans[0].spanId: invalid hex: odd length");
+    assert_eq!(
+        e,
+        "resourceSpans[0].scopeSpans[0].spans[0].spanId: invalid hex: odd length"
+    );
     let e = err(&spans_doc(r#"{"links":[{"spanId":"x1"}]}"#));
-    assert_eq!(e, "resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId: invalid hex");
+    assert_eq!(
+        e,
+        "resourceSpans[0].scopeSpans[0].spans[0].links[0].spanId: invalid hex"
+    );
     for top in ["[]", "\"x\"", "1", "null"] {
-        assert!(err(top).starts_with("expected a JSON object at top level"), "{top}");
+        assert!(
+            err(top).starts_with("expected a JSON object at top level"),
+            "{top}"
+        );
     }
-    for bad in
-        ["", "   ", "{\"resourceSpans\":[}", "{} x", "{'a':1}", "{\"a\":tru}", "{\"a\":\"\u{1}\"}", "{\"a\":01}"]
-    {
-        assert!(err(bad).starts_with("invalid JSON at line 1 column"), "{bad:?}: {}", err(bad));
+    for bad in [
+        "",
+        "   ",
+        "{\"resourceSpans\":[}",
+        "{} x",
+        "{'a':1}",
+        "{\"a\":tru}",
+        "{\"a\":\"\u{1}\"}",
+        "{\"a\":01}",
+    ] {
+        assert!(
+            err(bad).starts_with("invalid JSON at line 1 column"),
+            "{bad:?}: {}",
+            err(bad)
+        );
     }
-    assert!(request_from_json(b"{\"a\":\"\xff\"}").unwrap_err().to_string().contains("invalid UTF-8"));
+    assert!(request_from_json(b"{\"a\":\"\xff\"}")
+        .unwrap_err()
+        .to_string()
+        .contains("invalid UTF-8"));
     let e = err("{\n  \"resourceSpans\": [\n    {\"scopeSpans\": [}");
     assert!(e.starts_with("invalid JSON at line 3 column 21"), "{e}");
 }
@@ -361,7 +531,10 @@ fn truncated_json_is_an_error_not_a_panic() {
     let json = request_to_json(&full_request().encode_to_vec()).unwrap();
     for cut in 0..json.len() {
         if json.is_char_boundary(cut) {
-            assert!(request_from_json(&json.as_bytes()[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                request_from_json(&json.as_bytes()[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 }
@@ -373,9 +546,15 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     for _ in 0..depth {
         v = format!(r#"{{"arrayValue":{{"values":[{v}]}}}}"#);
     }
-    let e = err(&spans_doc(&format!(r#"{{"attributes":[{{"key":"k","value":{v}}}]}}"#)));
+    let e = err(&spans_doc(&format!(
+        r#"{{"attributes":[{{"key":"k","value":{v}}}]}}"#
+    )));
     assert!(e.contains("nesting deeper than 64 levels"), "{e}");
-    let e = err(&format!(r#"{{"x":{}{}}}"#, "[".repeat(depth), "]".repeat(depth)));
+    let e = err(&format!(
+        r#"{{"x":{}{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    ));
     assert!(e.contains("nesting deeper than 64 levels"), "{e}");
     // ... and the same for protobuf: an AnyValue nested 1000 levels deep.
     let mut any = Vec::new();
@@ -387,7 +566,14 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         any.clear();
         put_len(&mut any, 5, &array);
     }
-    let r = req(Some(Resource { attributes: vec![kv("k", None)], ..Resource::default() }), None, vec![]);
+    let r = req(
+        Some(Resource {
+            attributes: vec![kv("k", None)],
+            ..Resource::default()
+        }),
+        None,
+        vec![],
+    );
     let mut proto = r.encode_to_vec();
     let mut attr = Vec::new();
     put_len(&mut attr, 2, &any);
@@ -407,14 +593,21 @@ fn malformed_protobuf_is_an_error() {
         let _ = request_to_json(&proto[..cut]);
     }
     assert_eq!(
-        request_to_json(&[0x0a, 0x05, 0x01]).unwrap_err().to_string(),
+        request_to_json(&[0x0a, 0x05, 0x01])
+            .unwrap_err()
+            .to_string(),
         "invalid protobuf: truncated message"
     );
     let e = request_to_json(&[0x08, 0x01]).unwrap_err().to_string();
     assert_eq!(e, "invalid protobuf: field 1 has wire type 0, expected 2");
     // resourceSpans[0].schemaUrl with invalid UTF-8.
-    let e = request_to_json(&[0x0a, 0x03, 0x1a, 0x01, 0xff]).unwrap_err().to_string();
-    assert_eq!(e, "resourceSpans[0].schemaUrl: invalid protobuf: string is not valid UTF-8");
+    let e = request_to_json(&[0x0a, 0x03, 0x1a, 0x01, 0xff])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "resourceSpans[0].schemaUrl: invalid protobuf: string is not valid UTF-8"
+    );
     // Unknown fields are skipped; a repeated singular message merges.
     let mut rs = Vec::new();
     put_len(&mut rs, 1, &string_attrs_resource("a"));
@@ -441,7 +634,13 @@ fn duplicate_fields_read_as_prost_reads_them() {
         any
     };
     // A oneof switching back and forth: only the occurrences after the last switch merge.
-    let any = [array_of(1), vec![0x0a, 0x01, b'x'], array_of(2), array_of(3)].concat();
+    let any = [
+        array_of(1),
+        vec![0x0a, 0x01, b'x'],
+        array_of(2),
+        array_of(3),
+    ]
+    .concat();
     let mut attr = Vec::new();
     put_len(&mut attr, 1, b"k");
     put_len(&mut attr, 2, &any);
@@ -455,11 +654,19 @@ fn duplicate_fields_read_as_prost_reads_them() {
     put_len(&mut scope_spans, 2, &span);
     put_len(&mut rs, 2, &scope_spans);
     put_len(&mut proto, 1, &rs);
-    let via_prost = ExportTraceServiceRequest::decode(&proto[..]).unwrap().encode_to_vec();
+    let via_prost = ExportTraceServiceRequest::decode(&proto[..])
+        .unwrap()
+        .encode_to_vec();
     let json = request_to_json(&proto).unwrap();
     assert_eq!(json, request_to_json(&via_prost).unwrap());
-    assert!(json.contains(r#""name":"last""#) && json.contains(r#""status":{"message":"m","code":2}"#), "{json}");
-    assert!(json.contains(r#"{"arrayValue":{"values":[{"intValue":"2"},{"intValue":"3"}]}}"#), "{json}");
+    assert!(
+        json.contains(r#""name":"last""#) && json.contains(r#""status":{"message":"m","code":2}"#),
+        "{json}"
+    );
+    assert!(
+        json.contains(r#"{"arrayValue":{"values":[{"intValue":"2"},{"intValue":"3"}]}}"#),
+        "{json}"
+    );
 }
 
 fn string_attrs_resource(key: &str) -> Vec<u8> {
@@ -475,8 +682,14 @@ fn response_json() {
         response_to_json(3, "bad \"ids\""),
         r#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"bad \"ids\""}}"#
     );
-    assert_eq!(response_to_json(-1, ""), r#"{"partialSuccess":{"rejectedSpans":"-1"}}"#);
-    assert_eq!(response_to_json(0, "warn"), r#"{"partialSuccess":{"errorMessage":"warn"}}"#);
+    assert_eq!(
+        response_to_json(-1, ""),
+        r#"{"partialSuccess":{"rejectedSpans":"-1"}}"#
+    );
+    assert_eq!(
+        response_to_json(0, "warn"),
+        r#"{"partialSuccess":{"errorMessage":"warn"}}"#
+    );
 }
 
 fn any_value() -> impl Strategy<Value = AnyValue> {
@@ -493,12 +706,21 @@ fn any_value() -> impl Strategy<Value = AnyValue> {
     .prop_map(|value| AnyValue { value });
     leaf.prop_recursive(3, 12, 3, |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3)
-                .prop_map(|values| AnyValue { value: Some(Value::ArrayValue(ArrayValue { values })) }),
+            prop::collection::vec(inner.clone(), 0..3).prop_map(|values| AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values }))
+            }),
             prop::collection::vec((any::<String>(), inner), 0..3).prop_map(|kvs| {
-                let values =
-                    kvs.into_iter().map(|(key, v)| KeyValue { key, value: Some(v), key_strindex: 0 }).collect();
-                AnyValue { value: Some(Value::KvlistValue(KeyValueList { values })) }
+                let values = kvs
+                    .into_iter()
+                    .map(|(key, v)| KeyValue {
+                        key,
+                        value: Some(v),
+                        key_strindex: 0,
+                    })
+                    .collect();
+                AnyValue {
+                    value: Some(Value::KvlistValue(KeyValueList { values })),
+                }
             }),
         ]
     })
@@ -521,28 +743,54 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 
 fn span() -> impl Strategy<Value = Span> {
     let ids = (bytes(16), bytes(8), bytes(8), any::<String>(), any::<u32>());
-    let times = (any::<String>(), any::<i32>(), any::<u64>(), any::<u64>(), any::<[u32; 3]>());
-    let event = (any::<u64>(), any::<String>(), attrs(), any::<u32>()).prop_map(|(t, name, attributes, d)| Event {
-        time_unix_nano: t,
-        name,
-        attributes,
-        dropped_attributes_count: d,
-    });
-    let link = (bytes(16), bytes(8), any::<String>(), attrs(), any::<u32>(), any::<u32>()).prop_map(
-        |(trace_id, span_id, trace_state, attributes, d, flags)| Link {
-            trace_id,
-            span_id,
-            trace_state,
+    let times = (
+        any::<String>(),
+        any::<i32>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<[u32; 3]>(),
+    );
+    let event = (any::<u64>(), any::<String>(), attrs(), any::<u32>()).prop_map(
+        |(t, name, attributes, d)| Event {
+            time_unix_nano: t,
+            name,
             attributes,
             dropped_attributes_count: d,
-            flags,
         },
     );
-    let status =
-        prop::option::of((any::<String>(), any::<i32>()).prop_map(|(message, code)| Status { message, code }));
-    let rest = (attrs(), prop::collection::vec(event, 0..2), prop::collection::vec(link, 0..2), status);
+    let link = (
+        bytes(16),
+        bytes(8),
+        any::<String>(),
+        attrs(),
+        any::<u32>(),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(trace_id, span_id, trace_state, attributes, d, flags)| Link {
+                trace_id,
+                span_id,
+                trace_state,
+                attributes,
+                dropped_attributes_count: d,
+                flags,
+            },
+        );
+    let status = prop::option::of(
+        (any::<String>(), any::<i32>()).prop_map(|(message, code)| Status { message, code }),
+    );
+    let rest = (
+        attrs(),
+        prop::collection::vec(event, 0..2),
+        prop::collection::vec(link, 0..2),
+        status,
+    );
     (ids, times, rest).prop_map(
-        |((trace_id, span_id, parent_span_id, trace_state, flags), (name, kind, start, end, dropped), rest)| Span {
+        |(
+            (trace_id, span_id, parent_span_id, trace_state, flags),
+            (name, kind, start, end, dropped),
+            rest,
+        )| Span {
             trace_id,
             span_id,
             trace_state,
@@ -564,19 +812,38 @@ fn span() -> impl Strategy<Value = Span> {
 }
 
 fn request() -> impl Strategy<Value = ExportTraceServiceRequest> {
-    let resource = prop::option::of((attrs(), any::<u32>()).prop_map(|(attributes, d)| Resource {
-        attributes,
-        dropped_attributes_count: d,
-        entity_refs: vec![],
-    }));
-    let scope =
-        prop::option::of((any::<String>(), any::<String>(), attrs()).prop_map(|(name, version, attributes)| {
-            InstrumentationScope { name, version, attributes, dropped_attributes_count: 0 }
-        }));
-    let scope_spans = (scope, prop::collection::vec(span(), 0..3), any::<String>())
-        .prop_map(|(scope, spans, schema_url)| ScopeSpans { scope, spans, schema_url });
-    let resource_spans = (resource, prop::collection::vec(scope_spans, 0..3), any::<String>())
-        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans { resource, scope_spans, schema_url });
+    let resource = prop::option::of(
+        (attrs(), any::<u32>()).prop_map(|(attributes, d)| Resource {
+            attributes,
+            dropped_attributes_count: d,
+            entity_refs: vec![],
+        }),
+    );
+    let scope = prop::option::of((any::<String>(), any::<String>(), attrs()).prop_map(
+        |(name, version, attributes)| InstrumentationScope {
+            name,
+            version,
+            attributes,
+            dropped_attributes_count: 0,
+        },
+    ));
+    let scope_spans = (scope, prop::collection::vec(span(), 0..3), any::<String>()).prop_map(
+        |(scope, spans, schema_url)| ScopeSpans {
+            scope,
+            spans,
+            schema_url,
+        },
+    );
+    let resource_spans = (
+        resource,
+        prop::collection::vec(scope_spans, 0..3),
+        any::<String>(),
+    )
+        .prop_map(|(resource, scope_spans, schema_url)| ResourceSpans {
+            resource,
+            scope_spans,
+            schema_url,
+        });
     prop::collection::vec(resource_spans, 0..3)
         .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
 }
