@@ -69,28 +69,39 @@ impl Shared {
     }
 }
 
-/// One span: its encoded bytes and the fields read from them at ingest.
+/// One span: its encoded bytes and the fields read from them at ingest. Kept small (72
+/// bytes on x86_64) because a buffer holds millions: ids other than the trace id are
+/// read back from the bytes when needed.
 #[derive(Debug, Clone)]
 pub struct Span {
     pub trace_id: TraceId,
-    pub span_id: SpanId,
-    /// `None` for a root span (empty `parent_span_id`).
-    pub parent_span_id: Option<SpanId>,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
-    pub status: StatusCode,
     /// `Span.flags` (W3C trace flags in the low byte).
     pub flags: u32,
+    pub status: StatusCode,
+    /// No `parent_span_id`.
+    pub root: bool,
     pub resource: Arc<Shared>,
     pub scope: Arc<Shared>,
     /// The encoded `Span` message, without tag and length. Attributes added by casefile
     /// (`casefile.policy`, ticket ids) are appended here as extra field-9 entries.
-    pub bytes: Bytes,
+    pub bytes: Box<[u8]>,
 }
 
 impl Span {
     pub fn is_root(&self) -> bool {
-        self.parent_span_id.is_none()
+        self.root
+    }
+
+    /// `Span.span_id` (field 2), read from the bytes.
+    pub fn span_id(&self) -> Option<SpanId> {
+        wire::bytes_field(&self.bytes, 2).and_then(|b| b.try_into().ok())
+    }
+
+    /// `Span.parent_span_id` (field 4), read from the bytes; `None` for a root span.
+    pub fn parent_span_id(&self) -> Option<SpanId> {
+        wire::bytes_field(&self.bytes, 4).and_then(|b| b.try_into().ok())
     }
 
     /// Span attributes (field 9), read from the bytes on demand.

@@ -184,11 +184,16 @@ impl Buffer {
             if bucket.is_empty() {
                 continue;
             }
+            let mut bucket = bucket;
+            // Spans of one trace side by side (stable: their order is kept), so each trace
+            // grows by exactly its spans in this request: no spare capacity is held.
+            bucket.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+            let runs = run_lengths(&bucket);
             let mut shard = self.shards[i].lock();
             let before = (shard.traces.len(), shard.bytes);
             let mut too_large = Vec::new();
-            for span in bucket {
-                match shard.add(span, now, &self.cfg, &mut stats) {
+            for (span, run) in bucket.into_iter().zip(runs) {
+                match shard.add(span, run, now, &self.cfg, &mut stats) {
                     shard::Added::Pending(id, size) => {
                         if self
                             .cfg
@@ -346,6 +351,19 @@ impl Buffer {
             .increment(s.decided_early as u64);
         }
     }
+}
+
+/// For each span: how many spans of its trace start a run here (0 inside a run).
+fn run_lengths(spans: &[Span]) -> Vec<usize> {
+    let mut runs = vec![0; spans.len()];
+    let mut start = 0;
+    for i in 1..=spans.len() {
+        if i == spans.len() || spans[i].trace_id != spans[start].trace_id {
+            runs[start] = i - start;
+            start = i;
+        }
+    }
+    runs
 }
 
 fn apply_delta(a: &AtomicUsize, before: usize, after: usize) {

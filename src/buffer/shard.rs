@@ -53,9 +53,12 @@ impl Shard {
         }
     }
 
+    /// Adds one span. `run` is the number of spans of its trace that arrive together,
+    /// starting with this one (0 for the rest of the run): room for exactly those is made.
     pub fn add(
         &mut self,
         span: Span,
+        run: usize,
         now: Instant,
         cfg: &BufferCfg,
         stats: &mut Ingested,
@@ -83,7 +86,7 @@ impl Shard {
             self.traces.insert(
                 id,
                 Pending {
-                    spans: Vec::with_capacity(8),
+                    spans: Vec::new(),
                     deadline,
                     bytes: 0,
                     generation,
@@ -99,6 +102,9 @@ impl Shard {
                     self.root_deadlines.push_back((d, id, p.generation));
                 }
             }
+        }
+        if run > 0 {
+            p.spans.reserve_exact(run);
         }
         p.spans.push(span);
         p.bytes += size;

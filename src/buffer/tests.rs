@@ -148,7 +148,7 @@ async fn late_spans_follow_the_cached_decision() {
     assert_eq!(b.held_traces(), 0);
     let out = b.take_outbox();
     assert_eq!(out.spans.len(), 1);
-    assert_eq!(out.spans[0].span_id, k[0].span_id);
+    assert_eq!(out.spans[0].span_id(), k[0].span_id());
 }
 
 #[tokio::test(start_paused = true)]
@@ -258,4 +258,32 @@ async fn kept_root_carries_the_policy_names() {
     );
     let child = out.spans.iter().find(|s| !s.is_root()).unwrap();
     assert!(child.attribute("casefile.policy").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_traces_hold_no_spare_capacity() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(9);
+    let t = g.trace(Shape::default(), 10);
+    let all = spans(&t);
+    // Interleave with another trace, as requests mix traces.
+    let other = spans(&g.trace(Shape::default(), 7));
+    let mixed: Vec<Span> = all[..6]
+        .iter()
+        .chain(&other)
+        .chain(&all[6..])
+        .cloned()
+        .collect();
+    b.ingest(mixed, Instant::now());
+    let shard = b.shards[b.shard_of(&t.trace_id)].lock();
+    let p = &shard.traces[&t.trace_id];
+    assert_eq!(p.spans.len(), 10);
+    assert_eq!(
+        p.spans.capacity(),
+        10,
+        "room for exactly the spans that arrived"
+    );
+    let names: Vec<&str> = p.spans.iter().map(Span::name).collect();
+    let want: Vec<&str> = all.iter().map(Span::name).collect();
+    assert_eq!(names, want, "spans of a trace keep their order");
 }

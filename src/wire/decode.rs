@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Field, Fields, WireError, I32, I64, LEN, VARINT};
-use crate::model::{Shared, Span, SpanId, StatusCode, TraceId};
+use crate::model::{Shared, Span, StatusCode, TraceId};
 
 /// The spans of one request, and the spans refused for invalid ids.
 #[derive(Debug, Default)]
@@ -144,36 +144,29 @@ fn decode_span(
             )))
         }
     };
-    let span_id: SpanId = match id(span_id) {
-        Some(s) => s,
-        None => {
-            return Ok(Err(format!(
-                "invalid span_id {:?}: must be 8 bytes, not all zero",
-                hex::encode(span_id)
-            )))
-        }
-    };
-    let parent_span_id = match parent.len() {
-        0 => None,
-        8 => id(parent),
-        _ => {
-            return Ok(Err(format!(
-                "invalid parent_span_id {:?}: must be empty or 8 bytes",
-                hex::encode(parent)
-            )))
-        }
-    };
+    if id::<8>(span_id).is_none() {
+        return Ok(Err(format!(
+            "invalid span_id {:?}: must be 8 bytes, not all zero",
+            hex::encode(span_id)
+        )));
+    }
+    if !(parent.is_empty() || parent.len() == 8) {
+        return Ok(Err(format!(
+            "invalid parent_span_id {:?}: must be empty or 8 bytes",
+            hex::encode(parent)
+        )));
+    }
     Ok(Ok(Span {
         trace_id,
-        span_id,
-        parent_span_id,
         start_unix_nano: start,
         end_unix_nano: end,
-        status,
         flags,
+        status,
+        // An all-zero parent is no parent, as the SDKs write it.
+        root: id::<8>(parent).is_none(),
         resource: Arc::clone(resource),
         scope: Arc::clone(scope),
-        bytes: Bytes::copy_from_slice(s),
+        bytes: s.into(),
     }))
 }
 

@@ -4,8 +4,6 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
-
 use super::{put_key, put_len, put_varint, string_key_value, varint_len, LEN};
 use crate::model::Span;
 
@@ -110,7 +108,7 @@ fn opt_len(b: &[u8]) -> usize {
 
 /// Returns `span_bytes` with string attributes appended (a repeated field may appear
 /// anywhere in a message, so appending is a valid encoding of the extended span).
-pub fn append_attributes(span_bytes: &[u8], attrs: &[(&str, &str)]) -> Bytes {
+pub fn append_attributes(span_bytes: &[u8], attrs: &[(&str, &str)]) -> Box<[u8]> {
     let mut out = Vec::with_capacity(
         span_bytes.len()
             + attrs
@@ -122,7 +120,7 @@ pub fn append_attributes(span_bytes: &[u8], attrs: &[(&str, &str)]) -> Bytes {
     for (k, v) in attrs {
         put_len(&mut out, 9, &string_key_value(k, v));
     }
-    Bytes::from(out)
+    out.into_boxed_slice()
 }
 
 #[cfg(test)]

@@ -135,8 +135,8 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-/// The last occurrence of string field `number` in `msg` (proto3: last one wins), if valid.
-pub fn string_field(msg: &[u8], number: u32) -> Option<&str> {
+/// The last occurrence of bytes field `number` in `msg` (proto3: last one wins).
+pub fn bytes_field(msg: &[u8], number: u32) -> Option<&[u8]> {
     let mut found = None;
     for f in Fields::new(msg) {
         match f {
@@ -145,7 +145,12 @@ pub fn string_field(msg: &[u8], number: u32) -> Option<&str> {
             Err(_) => break,
         }
     }
-    found.and_then(|b| std::str::from_utf8(b).ok())
+    found
+}
+
+/// The last occurrence of string field `number` in `msg`, if valid UTF-8.
+pub fn string_field(msg: &[u8], number: u32) -> Option<&str> {
+    bytes_field(msg, number).and_then(|b| std::str::from_utf8(b).ok())
 }
 
 /// A borrowed `AnyValue`.

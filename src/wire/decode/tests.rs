@@ -20,7 +20,7 @@ fn reads_ids_times_status_and_shares_resources() {
     assert_eq!(d.rejected, 0);
     for (span, (_, want)) in d.spans.iter().zip(ordered(&t)) {
         assert_eq!(span.trace_id, t.trace_id);
-        assert_eq!(&span.span_id[..], &want.span_id[..]);
+        assert_eq!(&span.span_id().unwrap()[..], &want.span_id[..]);
         assert_eq!(span.start_unix_nano, want.start_time_unix_nano);
         assert_eq!(span.end_unix_nano, want.end_time_unix_nano);
         assert_eq!(span.bytes[..], want.encode_to_vec()[..]);
@@ -114,8 +114,9 @@ proptest! {
                 for s in &ss.spans {
                     let f = &fast.spans[i];
                     prop_assert_eq!(&f.trace_id[..], &s.trace_id[..]);
-                    prop_assert_eq!(&f.span_id[..], &s.span_id[..]);
-                    prop_assert_eq!(f.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(), s.parent_span_id.clone());
+                    prop_assert_eq!(&f.span_id().unwrap()[..], &s.span_id[..]);
+                    prop_assert_eq!(f.parent_span_id().map(|p| p.to_vec()).unwrap_or_default(), s.parent_span_id.clone());
+                    prop_assert_eq!(f.is_root(), s.parent_span_id.is_empty() || s.parent_span_id == vec![0u8; 8]);
                     prop_assert_eq!(f.start_unix_nano, s.start_time_unix_nano);
                     prop_assert_eq!(f.end_unix_nano, s.end_time_unix_nano);
                     prop_assert_eq!(f.status as i32, s.status.as_ref().map(|st| st.code).unwrap_or(0));
