@@ -57,6 +57,7 @@ run_one() { # name, expect flag, command...
       --connections "$CONNS" --spans-per-request 500 --spans-per-trace 10 --seconds "$SECS" --drain-seconds 30 $expect)
   local t1; t1=$(cpu_ticks $pid)
   local rss; rss=$(peak_rss_kb $pid)
+  if [ "$name" = casefile ]; then curl -s http://127.0.0.1:28990/metrics > "$OUT/casefile.metrics" || true; fi
   kill -TERM $pid; wait $pid || true
   local hz; hz=$(getconf CLK_TCK)
   python3 - "$name" "$report" "$((t1 - t0))" "$hz" "$rss" <<'PY'
@@ -75,3 +76,44 @@ echo "load: $CONNS connections, 500 spans/request, 10-span traces, gzip, ${SECS}
 run_one rotel --expect-all "$ROTEL" start --otlp-grpc-endpoint 127.0.0.1:24317 --otlp-http-endpoint 127.0.0.1:24319 \
   --otlp-grpc-max-recv-msg-size-mib 64 --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:24318 --pid-file "$OUT/rotel.pid" --log-file "$OUT/rotel-agent.log"
 run_one casefile "" target/release/casefile run --config "$OUT/casefile-bench.yaml"
+
+# Decision delay past the deadline, from casefile's own histogram.
+python3 - "$OUT/casefile.metrics" <<'PY'
+import re, sys
+buckets = []
+for line in open(sys.argv[1]):
+    m = re.match(r'casefile_processor_tail_sampling_sampling_decision_delay_seconds_bucket\{.*le="([^"]+)".*\} (\S+)', line)
+    if m:
+        buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2))))
+buckets.sort()
+total = buckets[-1][1] if buckets else 0
+def q(p):
+    for le, n in buckets:
+        if n >= p * total:
+            return le
+print(f"casefile  decision delay past the deadline over {total:,.0f} decisions: p50 <= {q(0.5) * 1000:g} ms, p99 <= {q(0.99) * 1000:g} ms")
+PY
+
+# Memory per buffered span: a window longer than the run holds 1 M spans; RSS growth over
+# the bytes held (casefile's own gauge counts each span's encoded bytes plus its 72-byte record).
+sed -e 's/decision_wait: 2s/decision_wait: 1h/' -e 's/num_traces: 1000000/num_traces: 5000000/' \
+    -e 's/max_buffer_bytes: 2GiB/max_buffer_bytes: 8GiB/' "$OUT/casefile-bench.yaml" > "$OUT/casefile-hold.yaml"
+target/release/casefile run --config "$OUT/casefile-hold.yaml" > "$OUT/casefile-hold.log" 2>&1 &
+pid=$!
+wait_port 24317
+rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 --connections 4 --spans-per-request 500 \
+  --spans-per-trace 10 --seconds 10 --max-requests 2000 --drain-seconds 1 > /dev/null
+sleep 1
+rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+held=$(curl -s http://127.0.0.1:28990/metrics | awk '/^casefile_processor_tail_sampling_sampling_bytes_on_memory/ {print $2}')
+kill -KILL $pid; wait $pid 2>/dev/null || true
+python3 - "$rss0" "$rss1" "$held" <<'PY'
+import sys
+rss0, rss1, held = int(sys.argv[1]) * 1024, int(sys.argv[2]) * 1024, float(sys.argv[3])
+spans = 1_000_000
+encoded = held / spans - 72
+per = (rss1 - rss0) / spans
+print(f"casefile  memory: 1,000,000 spans held, {encoded:.0f} B encoded each; RSS grew {per:.0f} B per span "
+      f"= {per / encoded:.2f} x encoded (target <= 1.2 x + 64 = {1.2 * encoded + 64:.0f} B)")
+PY
