@@ -136,3 +136,34 @@ proptest! {
         let _ = decode_request(&bytes);
     }
 }
+
+#[test]
+fn json_and_protobuf_of_one_request_decode_to_the_same_spans() {
+    use opentelemetry_proto::tonic::trace::v1::Span as PbSpan;
+    let mut g = Gen::new(8);
+    let traces: Vec<_> = (0..5).map(|_| g.mixed()).collect();
+    let pb = fixture::request_for(&traces).encode_to_vec();
+    let json = crate::wire::json::request_to_json(&pb).unwrap();
+    let from_json = crate::wire::json::request_from_json(json.as_bytes()).unwrap();
+    let (a, b) = (
+        decode_request(&pb).unwrap().spans,
+        decode_request(&from_json).unwrap().spans,
+    );
+    assert_eq!(a.len(), traces.iter().map(|t| t.spans.len()).sum::<usize>());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (x.trace_id, x.start_unix_nano, x.end_unix_nano),
+            (y.trace_id, y.start_unix_nano, y.end_unix_nano)
+        );
+        assert_eq!(
+            (x.status, x.flags, x.is_root()),
+            (y.status, y.flags, y.is_root())
+        );
+        assert_eq!(
+            PbSpan::decode(&x.bytes[..]).unwrap(),
+            PbSpan::decode(&y.bytes[..]).unwrap()
+        );
+        assert_eq!(x.resource.message, y.resource.message);
+    }
+}
