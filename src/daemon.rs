@@ -18,6 +18,7 @@ use crate::config::{Config, Problem};
 use crate::export::{ExportError, Exporters};
 use crate::policy::Policies;
 use crate::receiver::Intake;
+use crate::support::index::Index;
 use crate::{api, decider, receiver, telemetry};
 
 #[derive(Debug, Error)]
@@ -69,10 +70,12 @@ impl Daemon {
             config.tail_sampling.sample_on_first_match,
         )
         .map_err(RunError::Policies)?;
-        let buffer = Arc::new(Buffer::new(
-            BufferCfg::from_config(&config.tail_sampling),
-            policies,
-        ));
+        let mut buffer = Buffer::new(BufferCfg::from_config(&config.tail_sampling), policies);
+        // An empty `support.index.attributes` turns the index off.
+        if !config.support.index.attributes.is_empty() {
+            buffer = buffer.with_index(Arc::new(Index::new(&config.support.index)));
+        }
+        let buffer = Arc::new(buffer);
         let exporters = Exporters::start(&config.exporters)?;
         let (stop, stop_rx) = watch::channel(false);
 
@@ -127,6 +130,8 @@ impl Daemon {
                 metrics,
                 buffer: Arc::clone(&buffer),
                 exporters: exporters.names(),
+                trace_url: config.support.trace_url.clone(),
+                auth_token: config.support.api.auth_token.as_deref().map(Arc::from),
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::model::{Span, TraceId};
 use crate::policy::Policies;
+use crate::support::index::{Decision, Index, Summary};
 use crate::wire::encode::append_attributes;
 
 pub use cache::DecisionCache;
@@ -89,6 +90,8 @@ pub struct Outbox {
 struct Kept {
     spans: Vec<Span>,
     traces: usize,
+    /// Summaries of decided traces that carry an indexed value.
+    summaries: Vec<Summary>,
 }
 
 /// What one ingest call did.
@@ -115,6 +118,8 @@ pub struct Buffer {
     outbox_bytes: AtomicUsize,
     held_bytes: AtomicUsize,
     held_traces: AtomicUsize,
+    /// The support index, when configured.
+    index: Option<Arc<Index>>,
 }
 
 impl Buffer {
@@ -133,7 +138,31 @@ impl Buffer {
             outbox_bytes: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
             held_traces: AtomicUsize::new(0),
+            index: None,
         }
+    }
+
+    /// Feeds `index`: keys at ingest, summaries at decision time.
+    pub fn with_index(mut self, index: Arc<Index>) -> Buffer {
+        self.index = Some(index);
+        self
+    }
+
+    pub fn index(&self) -> Option<&Arc<Index>> {
+        self.index.as_ref()
+    }
+
+    /// The summary of a trace still in its window.
+    pub fn pending_summary(&self, id: &TraceId) -> Option<Summary> {
+        let shard = self.shards[self.shard_of(id)].lock();
+        let p = shard.traces.get(id)?;
+        Some(Summary::of(*id, &p.spans, Decision::Pending, Vec::new()))
+    }
+
+    /// The spans of a trace still in its window.
+    pub fn pending_spans(&self, id: &TraceId) -> Option<Vec<Span>> {
+        let shard = self.shards[self.shard_of(id)].lock();
+        shard.traces.get(id).map(|p| p.spans.clone())
     }
 
     pub fn cfg(&self) -> &BufferCfg {
@@ -169,6 +198,9 @@ impl Buffer {
 
     /// Adds spans. Spans of traces already decided follow the cached decision.
     pub fn ingest(&self, spans: Vec<Span>, now: Instant) -> Ingested {
+        if let Some(index) = &self.index {
+            index.add(index.keys_of(&spans));
+        }
         let mut stats = Ingested {
             spans: spans.len(),
             ..Default::default()
@@ -300,6 +332,19 @@ impl Buffer {
         metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds")
             .record(delay.as_secs_f64());
         metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => if verdict.sampled { "true" } else { "false" }).increment(1);
+        if self.index.as_ref().is_some_and(|ix| ix.contains(id)) {
+            let decision = if verdict.sampled {
+                Decision::Sampled
+            } else {
+                Decision::Dropped
+            };
+            kept.summaries.push(Summary::of(
+                *id,
+                &pending.spans,
+                decision,
+                verdict.policies.clone(),
+            ));
+        }
         if !verdict.sampled {
             return;
         }
@@ -317,6 +362,9 @@ impl Buffer {
     }
 
     fn push_outbox(&self, kept: Kept) {
+        if let Some(index) = &self.index {
+            index.decided(kept.summaries);
+        }
         if kept.spans.is_empty() {
             return;
         }

@@ -1,0 +1,255 @@
+//! The support API through its router (`oneshot`, no socket): every path, status code and
+//! error body.
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::http::Request;
+use prost::Message;
+use serde_json::Value;
+use tokio::time::{advance, Instant};
+use tower::ServiceExt;
+
+use super::*;
+use crate::buffer::BufferCfg;
+use crate::config::IndexCfg;
+use crate::fixture::{self, Gen, Shape};
+use crate::policy::{Policies, PolicyCfg};
+use crate::support::index::Index;
+use crate::wire::decode::decode_request;
+
+fn buffer(index: bool) -> Arc<Buffer> {
+    let cfgs: Vec<PolicyCfg> = serde_yaml_ng::from_str(
+        "- { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }",
+    )
+    .unwrap();
+    let cfg = BufferCfg {
+        decision_wait: Duration::from_secs(10),
+        decision_wait_after_root_received: None,
+        num_traces: 1000,
+        max_bytes: 64 << 20,
+        sampled_cache_size: 100,
+        non_sampled_cache_size: 100,
+        num_shards: 2,
+        maximum_trace_size_bytes: None,
+    };
+    let mut b = Buffer::new(cfg, Policies::build(&cfgs, false).unwrap());
+    if index {
+        let icfg = IndexCfg {
+            attributes: vec!["user.id".into(), "session.id".into()],
+            retention: Duration::from_secs(3600),
+            max_traces: 1000,
+            hash_values: false,
+            hash_key: None,
+        };
+        b = b.with_index(Arc::new(Index::new(&icfg)));
+    }
+    Arc::new(b)
+}
+
+fn state(buffer: Arc<Buffer>, token: Option<&str>) -> ApiState {
+    ApiState {
+        ready: Arc::new(AtomicBool::new(true)),
+        metrics: crate::telemetry::metrics_handle(),
+        buffer,
+        exporters: vec!["file".into()],
+        trace_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
+        auth_token: token.map(Arc::from),
+    }
+}
+
+async fn get(st: &ApiState, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::get(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = router(st.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    (status, v)
+}
+
+fn ingest(b: &Buffer, t: &fixture::Trace) {
+    let spans = decode_request(&fixture::request_for(std::slice::from_ref(t)).encode_to_vec())
+        .unwrap()
+        .spans;
+    b.ingest(spans, Instant::now());
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let st = state(buffer(false), Some("t0k"));
+    assert_eq!(
+        get(&st, "/healthz", None).await,
+        (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+    );
+    let (code, v) = get(&st, "/readyz", None).await;
+    assert_eq!((code, v["ready"].as_bool()), (StatusCode::OK, Some(true)));
+    st.ready.store(false, Ordering::Relaxed);
+    assert_eq!(
+        get(&st, "/readyz", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let (code, text) = get(&st, "/metrics", None).await;
+    assert_eq!(code, StatusCode::OK, "metrics stay open with a token set");
+    assert!(text
+        .as_str()
+        .unwrap()
+        .contains("casefile_processor_tail_sampling_sampling_traces_on_memory"));
+    let (code, v) = get(&st, "/nope", None).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no such endpoint"))
+    );
+}
+
+#[tokio::test]
+async fn bearer_token_guards_the_api() {
+    let st = state(buffer(true), Some("s3cret"));
+    for token in [None, Some("wrong"), Some("s3cre")] {
+        let (code, v) = get(&st, "/api/v1/traces?user.id=u", token).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert!(v["error"].as_str().unwrap().contains("bearer token"));
+    }
+    assert_eq!(
+        get(&st, "/api/v1/traces?user.id=u", Some("s3cret")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn lookup_errors_are_400_with_a_json_message() {
+    let st = state(buffer(true), None);
+    let cases = [
+        ("/api/v1/traces", "name an indexed attribute"),
+        (
+            "/api/v1/traces?http.route=/x",
+            "\"http.route\" is not indexed; indexed attributes: user.id, session.id",
+        ),
+        ("/api/v1/traces?user.id=u&start=yesterday", "invalid start"),
+        (
+            "/api/v1/traces?user.id=u&end=2026-13-01T00:00:00Z",
+            "invalid end",
+        ),
+        ("/api/v1/traces?user.id=u&status=slow", "invalid status"),
+        ("/api/v1/traces?user.id=u&limit=0", "invalid limit"),
+        (
+            "/api/v1/traces?user.id=u&session.id=s",
+            "one indexed attribute",
+        ),
+        (
+            "/api/v1/traces?user.id=u&start=2026-02-06T15:00:00Z&end=2026-02-06T14:00:00Z",
+            "start is after end",
+        ),
+        ("/api/v1/traces/xyz", "invalid trace id"),
+        (
+            "/api/v1/traces/00000000000000000000000000000000",
+            "invalid trace id",
+        ),
+    ];
+    for (uri, want) in cases {
+        let (code, v) = get(&st, uri, None).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{uri}: {v}");
+    }
+    let (code, v) = get(&st, "/api/v1/traces/0123456789abcdef0123456789abcdef", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(
+        get(&st, "/api/v1/traces?user.id=nobody", None).await,
+        (StatusCode::OK, serde_json::json!({ "traces": [] }))
+    );
+    let off = state(buffer(false), None);
+    assert_eq!(
+        get(&off, "/api/v1/traces?user.id=u", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn lookups_show_pending_then_decided_traces_newest_first() {
+    let b = buffer(true);
+    let st = state(Arc::clone(&b), None);
+    let mut g = Gen::new(5);
+    let older = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        4,
+    );
+    let mut newer = g.trace(Shape::default(), 3);
+    newer.user_id = older.user_id.clone();
+    for (_, s) in newer.spans.iter_mut() {
+        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
+            *a = fixture::kv("user.id", &older.user_id);
+        }
+    }
+    ingest(&b, &older);
+    ingest(&b, &newer);
+    let uri = format!("/api/v1/traces?user.id={}", older.user_id);
+    let (code, v) = get(&st, &uri, None).await;
+    assert_eq!(code, StatusCode::OK);
+    let traces = v["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 2);
+    assert_eq!(
+        traces[0]["trace_id"],
+        hex::encode(newer.trace_id),
+        "newest first"
+    );
+    assert_eq!(traces[0]["decision"], "pending");
+    assert_eq!(traces[1]["span_count"], 4);
+    assert_eq!(traces[1]["error"], true);
+    assert_eq!(
+        traces[1]["url"],
+        format!("http://jaeger:16686/trace/{}", hex::encode(older.trace_id))
+    );
+
+    // The trace endpoint shows a pending trace with its spans.
+    let (code, one) = get(
+        &st,
+        &format!(
+            "/api/v1/traces/{}",
+            hex::encode(older.trace_id).to_uppercase()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(one["spans"].as_array().unwrap().len(), 4);
+
+    advance(Duration::from_secs(11)).await;
+    b.decide_due(Instant::now());
+    let (_, v) = get(&st, &uri, None).await;
+    let traces = v["traces"].as_array().unwrap();
+    assert_eq!(traces[1]["decision"], "sampled");
+    assert_eq!(traces[1]["reasons"], serde_json::json!(["errors"]));
+    assert_eq!(traces[0]["decision"], "dropped");
+
+    let (_, v) = get(&st, &format!("{uri}&status=error"), None).await;
+    assert_eq!(v["traces"].as_array().unwrap().len(), 1);
+    let (_, v) = get(&st, &format!("{uri}&limit=1"), None).await;
+    assert_eq!(v["traces"][0]["trace_id"], hex::encode(newer.trace_id));
+    let start = crate::support::index::rfc3339(g.now_ns + 3_600_000_000_000);
+    let (_, v) = get(&st, &format!("{uri}&start={start}"), None).await;
+    assert_eq!(
+        v["traces"],
+        serde_json::json!([]),
+        "nothing after the window"
+    );
+    let (code, one) = get(
+        &st,
+        &format!("/api/v1/traces/{}", hex::encode(older.trace_id)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, one["decision"].as_str()),
+        (StatusCode::OK, Some("sampled"))
+    );
+    assert!(one.get("spans").is_none(), "spans are no longer held");
+}

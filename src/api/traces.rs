@@ -1,0 +1,167 @@
+//! Lookups: `GET /api/v1/traces?<indexed attribute>=<value>[&start][&end][&status][&limit]`
+//! and `GET /api/v1/traces/{trace_id}`, answered from the index, the buffer (traces still
+//! in their window) and the decision summaries, newest first.
+
+use std::collections::HashMap;
+use std::time::UNIX_EPOCH;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::model::TraceId;
+use crate::support::index::Summary;
+use crate::wire::encode::encode_request;
+use crate::wire::json::request_to_json;
+
+/// Default and largest `limit`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Parses a 32-hex-digit trace id (any case).
+pub fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
+    let bad = || ApiError::bad_request(format!("invalid trace id {s:?}: expected 32 hex digits"));
+    let bytes = hex::decode(s).map_err(|_| bad())?;
+    let id: TraceId = bytes.try_into().map_err(|_| bad())?;
+    if id == [0; 16] {
+        return Err(bad());
+    }
+    Ok(id)
+}
+
+/// Parses an RFC 3339 time to Unix nanoseconds.
+pub fn parse_time(name: &str, s: &str) -> Result<u64, ApiError> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        ApiError::bad_request(format!(
+            "invalid {name} {s:?}: {e} (use RFC 3339, e.g. 2026-02-06T14:00:00Z)"
+        ))
+    })?;
+    Ok(t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0))
+}
+
+fn with_url(st: &ApiState, s: &Summary) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    let url = st
+        .trace_url
+        .as_ref()
+        .map(|u| u.replace("{trace_id}", &hex::encode(s.trace_id)));
+    v["url"] = url.map(Value::String).unwrap_or(Value::Null);
+    v
+}
+
+/// The summary of a trace: decided (index) or still pending (buffer).
+fn summary(st: &ApiState, id: &TraceId) -> Option<Summary> {
+    st.buffer
+        .pending_summary(id)
+        .or_else(|| st.buffer.index().and_then(|ix| ix.summary(id)))
+}
+
+pub async fn search(
+    State(st): State<ApiState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let index = st
+        .buffer
+        .index()
+        .ok_or_else(|| ApiError::unavailable("the index is off (support.index)"))?;
+    let indexed = || index.attributes().join(", ");
+    let mut key = None;
+    let (mut start, mut end, mut status, mut limit) = (None, None, None, DEFAULT_LIMIT);
+    for (k, v) in &q {
+        match k.as_str() {
+            "start" => start = Some(parse_time("start", v)?),
+            "end" => end = Some(parse_time("end", v)?),
+            "status" => match v.as_str() {
+                "error" => status = Some(true),
+                "ok" => status = Some(false),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid status {other:?}: use error or ok"
+                    )))
+                }
+            },
+            "limit" => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "invalid limit {v:?}: a number from 1 to {MAX_LIMIT}"
+                        ))
+                    })?
+            }
+            attr => {
+                let k = index.query_key(attr, v).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "attribute {attr:?} is not indexed; indexed attributes: {}",
+                        indexed()
+                    ))
+                })?;
+                if key.replace(k).is_some() {
+                    return Err(ApiError::bad_request(
+                        "give one indexed attribute per lookup",
+                    ));
+                }
+            }
+        }
+    }
+    let key = key.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "name an indexed attribute, e.g. ?user.id=...; indexed: {}",
+            indexed()
+        ))
+    })?;
+    if let (Some(s), Some(e)) = (start, end) {
+        if s > e {
+            return Err(ApiError::bad_request("start is after end"));
+        }
+    }
+    let mut out = Vec::new();
+    for (id, decided) in index.lookup(&key) {
+        let Some(s) = st.buffer.pending_summary(&id).or(decided) else {
+            continue;
+        };
+        let in_range = start.is_none_or(|t| s.start_unix_nano >= t)
+            && end.is_none_or(|t| s.start_unix_nano <= t);
+        if in_range && status.is_none_or(|e| s.error == e) {
+            out.push(s);
+        }
+    }
+    // Newest first by the traces' own start times (arrival order can differ).
+    out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+    out.truncate(limit);
+    Ok(Json(
+        json!({ "traces": out.iter().map(|s| with_url(&st, s)).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn one(
+    State(st): State<ApiState>,
+    Path(trace_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_trace_id(&trace_id)?;
+    let s = summary(&st, &id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "trace {trace_id} is not held or indexed by casefile"
+        ))
+    })?;
+    let mut v = with_url(&st, &s);
+    if let Some(spans) = st.buffer.pending_spans(&id) {
+        let json = request_to_json(&encode_request(&spans))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let req: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        let mut flat = Vec::new();
+        for rs in req["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                flat.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+            }
+        }
+        v["spans"] = Value::Array(flat);
+    }
+    Ok(Json(v))
+}
