@@ -18,7 +18,9 @@ use crate::config::{Config, Problem};
 use crate::export::{ExportError, Exporters};
 use crate::policy::Policies;
 use crate::receiver::Intake;
-use crate::support::index::Index;
+use crate::support::complaints::Desk;
+use crate::support::store::StoreError;
+use crate::support::{self, Hooks};
 use crate::{api, decider, receiver, telemetry};
 
 #[derive(Debug, Error)]
@@ -33,6 +35,8 @@ pub enum RunError {
     Policies(Vec<Problem>),
     #[error("cannot start exporters: {0}")]
     Exporters(#[from] ExportError),
+    #[error("cannot open the complaint store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A running daemon.
@@ -70,12 +74,20 @@ impl Daemon {
             config.tail_sampling.sample_on_first_match,
         )
         .map_err(RunError::Policies)?;
-        let mut buffer = Buffer::new(BufferCfg::from_config(&config.tail_sampling), policies);
-        // An empty `support.index.attributes` turns the index off.
-        if !config.support.index.attributes.is_empty() {
-            buffer = buffer.with_index(Arc::new(Index::new(&config.support.index)));
+        let hooks = Hooks::from_config(&config.support);
+        let buffer = Buffer::new(BufferCfg::from_config(&config.tail_sampling), policies);
+        let buffer = Arc::new(buffer.with_hooks(hooks));
+        let store = support::open_store(&config.support.complaints)?;
+        let desk = Arc::new(Desk::new(
+            Arc::clone(&buffer),
+            store,
+            config.support.complaints.watch_for,
+        ));
+        match desk.restore_watches() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(watches = n, "restored the watches of stored complaints"),
+            Err(e) => tracing::warn!(error = %e, "could not restore watches"),
         }
-        let buffer = Arc::new(buffer);
         let exporters = Exporters::start(&config.exporters)?;
         let (stop, stop_rx) = watch::channel(false);
 
@@ -132,6 +144,7 @@ impl Daemon {
                 exporters: exporters.names(),
                 trace_url: config.support.trace_url.clone(),
                 auth_token: config.support.api.auth_token.as_deref().map(Arc::from),
+                desk: Some(Arc::clone(&desk)),
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {

@@ -35,7 +35,11 @@ pub async fn run(
             _ = interval.tick() => {}
             _ = stop.changed() => return,
         }
-        buffer.decide_due(Instant::now());
+        let now = Instant::now();
+        buffer.decide_due(now);
+        if let Some(rescue) = buffer.rescue_buffer() {
+            rescue.expire(now);
+        }
         flush(&buffer, &exporters).await;
         metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory")
             .set(buffer.held_traces() as f64);

@@ -95,3 +95,158 @@ async fn a_user_lookup_finds_the_trace_from_pending_to_decided() {
     assert_eq!((code, one["decision"].as_str()), (200, Some("sampled")));
     daemon.shutdown().await;
 }
+
+async fn post_json(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn root_attr(spans: &[opentelemetry_proto::tonic::trace::v1::Span], key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    let root = spans.iter().find(|s| s.parent_span_id.is_empty())?;
+    root.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
+
+fn store_config(downstream: SocketAddr, store: &std::path::Path) -> casefile::config::Config {
+    let mut cfg = config(downstream, "200ms", "");
+    cfg.support.complaints.store = Some(store.display().to_string());
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complaint_after_the_decision_rescues_the_whole_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (down, addr) = Downstream::start().await;
+    let daemon = start(store_config(addr, &dir.path().join("complaints.db"))).await;
+    let mut client = client(&daemon).await;
+    let mut g = Gen::new(42);
+    let plain = g.trace(Shape::default(), 7);
+    client
+        .export(fixture::request_for(std::slice::from_ref(&plain)))
+        .await
+        .unwrap();
+    until_all_decided(&daemon).await;
+    let id = hex::encode(plain.trace_id);
+    assert!(
+        !down.spans_by_trace().contains_key(&id),
+        "dropped by the policies"
+    );
+
+    let body = format!(r#"{{"ticket_id": "cs_441", "trace_id": "{id}", "label": "order_failed"}}"#);
+    let (code, v) = post_json(daemon.api_addr.unwrap(), "/api/v1/complaints", &body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        v["traces"],
+        serde_json::json!([{ "trace_id": id, "outcome": "rescued" }])
+    );
+    let want = id.clone();
+    down.wait_for("the rescued trace", |d| {
+        d.spans_by_trace().get(&want).map(Vec::len) == Some(7)
+    })
+    .await;
+    let spans = &down.spans_by_trace()[&id];
+    assert_eq!(
+        root_attr(spans, "casefile.ticket_id").as_deref(),
+        Some("cs_441")
+    );
+    assert_eq!(
+        root_attr(spans, "casefile.complaint_label").as_deref(),
+        Some("order_failed")
+    );
+    let (_, v) = get_json(
+        daemon.api_addr.unwrap(),
+        &format!("/api/v1/traces?user.id={}", plain.user_id),
+        None,
+    )
+    .await;
+    assert_eq!(v["traces"][0]["decision"], "rescued", "{v}");
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_keeps_the_next_trace_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("complaints.db");
+    let (down, addr) = Downstream::start().await;
+    let daemon = start(store_config(addr, &store)).await;
+    let api = daemon.api_addr.unwrap();
+    let body = r#"{"ticket_id": "cs_777", "user_id": "usr_k8x9m2", "label": "checkout"}"#;
+    let (code, v) = post_json(api, "/api/v1/complaints", body).await;
+    assert_eq!(code, 201, "{v}");
+    assert!(v["watch_until"].is_string());
+    let complaint_id = v["complaint_id"].as_str().unwrap().to_owned();
+
+    let mut g = Gen::new(43);
+    let mut next = g.trace(Shape::default(), 4);
+    for (_, s) in next.spans.iter_mut() {
+        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
+            *a = fixture::kv("user.id", "usr_k8x9m2");
+        }
+    }
+    let mut grpc = client(&daemon).await;
+    grpc.export(fixture::request_for(std::slice::from_ref(&next)))
+        .await
+        .unwrap();
+    let id = hex::encode(next.trace_id);
+    let want = id.clone();
+    down.wait_for("the watched user's trace", |d| {
+        d.spans_by_trace().get(&want).map(Vec::len) == Some(4)
+    })
+    .await;
+    assert_eq!(
+        root_attr(&down.spans_by_trace()[&id], "casefile.policy").as_deref(),
+        Some("watch")
+    );
+    daemon.shutdown().await;
+
+    // Restart on the same store: the record is there and the watch still keeps traces.
+    let daemon = start(store_config(addr, &store)).await;
+    let api = daemon.api_addr.unwrap();
+    let (code, v) = get_json(api, &format!("/api/v1/complaints/{complaint_id}"), None).await;
+    assert_eq!(
+        (code, v["ticket_id"].as_str()),
+        (200, Some("cs_777")),
+        "{v}"
+    );
+    let (_, list) = get_json(api, "/api/v1/complaints?ticket_id=cs_777", None).await;
+    assert_eq!(list["complaints"].as_array().unwrap().len(), 1);
+    let mut later = g.trace(Shape::default(), 3);
+    for (_, s) in later.spans.iter_mut() {
+        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
+            *a = fixture::kv("user.id", "usr_k8x9m2");
+        }
+    }
+    let mut grpc = client(&daemon).await;
+    grpc.export(fixture::request_for(std::slice::from_ref(&later)))
+        .await
+        .unwrap();
+    let want = hex::encode(later.trace_id);
+    down.wait_for("a trace kept by the restored watch", |d| {
+        d.spans_by_trace().get(&want).map(Vec::len) == Some(3)
+    })
+    .await;
+    daemon.shutdown().await;
+}

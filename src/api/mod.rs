@@ -3,6 +3,7 @@
 //! no socket. With `support.api.auth_token` set, `/api/*` needs `Authorization: Bearer`;
 //! health and metrics stay open.
 
+mod complaints;
 mod error;
 pub mod traces;
 
@@ -20,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 pub use error::ApiError;
 
 use crate::buffer::Buffer;
+use crate::support::complaints::Desk;
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -36,12 +38,19 @@ pub struct ApiState {
     pub trace_url: Option<String>,
     /// `support.api.auth_token`: when set, `/api/*` requires it as a bearer token.
     pub auth_token: Option<Arc<str>>,
+    /// Files complaints; None when the support layer is off.
+    pub desk: Option<Arc<Desk>>,
 }
 
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/traces", get(traces::search))
         .route("/api/v1/traces/{trace_id}", get(traces::one))
+        .route(
+            "/api/v1/complaints",
+            get(complaints::list).post(complaints::file),
+        )
+        .route("/api/v1/complaints/{complaint_id}", get(complaints::one))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route(

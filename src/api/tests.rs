@@ -14,8 +14,11 @@ use super::*;
 use crate::buffer::BufferCfg;
 use crate::config::IndexCfg;
 use crate::fixture::{self, Gen, Shape};
+use crate::model::Span;
 use crate::policy::{Policies, PolicyCfg};
+use crate::support::complaints::Desk;
 use crate::support::index::Index;
+use crate::support::store::ComplaintStore;
 use crate::wire::decode::decode_request;
 
 fn buffer(index: bool) -> Arc<Buffer> {
@@ -51,10 +54,15 @@ fn state(buffer: Arc<Buffer>, token: Option<&str>) -> ApiState {
     ApiState {
         ready: Arc::new(AtomicBool::new(true)),
         metrics: crate::telemetry::metrics_handle(),
-        buffer,
+        buffer: Arc::clone(&buffer),
         exporters: vec!["file".into()],
         trace_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
         auth_token: token.map(Arc::from),
+        desk: Some(Arc::new(Desk::new(
+            Arc::clone(&buffer),
+            Arc::new(ComplaintStore::in_memory().unwrap()),
+            Duration::from_secs(3600),
+        ))),
     }
 }
 
@@ -63,10 +71,19 @@ async fn get(st: &ApiState, uri: &str, token: Option<&str>) -> (StatusCode, Valu
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = router(st.clone())
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
+    send(st, req.body(Body::empty()).unwrap()).await
+}
+
+async fn post(st: &ApiState, uri: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
         .unwrap();
+    send(st, req).await
+}
+
+async fn send(st: &ApiState, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = router(st.clone()).oneshot(req).await.unwrap();
     let status = resp.status();
     let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
     let v = serde_json::from_slice(&body)
@@ -252,4 +269,172 @@ async fn lookups_show_pending_then_decided_traces_newest_first() {
         (StatusCode::OK, Some("sampled"))
     );
     assert!(one.get("spans").is_none(), "spans are no longer held");
+}
+
+fn root_attr(spans: &[Span], key: &str) -> Option<String> {
+    let root = spans.iter().find(|s| s.is_root())?;
+    root.attribute(key)
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn complaint_errors_are_400_with_a_json_message() {
+    let st = state(buffer(true), None);
+    let cases = [
+        ("{", "invalid complaint"),
+        (
+            r#"{"trace_id": "0123456789abcdef0123456789abcdef"}"#,
+            "invalid complaint",
+        ),
+        (
+            r#"{"ticket_id": "cs_1"}"#,
+            "name a trace_id, a user_id or attributes",
+        ),
+        (
+            r#"{"ticket_id": "", "user_id": "u"}"#,
+            "ticket_id is required",
+        ),
+        (
+            r#"{"ticket_id": "cs_1", "trace_id": "xyz"}"#,
+            "invalid trace_id",
+        ),
+        (
+            r#"{"ticket_id": "cs_1", "user_id": "u", "start": "noon"}"#,
+            "invalid start",
+        ),
+        (
+            r#"{"ticket_id": "cs_1", "attributes": {"http.route": "/x"}}"#,
+            "\"http.route\" is not indexed",
+        ),
+        (
+            r#"{"ticket_id": "cs_1", "user_id": "u", "surprise": 1}"#,
+            "unknown field",
+        ),
+    ];
+    for (body, want) in cases {
+        let (code, v) = post(&st, "/api/v1/complaints", body).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    let (code, v) = get(&st, "/api/v1/complaints/cmp_nope", None).await;
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no complaint cmp_nope"))
+    );
+    let (code, _) = get(&st, "/api/v1/complaints?limit=0", None).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let big = format!(
+        r#"{{"ticket_id": "cs_1", "user_id": "u", "text": "{}"}}"#,
+        "x".repeat(MAX_BODY)
+    );
+    assert_eq!(
+        post(&st, "/api/v1/complaints", &big).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_complaint_flags_a_pending_trace_and_watches_its_user() {
+    let b = buffer(true);
+    let st = state(Arc::clone(&b), None);
+    let mut g = Gen::new(6);
+    let t = g.trace(Shape::default(), 3);
+    ingest(&b, &t);
+    let id = hex::encode(t.trace_id);
+    let body = format!(
+        r#"{{"ticket_id": "cs_441", "trace_id": "{id}", "label": "wrong_policy_answer", "text": "order failed"}}"#
+    );
+    let (code, v) = post(&st, "/api/v1/complaints", &body).await;
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["traces"],
+        serde_json::json!([{ "trace_id": id, "outcome": "flagged" }])
+    );
+    assert_eq!(
+        v["watch_until"],
+        Value::Null,
+        "a trace alone opens no watch"
+    );
+
+    // At its deadline the plain trace is kept for the complaint, with the link back.
+    advance(Duration::from_secs(11)).await;
+    b.decide_due(Instant::now());
+    let out = b.take_outbox();
+    assert_eq!(out.spans.len(), 3);
+    assert_eq!(
+        root_attr(&out.spans, "casefile.ticket_id").as_deref(),
+        Some("cs_441")
+    );
+    assert_eq!(
+        root_attr(&out.spans, "casefile.complaint_label").as_deref(),
+        Some("wrong_policy_answer")
+    );
+    assert_eq!(
+        root_attr(&out.spans, "casefile.policy").as_deref(),
+        Some("complaint")
+    );
+    let (_, again) = post(
+        &st,
+        "/api/v1/complaints",
+        &format!(r#"{{"ticket_id": "cs_442", "trace_id": "{id}"}}"#),
+    )
+    .await;
+    assert_eq!(again["traces"][0]["outcome"], "already_sampled");
+    let (_, unknown) = post(
+        &st,
+        "/api/v1/complaints",
+        r#"{"ticket_id": "cs_443", "trace_id": "0123456789abcdef0123456789abcdef"}"#,
+    )
+    .await;
+    assert_eq!(unknown["traces"][0]["outcome"], "not_found");
+
+    // A user complaint: a watch keeps that user's next trace.
+    let (code, w) = post(
+        &st,
+        "/api/v1/complaints",
+        &format!(r#"{{"ticket_id": "cs_500", "user_id": "{}"}}"#, t.user_id),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert!(w["watch_until"].as_str().is_some(), "{w}");
+    let mut next = g.trace(Shape::default(), 2);
+    for (_, s) in next.spans.iter_mut() {
+        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
+            *a = fixture::kv("user.id", &t.user_id);
+        }
+    }
+    ingest(&b, &next);
+    advance(Duration::from_secs(11)).await;
+    b.decide_due(Instant::now());
+    let out = b.take_outbox();
+    assert_eq!(out.spans.len(), 2, "the watched user's plain trace is kept");
+    assert_eq!(
+        root_attr(&out.spans, "casefile.policy").as_deref(),
+        Some("watch")
+    );
+    assert_eq!(
+        root_attr(&out.spans, "casefile.ticket_id").as_deref(),
+        Some("cs_500")
+    );
+
+    let (code, list) = get(&st, "/api/v1/complaints?ticket_id=cs_441", None).await;
+    assert_eq!(code, StatusCode::OK);
+    let list = list["complaints"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["text"], "order failed");
+    let cid = list[0]["complaint_id"].as_str().unwrap();
+    let (code, one) = get(&st, &format!("/api/v1/complaints/{cid}"), None).await;
+    assert_eq!(
+        (code, one["ticket_id"].as_str()),
+        (StatusCode::OK, Some("cs_441"))
+    );
+    let (_, newest) = get(&st, "/api/v1/complaints", None).await;
+    assert_eq!(newest["complaints"].as_array().unwrap().len(), 4);
+    let (_, by_user) = get(
+        &st,
+        &format!("/api/v1/complaints?user_id={}", t.user_id),
+        None,
+    )
+    .await;
+    assert_eq!(by_user["complaints"][0]["ticket_id"], "cs_500");
 }

@@ -6,6 +6,7 @@
 
 mod cache;
 mod shard;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,11 +17,13 @@ use tokio::time::Instant;
 
 use crate::model::{Span, TraceId};
 use crate::policy::Policies;
-use crate::support::index::{Decision, Index, Summary};
-use crate::wire::encode::append_attributes;
+use crate::support::index::{Decision, Summary};
+use crate::support::Hooks;
 
 pub use cache::DecisionCache;
 use shard::Shard;
+use support::mark_root;
+pub use support::Resolved;
 
 /// Buffer settings, from `processors.tail_sampling`.
 #[derive(Debug, Clone)]
@@ -92,6 +95,8 @@ struct Kept {
     traces: usize,
     /// Summaries of decided traces that carry an indexed value.
     summaries: Vec<Summary>,
+    /// Dropped traces, for the rescue buffer.
+    dropped: Vec<(TraceId, Vec<Span>)>,
 }
 
 /// What one ingest call did.
@@ -118,8 +123,8 @@ pub struct Buffer {
     outbox_bytes: AtomicUsize,
     held_bytes: AtomicUsize,
     held_traces: AtomicUsize,
-    /// The support index, when configured.
-    index: Option<Arc<Index>>,
+    /// The support layer's hooks (index, rescue buffer, complaint marks).
+    hooks: Hooks,
 }
 
 impl Buffer {
@@ -138,31 +143,8 @@ impl Buffer {
             outbox_bytes: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
             held_traces: AtomicUsize::new(0),
-            index: None,
+            hooks: Hooks::default(),
         }
-    }
-
-    /// Feeds `index`: keys at ingest, summaries at decision time.
-    pub fn with_index(mut self, index: Arc<Index>) -> Buffer {
-        self.index = Some(index);
-        self
-    }
-
-    pub fn index(&self) -> Option<&Arc<Index>> {
-        self.index.as_ref()
-    }
-
-    /// The summary of a trace still in its window.
-    pub fn pending_summary(&self, id: &TraceId) -> Option<Summary> {
-        let shard = self.shards[self.shard_of(id)].lock();
-        let p = shard.traces.get(id)?;
-        Some(Summary::of(*id, &p.spans, Decision::Pending, Vec::new()))
-    }
-
-    /// The spans of a trace still in its window.
-    pub fn pending_spans(&self, id: &TraceId) -> Option<Vec<Span>> {
-        let shard = self.shards[self.shard_of(id)].lock();
-        shard.traces.get(id).map(|p| p.spans.clone())
     }
 
     pub fn cfg(&self) -> &BufferCfg {
@@ -198,7 +180,7 @@ impl Buffer {
 
     /// Adds spans. Spans of traces already decided follow the cached decision.
     pub fn ingest(&self, spans: Vec<Span>, now: Instant) -> Ingested {
-        if let Some(index) = &self.index {
+        if let Some(index) = &self.hooks.index {
             index.add(index.keys_of(&spans));
         }
         let mut stats = Ingested {
@@ -327,44 +309,40 @@ impl Buffer {
             return;
         };
         let verdict = self.policies.read().evaluate(id, &pending.spans, now);
-        shard.cache.record(id, verdict.sampled);
+        let mark = self.mark_of(id);
+        let sampled = verdict.sampled || mark.is_some();
+        shard.cache.record(id, sampled);
         let delay = now.saturating_duration_since(pending.deadline);
         metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds")
             .record(delay.as_secs_f64());
-        metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => if verdict.sampled { "true" } else { "false" }).increment(1);
-        if self.index.as_ref().is_some_and(|ix| ix.contains(id)) {
-            let decision = if verdict.sampled {
+        metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => if sampled { "true" } else { "false" }).increment(1);
+        let mut reasons = verdict.policies;
+        if let Some(m) = &mark {
+            reasons.push(m.reason.into());
+        }
+        if self.hooks.index.as_ref().is_some_and(|ix| ix.contains(id)) {
+            let decision = if sampled {
                 Decision::Sampled
             } else {
                 Decision::Dropped
             };
-            kept.summaries.push(Summary::of(
-                *id,
-                &pending.spans,
-                decision,
-                verdict.policies.clone(),
-            ));
+            kept.summaries
+                .push(Summary::of(*id, &pending.spans, decision, reasons.clone()));
         }
-        if !verdict.sampled {
+        if !sampled {
+            if self.hooks.rescue.is_some() {
+                kept.dropped.push((*id, pending.spans));
+            }
             return;
         }
         kept.traces += 1;
         let mut spans = pending.spans;
-        let root = spans.iter().position(Span::is_root).unwrap_or(0);
-        let names = verdict
-            .policies
-            .iter()
-            .map(|p| &**p)
-            .collect::<Vec<_>>()
-            .join(",");
-        spans[root].bytes = append_attributes(&spans[root].bytes, &[("casefile.policy", &names)]);
+        mark_root(&mut spans, &reasons, mark.as_ref());
         kept.spans.extend(spans);
     }
 
     fn push_outbox(&self, kept: Kept) {
-        if let Some(index) = &self.index {
-            index.decided(kept.summaries);
-        }
+        self.after_decisions(kept.summaries, kept.dropped);
         if kept.spans.is_empty() {
             return;
         }

@@ -95,7 +95,7 @@ impl Summary {
 }
 
 /// An index key: the attribute's position in the config and the value (or its digest).
-type Key = Arc<[u8]>;
+pub type Key = Arc<[u8]>;
 
 struct Entry {
     keys: Vec<Key>,
@@ -286,6 +286,16 @@ impl Index {
             }
         }
         metrics::gauge!("casefile_index_traces").set(inner.traces.len() as f64);
+    }
+
+    /// The keys of an indexed trace (for watches).
+    pub fn keys_for(&self, id: &TraceId) -> Vec<Key> {
+        self.inner
+            .lock()
+            .traces
+            .get(id)
+            .map(|e| e.keys.clone())
+            .unwrap_or_default()
     }
 
     /// True when the trace carries an indexed value.

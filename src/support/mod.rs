@@ -3,6 +3,51 @@
 //! compressed for a while so a late complaint can still bring them back; `store` keeps
 //! complaint records on disk.
 
+pub mod complaints;
 pub mod index;
+pub mod marks;
 pub mod rescue;
 pub mod store;
+
+use std::sync::Arc;
+
+/// What the buffer calls into as it ingests and decides; each part is optional.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    pub index: Option<Arc<index::Index>>,
+    pub rescue: Option<Arc<rescue::RescueBuffer>>,
+    pub marks: Arc<marks::Marks>,
+}
+
+impl Hooks {
+    /// The parts `support:` turns on: the index unless `index.attributes` is empty, the
+    /// rescue buffer unless `rescue_window` or `rescue_max_bytes` is 0.
+    pub fn from_config(cfg: &crate::config::SupportCfg) -> Hooks {
+        let c = &cfg.complaints;
+        Hooks {
+            index: (!cfg.index.attributes.is_empty())
+                .then(|| Arc::new(index::Index::new(&cfg.index))),
+            rescue: (!c.rescue_window.is_zero() && c.rescue_max_bytes > 0).then(|| {
+                Arc::new(rescue::RescueBuffer::new(
+                    c.rescue_window,
+                    c.rescue_max_bytes,
+                ))
+            }),
+            marks: Arc::default(),
+        }
+    }
+}
+
+/// Opens `support.complaints.store`, or an in-memory store (records lost at exit) when none
+/// is configured.
+pub fn open_store(
+    cfg: &crate::config::ComplaintsCfg,
+) -> Result<Arc<store::ComplaintStore>, store::StoreError> {
+    match &cfg.store {
+        Some(path) => store::ComplaintStore::open(std::path::Path::new(path)).map(Arc::new),
+        None => {
+            tracing::warn!("support.complaints.store is not set: complaint records are kept in memory and lost at exit");
+            store::ComplaintStore::in_memory().map(Arc::new)
+        }
+    }
+}

@@ -2,25 +2,32 @@
 //! `rescue_window` (and at most `max_bytes`, oldest out first), so a complaint that
 //! arrives after the decision can still bring a trace back and export it.
 //!
-//! Dropped traces are most of the traffic, so inserting is kept cheap: each trace is encoded
-//! once as an ExportTraceServiceRequest (outside the lock) and appended to an open staging
-//! block; a map records where each trace lies. A full staging block (256 KiB by default), or
-//! one older than a second, is sealed: compressed with LZ4 as a whole, one compression per
-//! block, and pushed on a ring of sealed blocks. Blocks leave the ring when their newest
-//! trace is older than the window, or oldest first when the held bytes exceed the bound.
-//! `take` decompresses the block (the last one decompressed is cached), copies the trace's
-//! range out and decodes it back to spans with their resource and scope.
+//! Dropped traces are most of the traffic, so inserting is kept cheap: each trace's spans
+//! are appended to an open staging block as records `resource index, scope index, length,
+//! span bytes`, the resource and scope messages going once per block into the block's
+//! dictionary (deduplicated by content); a map records where each trace lies. A full
+//! staging block (256 KiB by default), or one older than a second, is sealed: compressed
+//! with LZ4 as a whole, one compression per block, and pushed on a ring of sealed blocks.
+//! Blocks leave the ring when their newest trace is older than the window, or oldest first
+//! when the held bytes exceed the bound. `take` decompresses the block (the last one
+//! decompressed is cached), reads the trace's records and rebuilds its spans, with their
+//! resource and scope, through `encode_request` and `decode_request`.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use lz4_flex::block::{compress_prepend_size, decompress_size_prepended};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::model::{Span, TraceId};
+use crate::model::{Shared, Span, StatusCode, TraceId};
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
+use crate::wire::{put_varint, read_varint, varint_len};
 
 /// Size at which the staging block is sealed, by default.
 pub const DEFAULT_BLOCK_SIZE: usize = 256 << 10;
@@ -63,6 +70,56 @@ struct Loc {
     len: u32,
 }
 
+/// `Hasher` for `Shared::id`, a process-wide counter (not chosen by clients).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// The resource and scope messages of a staging block, once each by content.
+#[derive(Default)]
+struct Dict {
+    /// `Shared::id` → index: spans of one batch share their blocks, so this usually hits.
+    by_id: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+    by_content: HashMap<(Bytes, Bytes), u32>,
+    items: Vec<Arc<Shared>>,
+    bytes: usize,
+}
+
+impl Dict {
+    #[inline]
+    fn index(&mut self, shared: &Arc<Shared>) -> u32 {
+        if let Some(i) = self.by_id.get(&shared.id) {
+            return *i;
+        }
+        let key = (shared.message.clone(), shared.schema_url.clone());
+        let i = match self.by_content.get(&key) {
+            Some(i) => *i,
+            None => {
+                let i = self.items.len() as u32;
+                self.items.push(Arc::clone(shared));
+                self.bytes += shared.size();
+                self.by_content.insert(key, i);
+                i
+            }
+        };
+        self.by_id.insert(shared.id, i);
+        i
+    }
+}
+
 struct Block {
     seq: u64,
     /// Time of the newest trace in the block: the block stays for the window after it.
@@ -72,11 +129,14 @@ struct Block {
     /// LZ4 block, uncompressed size prepended.
     data: Box<[u8]>,
     raw_len: usize,
+    /// Resource and scope messages the records refer to.
+    dict: Box<[Arc<Shared>]>,
+    dict_bytes: usize,
 }
 
 impl Block {
     fn cost(&self) -> usize {
-        self.data.len() + self.ids.len() * ENTRY_OVERHEAD
+        self.data.len() + self.dict_bytes + self.ids.len() * ENTRY_OVERHEAD
     }
 }
 
@@ -85,7 +145,9 @@ struct Staging {
     first: Option<Instant>,
     newest: Option<Instant>,
     ids: Vec<TraceId>,
+    /// Records: per span, varint resource index, varint scope index, varint length, bytes.
     buf: Vec<u8>,
+    dict: Dict,
 }
 
 #[derive(Clone, Copy)]
@@ -150,6 +212,7 @@ impl RescueBuffer {
                     newest: None,
                     ids: Vec::new(),
                     buf: Vec::new(),
+                    dict: Dict::default(),
                 },
                 sealed_bytes: 0,
                 sealed_raw_bytes: 0,
@@ -184,50 +247,57 @@ impl RescueBuffer {
         if !self.enabled {
             return;
         }
-        // Encode outside the lock.
-        let encoded: Vec<(TraceId, Vec<u8>)> = traces
-            .into_iter()
-            .filter(|(_, spans)| !spans.is_empty())
-            .map(|(id, spans)| (id, encode_request(spans)))
-            .collect();
-        if encoded.is_empty() {
+        let mut traces = traces.into_iter().filter(|(_, spans)| !spans.is_empty());
+        let Some(first) = traces.next() else {
             return;
-        }
+        };
         let mut st = self.state.lock();
         let mut evicted = [0u64; 2];
         self.seal_if_older(&mut st, now);
-        for (id, bytes) in &encoded {
+        for (id, spans) in std::iter::once(first).chain(traces) {
+            let len: usize = spans
+                .iter()
+                .map(|s| s.bytes.len() + 4 + varint_len(s.bytes.len() as u64))
+                .sum();
             // A trace that alone would take most of the bound is not kept.
-            if bytes.len() > self.max_bytes / 2 || bytes.len() > u32::MAX as usize {
+            if len > self.max_bytes / 2 || len > (u32::MAX / 2) as usize {
                 st.evicted_bytes += 1;
                 evicted[1] += 1;
                 continue;
             }
-            if st.staging.buf.len() + bytes.len() > u32::MAX as usize {
+            if st.staging.buf.len() + len > u32::MAX as usize {
                 seal(&mut st);
             }
             let s = &mut st.staging;
+            let offset = s.buf.len();
+            s.buf.reserve(len);
+            for span in spans {
+                let r = s.dict.index(&span.resource);
+                let c = s.dict.index(&span.scope);
+                put_varint(&mut s.buf, u64::from(r));
+                put_varint(&mut s.buf, u64::from(c));
+                put_varint(&mut s.buf, span.bytes.len() as u64);
+                s.buf.extend_from_slice(&span.bytes);
+            }
             let loc = Loc {
                 seq: s.seq,
-                offset: s.buf.len() as u32,
-                len: bytes.len() as u32,
+                offset: offset as u32,
+                len: (s.buf.len() - offset) as u32,
             };
             if s.first.is_none() {
                 s.first = Some(now);
             }
             s.newest = Some(now);
-            s.buf.extend_from_slice(bytes);
-            s.ids.push(*id);
-            match st.map.entry(*id) {
+            s.ids.push(id);
+            match st.map.entry(id) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(loc);
                 }
                 std::collections::hash_map::Entry::Occupied(_) => {
-                    st.extra.entry(*id).or_default().push_back(loc);
+                    st.extra.entry(id).or_default().push_back(loc);
                 }
             }
-            // Offsets fit in u32: a block never grows past one trace beyond the block
-            // size, and a trace is at most half the bound (checked above).
+            // Offsets fit in u32: a block is sealed before it would pass u32::MAX.
             if st.staging.buf.len() >= self.block_size {
                 seal(&mut st);
                 evicted[1] += self.evict_bytes(&mut st) as u64;
@@ -259,23 +329,26 @@ impl RescueBuffer {
                 locs.extend(more);
             }
         }
-        // Chunks are whole requests; concatenated requests are one valid request.
-        let mut out = Vec::with_capacity(locs.iter().map(|l| l.len as usize).sum());
+        let mut records: Vec<(Arc<Shared>, Arc<Shared>, Box<[u8]>)> = Vec::new();
         for loc in &locs {
             let range = loc.offset as usize..(loc.offset + loc.len) as usize;
             if loc.seq == st.staging.seq {
-                out.extend_from_slice(&st.staging.buf[range]);
+                let s = &st.staging;
+                read_records(&s.buf[range], &s.dict.items, &mut records);
                 continue;
             }
+            let Some(front) = st.blocks.front() else {
+                continue;
+            };
+            let Some(idx) = loc.seq.checked_sub(front.seq) else {
+                continue;
+            };
             let cached = matches!(&st.cache, Some((seq, _)) if *seq == loc.seq);
+            let Some(block) = st.blocks.get(idx as usize) else {
+                continue;
+            };
+            debug_assert_eq!(block.seq, loc.seq);
             if !cached {
-                let Some(front) = st.blocks.front() else {
-                    continue;
-                };
-                let Some(block) = st.blocks.get((loc.seq - front.seq) as usize) else {
-                    continue;
-                };
-                debug_assert_eq!(block.seq, loc.seq);
                 match decompress_size_prepended(&block.data) {
                     Ok(raw) => st.cache = Some((loc.seq, raw)),
                     Err(e) => {
@@ -284,8 +357,8 @@ impl RescueBuffer {
                     }
                 }
             }
-            if let Some((_, raw)) = &st.cache {
-                out.extend_from_slice(&raw[range]);
+            if let (Some((_, raw)), Some(block)) = (&st.cache, st.blocks.get(idx as usize)) {
+                read_records(&raw[range], &block.dict, &mut records);
             }
         }
         st.rescued += 1;
@@ -293,7 +366,22 @@ impl RescueBuffer {
         drop(st);
         metrics::counter!("casefile_rescue_rescued_traces_total").increment(1);
         publish(bytes, traces, [0, 0]);
-        match decode_request(&out) {
+        // Rebuilt through the wire so every field read at ingest is read again.
+        let shells: Vec<Span> = records
+            .into_iter()
+            .map(|(resource, scope, bytes)| Span {
+                trace_id: *trace_id,
+                start_unix_nano: 0,
+                end_unix_nano: 0,
+                flags: 0,
+                status: StatusCode::Unset,
+                root: false,
+                resource,
+                scope,
+                bytes,
+            })
+            .collect();
+        match decode_request(&encode_request(&shells)) {
             Ok(d) => Some(d.spans),
             Err(e) => {
                 tracing::error!(error = %e, "rescue: cannot decode a rescued trace");
@@ -345,7 +433,8 @@ impl RescueBuffer {
     }
 
     fn held_bytes_of(&self, st: &State) -> usize {
-        st.sealed_bytes + st.staging.buf.len() + st.staging.ids.len() * ENTRY_OVERHEAD
+        let s = &st.staging;
+        st.sealed_bytes + s.buf.len() + s.dict.bytes + s.ids.len() * ENTRY_OVERHEAD
     }
 
     fn seal_if_older(&self, st: &mut State, now: Instant) {
@@ -389,12 +478,15 @@ fn seal(st: &mut State) {
         return;
     };
     let data = compress_prepend_size(&s.buf).into_boxed_slice();
+    let dict = std::mem::take(&mut s.dict);
     let block = Block {
         seq: s.seq,
         newest,
         ids: std::mem::take(&mut s.ids),
         data,
         raw_len: s.buf.len(),
+        dict: dict.items.into_boxed_slice(),
+        dict_bytes: dict.bytes,
     };
     s.buf.clear();
     if s.buf.capacity() > 4 * DEFAULT_BLOCK_SIZE {
@@ -454,6 +546,36 @@ fn evict_front(st: &mut State, reason: Reason) -> usize {
         Reason::Bytes => st.evicted_bytes += n as u64,
     }
     n
+}
+
+/// Appends the span records of one trace chunk, resolving their dictionary indexes.
+fn read_records(
+    mut buf: &[u8],
+    dict: &[Arc<Shared>],
+    out: &mut Vec<(Arc<Shared>, Arc<Shared>, Box<[u8]>)>,
+) {
+    while !buf.is_empty() {
+        let mut pos = 0;
+        let (Ok(r), Ok(c), Ok(len)) = (
+            read_varint(buf, &mut pos),
+            read_varint(buf, &mut pos),
+            read_varint(buf, &mut pos),
+        ) else {
+            tracing::error!("rescue: corrupt record");
+            return;
+        };
+        let end = pos + len as usize;
+        let (Some(r), Some(c), Some(bytes)) = (
+            dict.get(r as usize),
+            dict.get(c as usize),
+            buf.get(pos..end),
+        ) else {
+            tracing::error!("rescue: corrupt record");
+            return;
+        };
+        out.push((Arc::clone(r), Arc::clone(c), Box::from(bytes)));
+        buf = &buf[end..];
+    }
 }
 
 fn publish(bytes: usize, traces: usize, evicted: [u64; 2]) {

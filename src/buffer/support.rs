@@ -1,0 +1,157 @@
+//! The buffer's side of the support layer: feeding the index and the rescue buffer as
+//! traces are decided, complaint marks that keep a trace, and what the support API asks
+//! of traces still in their window (summaries, spans, flags, rescues).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::{Buffer, Kept};
+use crate::model::{Span, TraceId};
+use crate::support::index::{Decision, Index, Summary};
+use crate::support::marks::Mark;
+use crate::support::rescue::RescueBuffer;
+use crate::support::Hooks;
+use crate::wire::encode::append_attributes;
+
+/// Appends `casefile.policy` (the reasons) and a complaint's ticket attributes to the root
+/// span (or the first span when the root never arrived).
+pub(super) fn mark_root(spans: &mut [Span], reasons: &[Arc<str>], mark: Option<&Mark>) {
+    let Some(root) = spans
+        .iter()
+        .position(Span::is_root)
+        .or((!spans.is_empty()).then_some(0))
+    else {
+        return;
+    };
+    let names = reasons.iter().map(|p| &**p).collect::<Vec<_>>().join(",");
+    let mut attrs = vec![("casefile.policy", names.as_str())];
+    if let Some(m) = mark {
+        attrs.extend(m.attributes());
+    }
+    spans[root].bytes = append_attributes(&spans[root].bytes, &attrs);
+}
+
+/// What happened to a trace a complaint names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// Still in its window: it will be kept.
+    Flagged,
+    /// Kept already.
+    AlreadySampled,
+    /// Dropped, brought back from the rescue buffer and sent on now.
+    Rescued,
+    /// Not held anywhere.
+    NotFound,
+}
+
+impl Buffer {
+    /// Attaches the support layer.
+    pub fn with_hooks(mut self, hooks: Hooks) -> Buffer {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Feeds `index`: keys at ingest, summaries at decision time.
+    pub fn with_index(mut self, index: Arc<Index>) -> Buffer {
+        self.hooks.index = Some(index);
+        self
+    }
+
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    pub fn index(&self) -> Option<&Arc<Index>> {
+        self.hooks.index.as_ref()
+    }
+
+    pub fn rescue_buffer(&self) -> Option<&Arc<RescueBuffer>> {
+        self.hooks.rescue.as_ref()
+    }
+
+    /// The complaint mark that keeps `id`, if any.
+    pub(super) fn mark_of(&self, id: &TraceId) -> Option<Mark> {
+        let keys = || {
+            self.hooks
+                .index
+                .as_ref()
+                .map(|ix| ix.keys_for(id))
+                .unwrap_or_default()
+        };
+        self.hooks.marks.for_trace(id, keys, SystemTime::now())
+    }
+
+    /// After a round of decisions, outside the shard locks.
+    pub(super) fn after_decisions(
+        &self,
+        summaries: Vec<Summary>,
+        dropped: Vec<(TraceId, Vec<Span>)>,
+    ) {
+        if let Some(index) = &self.hooks.index {
+            index.decided(summaries);
+        }
+        if let Some(rescue) = &self.hooks.rescue {
+            if !dropped.is_empty() {
+                rescue.insert_many(
+                    dropped.iter().map(|(id, spans)| (*id, spans.as_slice())),
+                    Instant::now(),
+                );
+            }
+        }
+    }
+
+    /// The summary of a trace still in its window.
+    pub fn pending_summary(&self, id: &TraceId) -> Option<Summary> {
+        let shard = self.shards[self.shard_of(id)].lock();
+        let p = shard.traces.get(id)?;
+        Some(Summary::of(*id, &p.spans, Decision::Pending, Vec::new()))
+    }
+
+    /// The spans of a trace still in its window.
+    pub fn pending_spans(&self, id: &TraceId) -> Option<Vec<Span>> {
+        let shard = self.shards[self.shard_of(id)].lock();
+        shard.traces.get(id).map(|p| p.spans.clone())
+    }
+
+    /// Acts on a complaint naming `id`: flags it while pending, reports it kept, or rescues
+    /// it from the rescue buffer (its spans go out with the next flush, the decision cache
+    /// then keeps its late spans too).
+    pub fn resolve(&self, id: &TraceId, mark: &Mark) -> Resolved {
+        let shard_lock = &self.shards[self.shard_of(id)];
+        {
+            let shard = shard_lock.lock();
+            if shard.traces.contains_key(id) {
+                self.hooks.marks.flag(*id, mark.clone());
+                return Resolved::Flagged;
+            }
+            if shard.cache.get(id) == Some(true) {
+                return Resolved::AlreadySampled;
+            }
+        }
+        let indexed = self.hooks.index.as_ref().and_then(|ix| ix.summary(id));
+        if indexed
+            .as_ref()
+            .is_some_and(|s| matches!(s.decision, Decision::Sampled | Decision::Rescued))
+        {
+            return Resolved::AlreadySampled;
+        }
+        let Some(mut spans) = self.hooks.rescue.as_ref().and_then(|r| r.take(id)) else {
+            return Resolved::NotFound;
+        };
+        let reasons: Vec<Arc<str>> = vec![Arc::from(mark.reason)];
+        mark_root(&mut spans, &reasons, Some(mark));
+        shard_lock.lock().cache.record(id, true);
+        if let Some(ix) = &self.hooks.index {
+            ix.set_decision(id, Decision::Rescued, Some(mark.reason));
+        }
+        metrics::counter!("casefile_support_rescued_traces_total").increment(1);
+        self.push_outbox(Kept {
+            spans,
+            traces: 1,
+            ..Kept::default()
+        });
+        Resolved::Rescued
+    }
+}

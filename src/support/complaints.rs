@@ -1,0 +1,267 @@
+//! The complaint desk: turns a ticket ("user usr_k8x9m2, order failed around 14:15") into
+//! actions on traces. A named trace still in its window is flagged (kept, reason
+//! `complaint`); one already kept is reported so; a dropped one still in the rescue buffer
+//! is sent on now. A user or attributes open a watch (every new trace of that key is kept,
+//! reason `watch`) and act on that key's traces in [start, end]. Every complaint is stored
+//! with the trace ids it resolved to; live watches are restored at start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::index::Key;
+use super::marks::Mark;
+use super::store::{self, Complaint, ComplaintStore, Outcome, StoreError, TraceOutcome};
+use crate::buffer::{Buffer, Resolved};
+use crate::model::TraceId;
+use crate::support::index::rfc3339;
+
+/// Longest ticket id and label accepted.
+pub const MAX_ID_LEN: usize = 128;
+/// Complaint text beyond this many characters is cut.
+pub const MAX_TEXT_LEN: usize = 4000;
+
+/// The body of `POST /api/v1/complaints`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewComplaint {
+    pub ticket_id: String,
+    pub trace_id: Option<String>,
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub label: Option<String>,
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ComplaintError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("complaint store: {0}")]
+    Store(#[from] StoreError),
+}
+
+fn invalid(msg: impl Into<String>) -> ComplaintError {
+    ComplaintError::Invalid(msg.into())
+}
+
+/// Parses a 32-hex-digit trace id (any case, not all zero).
+pub fn parse_trace_id(s: &str) -> Option<TraceId> {
+    let id: TraceId = hex::decode(s).ok()?.try_into().ok()?;
+    (id != [0; 16]).then_some(id)
+}
+
+/// Parses RFC 3339 to Unix nanoseconds.
+pub fn parse_time(s: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_nanos() as u64)
+}
+
+/// Files complaints against a running buffer.
+pub struct Desk {
+    buffer: Arc<Buffer>,
+    store: Arc<ComplaintStore>,
+    watch_for: Duration,
+}
+
+impl Desk {
+    pub fn new(buffer: Arc<Buffer>, store: Arc<ComplaintStore>, watch_for: Duration) -> Desk {
+        Desk {
+            buffer,
+            store,
+            watch_for,
+        }
+    }
+
+    pub fn store(&self) -> &ComplaintStore {
+        &self.store
+    }
+
+    /// The index keys a complaint names: `user_id` stands for user.id and enduser.id.
+    fn keys(&self, c: &NewComplaint) -> Result<Vec<Key>, ComplaintError> {
+        let named = c.user_id.is_some() || !c.attributes.is_empty();
+        let Some(index) = self.buffer.index() else {
+            return if named {
+                Err(invalid("the index is off (support.index.attributes is empty): only trace_id can be used"))
+            } else {
+                Ok(Vec::new())
+            };
+        };
+        let mut keys = Vec::new();
+        if let Some(user) = &c.user_id {
+            keys.extend(
+                ["user.id", "enduser.id"]
+                    .iter()
+                    .filter_map(|a| index.query_key(a, user)),
+            );
+            if keys.is_empty() {
+                return Err(invalid(format!(
+                    "user_id needs user.id or enduser.id indexed; indexed: {}",
+                    index.attributes().join(", ")
+                )));
+            }
+        }
+        for (attr, value) in &c.attributes {
+            let key = index.query_key(attr, value).ok_or_else(|| {
+                invalid(format!(
+                    "attribute {attr:?} is not indexed; indexed attributes: {}",
+                    index.attributes().join(", ")
+                ))
+            })?;
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+
+    /// Files one complaint: acts on its traces, opens its watch, stores the record.
+    /// Blocking (one durable write): call from a blocking thread.
+    pub fn file(&self, mut c: NewComplaint) -> Result<Complaint, ComplaintError> {
+        let ticket = c.ticket_id.trim().to_owned();
+        if ticket.is_empty() || ticket.len() > MAX_ID_LEN || ticket.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "ticket_id is required: 1 to {MAX_ID_LEN} printable characters"
+            )));
+        }
+        if c.label
+            .as_ref()
+            .is_some_and(|l| l.len() > MAX_ID_LEN || l.chars().any(char::is_control))
+        {
+            return Err(invalid(format!(
+                "label: at most {MAX_ID_LEN} printable characters"
+            )));
+        }
+        if c.trace_id.is_none() && c.user_id.is_none() && c.attributes.is_empty() {
+            return Err(invalid("name a trace_id, a user_id or attributes"));
+        }
+        let trace_id = match &c.trace_id {
+            Some(s) => Some(parse_trace_id(s).ok_or_else(|| {
+                invalid(format!("invalid trace_id {s:?}: expected 32 hex digits"))
+            })?),
+            None => None,
+        };
+        let time = |name: &str, v: &Option<String>| match v {
+            Some(s) => parse_time(s).map(Some).ok_or_else(|| {
+                invalid(format!(
+                    "invalid {name} {s:?}: use RFC 3339, e.g. 2026-02-06T14:00:00Z"
+                ))
+            }),
+            None => Ok(None),
+        };
+        let (start, end) = (time("start", &c.start)?, time("end", &c.end)?);
+        if let (Some(s), Some(e)) = (start, end) {
+            if s > e {
+                return Err(invalid("start is after end"));
+            }
+        }
+        if let Some(t) = &mut c.text {
+            if let Some((cut, _)) = t.char_indices().nth(MAX_TEXT_LEN) {
+                t.truncate(cut);
+            }
+        }
+        let keys = self.keys(&c)?;
+
+        let mark = Mark::new("complaint", &ticket, c.label.as_deref());
+        let mut traces = Vec::new();
+        let mut seen = HashSet::new();
+        if let Some(id) = trace_id {
+            seen.insert(id);
+            traces.push(self.act(&id, &mark));
+        }
+        for key in &keys {
+            let index = self.buffer.index().expect("keys imply an index");
+            for (id, decided) in index.lookup(key) {
+                if !seen.insert(id) {
+                    continue;
+                }
+                let started = self
+                    .buffer
+                    .pending_summary(&id)
+                    .or(decided)
+                    .map(|s| s.start_unix_nano);
+                let in_range = |t: u64| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e);
+                if started.is_some_and(in_range) {
+                    traces.push(self.act(&id, &mark));
+                }
+            }
+        }
+        let now = SystemTime::now();
+        let watch_until =
+            (!keys.is_empty() && !self.watch_for.is_zero()).then(|| now + self.watch_for);
+        if let Some(until) = watch_until {
+            for key in keys {
+                self.buffer.hooks().marks.watch(
+                    key,
+                    until,
+                    Mark::new("watch", &ticket, c.label.as_deref()),
+                );
+            }
+        }
+        let to_rfc = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
+        let record = Complaint {
+            complaint_id: store::new_id(),
+            ticket_id: ticket,
+            created_at: to_rfc(now),
+            label: c.label,
+            text: c.text,
+            user_id: c.user_id,
+            attributes: c.attributes,
+            start: start.map(rfc3339),
+            end: end.map(rfc3339),
+            traces,
+            watch_until: watch_until.map(to_rfc),
+        };
+        self.store.insert(&record)?;
+        metrics::counter!("casefile_support_complaints_total").increment(1);
+        tracing::info!(complaint = %record.complaint_id, ticket = %record.ticket_id, traces = record.traces.len(), watch = record.watch_until.is_some(), "complaint filed");
+        Ok(record)
+    }
+
+    fn act(&self, id: &TraceId, mark: &Mark) -> TraceOutcome {
+        let outcome = match self.buffer.resolve(id, mark) {
+            Resolved::Flagged => Outcome::Flagged,
+            Resolved::AlreadySampled => Outcome::AlreadySampled,
+            Resolved::Rescued => Outcome::Rescued,
+            Resolved::NotFound => Outcome::NotFound,
+        };
+        TraceOutcome {
+            trace_id: hex::encode(id),
+            outcome,
+        }
+    }
+
+    /// Re-opens the watches of stored complaints that have not expired. Returns how many.
+    pub fn restore_watches(&self) -> Result<usize, ComplaintError> {
+        let now = SystemTime::now();
+        let mut n = 0;
+        for c in self.store.active_watches(now)? {
+            let Some(until) = c.watch_until.as_deref().and_then(parse_time) else {
+                continue;
+            };
+            let until = SystemTime::UNIX_EPOCH + Duration::from_nanos(until);
+            let req = NewComplaint {
+                user_id: c.user_id.clone(),
+                attributes: c.attributes.clone(),
+                ..Default::default()
+            };
+            // A key no longer indexed after a config change cannot be watched: skip it.
+            let Ok(keys) = self.keys(&req) else { continue };
+            for key in keys {
+                self.buffer.hooks().marks.watch(
+                    key,
+                    until,
+                    Mark::new("watch", &c.ticket_id, c.label.as_deref()),
+                );
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
