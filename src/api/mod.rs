@@ -85,6 +85,15 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
     next.run(req).await
 }
 
+/// The support console: one static page, compiled in, that calls `/api/v1`.
+async fn console() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        include_str!("console.html"),
+    )
+        .into_response()
+}
+
 async fn readyz(State(st): State<ApiState>) -> Response {
     let body = serde_json::json!({
         "ready": st.ready.load(Ordering::Relaxed),
