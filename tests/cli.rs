@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use casefile::fixture::{self, Gen, Shape};
 use prost::Message;
 
@@ -214,4 +216,126 @@ fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
         "every span of the error trace, nothing of the other: {text}"
     );
     assert!(ids.iter().all(|i| *i == hex::encode(err.trace_id)));
+}
+
+/// Runs the binary off the async runtime.
+async fn run_bin(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        bin()
+            .args(&args)
+            .env_remove("CASEFILE_API_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_and_complain_clients_talk_to_the_api() {
+    let (_down, addr) = common::Downstream::start().await;
+    let daemon = common::start(common::config(addr, "1h", "")).await;
+    let mut client = common::client(&daemon).await;
+    let mut g = Gen::new(22);
+    let t = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        4,
+    );
+    client
+        .export(fixture::request_for(std::slice::from_ref(&t)))
+        .await
+        .unwrap();
+    let api = format!("http://{}", daemon.api_addr.unwrap());
+    let id = hex::encode(t.trace_id);
+
+    let out = run_bin(vec![
+        "lookup".into(),
+        "--api".into(),
+        api.clone(),
+        format!("user.id={}", t.user_id),
+        "--json".into(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["traces"][0]["trace_id"], id.as_str());
+
+    let args = vec![
+        "lookup".into(),
+        "--api".into(),
+        api.clone(),
+        format!("user.id={}", t.user_id),
+        "--errors".into(),
+        "--since".into(),
+        "30000h".into(),
+    ];
+    let out = run_bin(args).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.starts_with("START"), "{table}");
+    assert!(table.contains(&id) && table.contains("pending"), "{table}");
+
+    let out = run_bin(vec![
+        "lookup".into(),
+        "--api".into(),
+        api.clone(),
+        "http.route=/x".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not indexed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = run_bin(vec![
+        "complain".into(),
+        "--api".into(),
+        api.clone(),
+        "--ticket".into(),
+        "cs_9".into(),
+        "--trace".into(),
+        id.clone(),
+        "--label".into(),
+        "slow".into(),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("filed") && text.contains(&format!("{id}  kept")),
+        "{text}"
+    );
+
+    let out = run_bin(vec![
+        "complain".into(),
+        "--api".into(),
+        api,
+        "--ticket".into(),
+        "cs_10".into(),
+        "--user".into(),
+        t.user_id.clone(),
+        "--json".into(),
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["watch_until"].is_string(), "{v}");
+    assert_eq!(v["traces"][0]["outcome"], "flagged");
+    daemon.shutdown().await;
 }

@@ -53,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/complaints/{complaint_id}", get(complaints::one))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(console))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
@@ -88,7 +89,10 @@ async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> 
 /// The support console: one static page, compiled in, that calls `/api/v1`.
 async fn console() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         include_str!("console.html"),
     )
         .into_response()

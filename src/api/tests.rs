@@ -438,3 +438,16 @@ async fn a_complaint_flags_a_pending_trace_and_watches_its_user() {
     .await;
     assert_eq!(by_user["complaints"][0]["ticket_id"], "cs_500");
 }
+
+#[tokio::test]
+async fn the_console_page_is_served_without_a_token() {
+    let st = state(buffer(true), Some("t0k"));
+    let resp = router(st)
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("casefile"));
+}

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use lz4_flex::block::{compress_prepend_size, decompress_size_prepended};
+use lz4_flex::block::{
+    compress_into_with_table, decompress, get_maximum_output_size, CompressTable,
+};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -126,7 +128,7 @@ struct Block {
     newest: Instant,
     /// Trace ids with a chunk in this block (to unmap them on eviction).
     ids: Vec<TraceId>,
-    /// LZ4 block, uncompressed size prepended.
+    /// LZ4 block of `raw_len` bytes.
     data: Box<[u8]>,
     raw_len: usize,
     /// Resource and scope messages the records refer to.
@@ -169,6 +171,9 @@ struct State {
     sealed_compressed_bytes: usize,
     /// The most recently decompressed block.
     cache: Option<(u64, Vec<u8>)>,
+    /// Compression output and hash table, reused from block to block.
+    scratch: Vec<u8>,
+    table: CompressTable,
     rescued: u64,
     evicted_window: u64,
     evicted_bytes: u64,
@@ -218,6 +223,8 @@ impl RescueBuffer {
                 sealed_raw_bytes: 0,
                 sealed_compressed_bytes: 0,
                 cache: None,
+                scratch: Vec::new(),
+                table: CompressTable::default(),
                 rescued: 0,
                 evicted_window: 0,
                 evicted_bytes: 0,
@@ -349,7 +356,7 @@ impl RescueBuffer {
             };
             debug_assert_eq!(block.seq, loc.seq);
             if !cached {
-                match decompress_size_prepended(&block.data) {
+                match decompress(&block.data, block.raw_len) {
                     Ok(raw) => st.cache = Some((loc.seq, raw)),
                     Err(e) => {
                         tracing::error!(error = %e, "rescue: corrupt block");
@@ -477,7 +484,15 @@ fn seal(st: &mut State) {
     let (Some(newest), false) = (s.newest, s.ids.is_empty()) else {
         return;
     };
-    let data = compress_prepend_size(&s.buf).into_boxed_slice();
+    let max = get_maximum_output_size(s.buf.len());
+    if st.scratch.len() < max {
+        st.scratch.resize(max, 0);
+    }
+    let data: Box<[u8]> = match compress_into_with_table(&s.buf, &mut st.scratch, &mut st.table) {
+        Ok(n) => Box::from(&st.scratch[..n]),
+        // Cannot happen: the output is sized for the worst case.
+        Err(_) => lz4_flex::block::compress(&s.buf).into_boxed_slice(),
+    };
     let dict = std::mem::take(&mut s.dict);
     let block = Block {
         seq: s.seq,

@@ -336,7 +336,12 @@ fn tmp_timing() {
     }
     let nspans: usize = ts.iter().map(|(_, s)| s.len()).sum();
     let raw: usize = ts.iter().map(|(_, s)| encode_request(s).len()).sum();
-    for round in 0..3 {
+    let rounds = if std::env::var("ROUNDS").is_ok() {
+        30
+    } else {
+        3
+    };
+    for round in 0..rounds {
         let r = RescueBuffer::new(10 * MIN, 256 << 20);
         let t0 = Instant::now();
         let start = std::time::Instant::now();
@@ -348,6 +353,9 @@ fn tmp_timing() {
         eprintln!("round {round}: {nspans} spans, {:.1} ns/span, {:.0} ns/trace, raw {} B/span, ratio {:.2}",
             el.as_nanos() as f64 / nspans as f64, el.as_nanos() as f64 / ts.len() as f64, raw / nspans,
             st.sealed_raw_bytes as f64 / st.sealed_compressed_bytes as f64);
+        if rounds > 3 {
+            continue;
+        }
         let start = std::time::Instant::now();
         let enc: usize = ts.iter().map(|(_, s)| encode_request(s).len()).sum();
         eprintln!(
@@ -362,59 +370,6 @@ fn tmp_timing() {
         eprintln!(
             "  take: {:.1} us/trace ({n})",
             start.elapsed().as_nanos() as f64 / 200.0 / 1000.0
-        );
-    }
-}
-
-#[test]
-#[ignore]
-fn tmp_timing_lz4() {
-    let ts = traces(13, 20000);
-    let nspans: usize = ts.iter().map(|(_, s)| s.len()).sum();
-    let mut all = Vec::new();
-    for (_, s) in &ts {
-        all.extend_from_slice(&encode_request(s));
-    }
-    for _ in 0..3 {
-        let start = std::time::Instant::now();
-        let mut c = 0;
-        for b in all.chunks(256 << 10) {
-            c += compress_prepend_size(b).len();
-        }
-        let el = start.elapsed();
-        eprintln!(
-            "lz4: {:.1} ns/span, {:.0} MB/s, ratio {:.2}",
-            el.as_nanos() as f64 / nspans as f64,
-            all.len() as f64 / el.as_secs_f64() / 1e6,
-            all.len() as f64 / c as f64
-        );
-        let mut sb = Vec::new();
-        for (_, s) in &ts {
-            for sp in s {
-                sb.extend_from_slice(&sp.bytes);
-            }
-        }
-        let start = std::time::Instant::now();
-        let mut c = 0;
-        for b in sb.chunks(256 << 10) {
-            c += compress_prepend_size(b).len();
-        }
-        let el = start.elapsed();
-        eprintln!(
-            "lz4 spans only: {} B/span {:.1} ns/span, {:.0} MB/s, ratio {:.2}",
-            sb.len() / nspans,
-            el.as_nanos() as f64 / nspans as f64,
-            sb.len() as f64 / el.as_secs_f64() / 1e6,
-            sb.len() as f64 / c as f64
-        );
-        let start = std::time::Instant::now();
-        let mut m = std::collections::HashMap::new();
-        for (id, _) in &ts {
-            m.insert(*id, 1u64);
-        }
-        eprintln!(
-            "map: {:.1} ns/span",
-            start.elapsed().as_nanos() as f64 / nspans as f64
         );
     }
 }

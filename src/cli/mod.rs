@@ -1,4 +1,7 @@
-//! Command line: `casefile run`, `casefile check`, `casefile --version`.
+//! Command line: `casefile run`, `casefile check`, `casefile --version`, and the support
+//! client `casefile lookup` / `casefile complain` (in `client`).
+
+mod client;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +33,10 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Look traces up by a business key: `casefile lookup user.id=usr_1 --since 1h --errors`.
+    Lookup(client::LookupArgs),
+    /// File a complaint: `casefile complain --ticket cs_441 --user usr_1 --label checkout`.
+    Complain(client::ComplainArgs),
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
@@ -45,6 +52,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(config.as_ref()),
         Command::Run { config } => run(config.as_ref()),
+        Command::Lookup(a) => client::lookup(a),
+        Command::Complain(a) => client::complain(a),
     }
 }
 
@@ -105,7 +114,7 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
         }
     };
     tracing::info!(config = %cfg.source, "starting casefile {}", env!("CARGO_PKG_VERSION"));
-    match rt.block_on(crate::run(cfg, shutdown_signal())) {
+    match rt.block_on(async { crate::run(cfg, shutdown_signal()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "casefile failed");
@@ -115,12 +124,16 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, before
+/// the daemon starts, so a signal that arrives during start-up is not lost (nor fatal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
