@@ -91,18 +91,42 @@ impl Hasher for IdHasher {
 }
 
 /// The resource and scope messages of a staging block, once each by content.
-#[derive(Default)]
 struct Dict {
     /// `Shared::id` → index: spans of one batch share their blocks, so this usually hits.
     by_id: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
     by_content: HashMap<(Bytes, Bytes), u32>,
     items: Vec<Arc<Shared>>,
     bytes: usize,
+    /// Last `(Shared::id, index)` looked up, for resources (0) and scopes (1): spans of a
+    /// trace come grouped by resource, so this usually hits.
+    last: [(u64, u32); 2],
+}
+
+impl Default for Dict {
+    fn default() -> Dict {
+        Dict {
+            by_id: HashMap::default(),
+            by_content: HashMap::new(),
+            items: Vec::new(),
+            bytes: 0,
+            // Ids are handed out from 1 up: no span has this one.
+            last: [(u64::MAX, 0); 2],
+        }
+    }
 }
 
 impl Dict {
     #[inline]
-    fn index(&mut self, shared: &Arc<Shared>) -> u32 {
+    fn index(&mut self, shared: &Arc<Shared>, slot: usize) -> u32 {
+        if self.last[slot].0 == shared.id {
+            return self.last[slot].1;
+        }
+        let i = self.lookup(shared);
+        self.last[slot] = (shared.id, i);
+        i
+    }
+
+    fn lookup(&mut self, shared: &Arc<Shared>) -> u32 {
         if let Some(i) = self.by_id.get(&shared.id) {
             return *i;
         }
@@ -279,8 +303,8 @@ impl RescueBuffer {
             let offset = s.buf.len();
             s.buf.reserve(len);
             for span in spans {
-                let r = s.dict.index(&span.resource);
-                let c = s.dict.index(&span.scope);
+                let r = s.dict.index(&span.resource, 0);
+                let c = s.dict.index(&span.scope, 1);
                 put_varint(&mut s.buf, u64::from(r));
                 put_varint(&mut s.buf, u64::from(c));
                 put_varint(&mut s.buf, span.bytes.len() as u64);
@@ -336,7 +360,7 @@ impl RescueBuffer {
                 locs.extend(more);
             }
         }
-        let mut records: Vec<(Arc<Shared>, Arc<Shared>, Box<[u8]>)> = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
         for loc in &locs {
             let range = loc.offset as usize..(loc.offset + loc.len) as usize;
             if loc.seq == st.staging.seq {
@@ -563,12 +587,11 @@ fn evict_front(st: &mut State, reason: Reason) -> usize {
     n
 }
 
+/// A span read back: its resource, its scope, its bytes.
+type Record = (Arc<Shared>, Arc<Shared>, Box<[u8]>);
+
 /// Appends the span records of one trace chunk, resolving their dictionary indexes.
-fn read_records(
-    mut buf: &[u8],
-    dict: &[Arc<Shared>],
-    out: &mut Vec<(Arc<Shared>, Arc<Shared>, Box<[u8]>)>,
-) {
+fn read_records(mut buf: &[u8], dict: &[Arc<Shared>], out: &mut Vec<Record>) {
     while !buf.is_empty() {
         let mut pos = 0;
         let (Ok(r), Ok(c), Ok(len)) = (
