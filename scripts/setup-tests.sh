@@ -14,3 +14,6 @@ if [ -f tests/interop/js/package.json ] && [ ! -d tests/interop/js/node_modules/
   echo "setup: installing the OpenTelemetry JS SDK"
   (cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error)
 fi
+
+# Chromium and playwright-core for the support console browser test.
+scripts/setup-browser.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the interop tests need (a Python venv with the
+# Runs every test: installs what the interop and browser tests need (a Python venv with the
 # OpenTelemetry SDK, the OpenTelemetry JS packages), then the whole cargo test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,0 +1,212 @@
+//! The support console in a real browser: casefile runs with a deep-link template, a real
+//! OTLP client sends two traces of one user, and `tests/console/console.mjs` drives
+//! headless Chromium through the page (search, deep link, Complain on a row, the
+//! outcome in words). The complaint the browser filed is then read back over the API and
+//! the rescued trace must reach the downstream receiver.
+//!
+//! Needs /usr/bin/chromium (or `CASEFILE_CHROMIUM`) and tests/console/node_modules:
+//! `scripts/setup-tests.sh` installs both. Missing either fails the test; it never skips.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use casefile::fixture::{self, Gen, Shape};
+use common::*;
+use serde_json::Value;
+
+const TRACE_URL: &str = "http://jaeger.example/trace/{trace_id}";
+const USER: &str = "usr_console_7";
+const TICKET: &str = "cs_console_1";
+/// The whole browser run, Chromium start included.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CASEFILE_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// Fails (never skips) when what the browser test needs is not installed.
+fn require_browser() {
+    let setup = "run scripts/setup-tests.sh (it runs scripts/setup-browser.sh), then retry";
+    let chromium = chromium();
+    assert!(
+        chromium.is_file(),
+        "Chromium is missing at {}: {setup}",
+        chromium.display()
+    );
+    let modules = root().join("tests/console/node_modules/playwright-core");
+    assert!(
+        modules.is_dir(),
+        "playwright-core is missing at {}: {setup}",
+        modules.display()
+    );
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "node is missing or broken ({node:?}): install Node.js 18 or newer, then {setup}"
+    );
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Runs the browser script with a timeout; returns its JSON line, or why it failed.
+fn run_browser(api: SocketAddr, trace_id: &str, out_dir: &Path) -> Result<Value, String> {
+    let script = root().join("tests/console/console.mjs");
+    let stdout_path = out_dir.join("stdout");
+    let stderr_path = out_dir.join("stderr");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{api}"))
+        .args([USER, trace_id, TICKET])
+        .current_dir(root())
+        .env("CASEFILE_CHROMIUM", chromium())
+        .env("CASEFILE_CONSOLE_TRACE_URL", TRACE_URL)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .map_err(|e| format!("node {} does not start: {e}", script.display()))?;
+    let deadline = Instant::now() + BROWSER_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the browser test took over {BROWSER_TIMEOUT:?}; stderr:\n{}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "the browser test failed ({status}); see target/console-failure.png\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        ));
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line)
+        .map_err(|e| format!("no JSON line from the browser test ({e}):\n{stdout}\n{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_finds_a_user_and_files_a_complaint_in_a_browser() {
+    require_browser();
+    let (down, addr) = Downstream::start().await;
+    let mut cfg = config(addr, "300ms", "");
+    cfg.support.trace_url = Some(TRACE_URL.into());
+    let daemon = start(cfg).await;
+    let mut client = client(&daemon).await;
+
+    // Two traces of one user: a failed one (kept by `errors`) and a plain one (dropped).
+    let mut g = Gen::new(61);
+    let mut failed = g.trace(
+        Shape {
+            error: true,
+            ..Default::default()
+        },
+        5,
+    );
+    let mut plain = g.trace(Shape::default(), 4);
+    for t in [&mut failed, &mut plain] {
+        for (_, s) in t.spans.iter_mut() {
+            for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
+                *a = fixture::kv("user.id", USER);
+            }
+        }
+    }
+    client
+        .export(fixture::request_for(&[failed.clone(), plain.clone()]))
+        .await
+        .unwrap();
+    let failed_id = hex::encode(failed.trace_id);
+    let plain_id = hex::encode(plain.trace_id);
+    let kept = failed_id.clone();
+    down.wait_for("the failed trace", |d| {
+        d.spans_by_trace().get(&kept).map(Vec::len) == Some(5)
+    })
+    .await;
+    until_all_decided(&daemon).await;
+    assert!(
+        !down.spans_by_trace().contains_key(&plain_id),
+        "the plain trace is dropped by the policies"
+    );
+
+    // The browser: search the user, check the plain trace's row, complain about it.
+    let api = daemon.api_addr.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (out_dir, id) = (dir.path().to_owned(), plain_id.clone());
+    let report = tokio::task::spawn_blocking(move || run_browser(api, &id, &out_dir))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["rows"], 2, "{report}");
+    assert_eq!(
+        report["href"],
+        TRACE_URL.replace("{trace_id}", &plain_id),
+        "{report}"
+    );
+    assert_eq!(report["decision_before"], "dropped", "{report}");
+    assert_eq!(report["outcome"], "rescued", "{report}");
+    assert_eq!(report["decision_after"], "rescued", "{report}");
+
+    // The complaint the browser filed is stored, and the rescued trace is exported.
+    let (code, v) = get_json(api, &format!("/api/v1/complaints?ticket_id={TICKET}")).await;
+    assert_eq!(code, 200, "{v}");
+    let complaints = v["complaints"].as_array().expect("a complaints list");
+    assert_eq!(complaints.len(), 1, "{v}");
+    let c = &complaints[0];
+    assert_eq!(c["ticket_id"], TICKET);
+    assert_eq!(c["label"], "order_failed");
+    assert_eq!(
+        c["traces"],
+        serde_json::json!([{ "trace_id": plain_id, "outcome": "rescued" }]),
+        "{v}"
+    );
+    assert!(
+        c["user_id"].is_null(),
+        "a row's complaint names the trace only: {v}"
+    );
+    let want = plain_id.clone();
+    down.wait_for("the rescued trace", |d| {
+        d.spans_by_trace().get(&want).map(Vec::len) == Some(4)
+    })
+    .await;
+    daemon.shutdown().await;
+}
