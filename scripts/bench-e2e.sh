@@ -43,6 +43,9 @@ support:
 logging: { level: warn }
 YAML
 
+# The same without the support layer (no index, no rescue buffer), to show what it costs.
+sed -e 's/^support:/support:\n  index: { attributes: [] }\n  complaints: { rescue_window: 0s }/' "$OUT/casefile-bench.yaml" > "$OUT/casefile-core.yaml"
+
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 peak_rss_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 1 100); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
@@ -76,6 +79,7 @@ echo "load: $CONNS connections, 500 spans/request, 10-span traces, gzip, ${SECS}
 run_one rotel --expect-all "$ROTEL" start --otlp-grpc-endpoint 127.0.0.1:24317 --otlp-http-endpoint 127.0.0.1:24319 \
   --otlp-grpc-max-recv-msg-size-mib 64 --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:24318 --pid-file "$OUT/rotel.pid" --log-file "$OUT/rotel-agent.log"
 run_one casefile "" target/release/casefile run --config "$OUT/casefile-bench.yaml"
+run_one core "" target/release/casefile run --config "$OUT/casefile-core.yaml"
 
 # Decision delay past the deadline, from casefile's own histogram.
 python3 - "$OUT/casefile.metrics" <<'PY'

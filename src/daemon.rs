@@ -158,12 +158,12 @@ impl Daemon {
         }
 
         let tick = decider::tick_for(config.tail_sampling.decision_wait);
-        let decider_task = tokio::spawn(decider::run(
+        let decider_task = decider::spawn(
             Arc::clone(&buffer),
             exporters.clone(),
             tick,
             stop_rx.clone(),
-        ));
+        );
         ready.store(true, Ordering::Relaxed);
         tracing::info!(policies = ?buffer.policies().names(), exporters = ?exporters.names(), "casefile started");
 

@@ -114,9 +114,8 @@ impl Span {
     pub fn attribute(&self, key: &str) -> Option<AnyValueRef<'_>> {
         self.resource
             .resource_attributes()
-            .find(|(k, _)| *k == key.as_bytes())
-            .or_else(|| self.attributes().find(|(k, _)| *k == key.as_bytes()))
-            .map(|(_, v)| v)
+            .get(key.as_bytes())
+            .or_else(|| self.attributes().get(key.as_bytes()))
     }
 
     /// `Span.trace_state` (field 3), the W3C tracestate header value.

@@ -261,13 +261,13 @@ fn any_attribute(
     for span in spans {
         if last_resource != Some(span.resource.id) {
             last_resource = Some(span.resource.id);
-            if let Some((_, v)) = span.resource.resource_attributes().find(|(k, _)| *k == key) {
+            if let Some(v) = span.resource.resource_attributes().get(key) {
                 if on_resource(v) {
                     return true;
                 }
             }
         }
-        if let Some((_, v)) = span.attributes().find(|(k, _)| *k == key) {
+        if let Some(v) = span.attributes().get(key) {
             if on_span(v) {
                 return true;
             }

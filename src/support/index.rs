@@ -6,7 +6,9 @@
 //! `hash_values` only HMAC-SHA256 digests of the values are held.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -167,15 +169,16 @@ impl Index {
         Some(self.key(i, value.as_bytes()))
     }
 
-    /// Indexed values of one attribute list (span or resource attributes), borrowed.
+    /// Indexed values of one attribute list (span or resource attributes), borrowed; the
+    /// values of other attributes are not read.
     fn scan<'a>(
         &self,
-        attrs: impl Iterator<Item = (&'a [u8], AnyValueRef<'a>)>,
+        mut attrs: crate::wire::Attributes<'a>,
         out: &mut Vec<(usize, Cow<'a, str>)>,
     ) {
-        for (k, v) in attrs {
+        while let Some((k, v)) = attrs.next_raw() {
             if let Some(i) = self.attributes.iter().position(|a| a.as_bytes() == k) {
-                let value = match v {
+                let value = match AnyValueRef::parse(v) {
                     AnyValueRef::Str(s) => Cow::Borrowed(s),
                     other => Cow::Owned(other.to_display_string()),
                 };

@@ -34,9 +34,21 @@ pub const I64: u8 = 1;
 pub const LEN: u8 = 2;
 pub const I32: u8 = 5;
 
-/// Reads a varint at `*pos`, advancing it.
-#[inline]
+/// Reads a varint at `*pos`, advancing it. Tags and most lengths are one byte: that case
+/// is a single compare.
+#[inline(always)]
 pub fn read_varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    match buf.get(*pos) {
+        Some(&b) if b < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(b))
+        }
+        _ => read_varint_slow(buf, pos),
+    }
+}
+
+#[inline(never)]
+fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let b = *buf.get(*pos).ok_or(WireError::Truncated)?;
@@ -86,6 +98,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline(always)]
     fn next_field(&mut self) -> Result<(u32, Field<'a>), WireError> {
         let key = read_varint(self.buf, &mut self.pos)?;
         let number = u32::try_from(key >> 3).map_err(|_| WireError::VarintOverflow)?;
@@ -112,6 +125,7 @@ impl<'a> Fields<'a> {
         Ok((number, field))
     }
 
+    #[inline(always)]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).ok_or(WireError::Truncated)?;
         let s = self.buf.get(self.pos..end).ok_or(WireError::Truncated)?;
@@ -123,6 +137,7 @@ impl<'a> Fields<'a> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, Field<'a>), WireError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos >= self.buf.len() {
             return None;
@@ -242,19 +257,17 @@ impl<'a> Attributes<'a> {
     }
 }
 
-impl<'a> Iterator for Attributes<'a> {
-    type Item = (&'a [u8], AnyValueRef<'a>);
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<'a> Attributes<'a> {
+    /// The next entry as (key, encoded `AnyValue`), without reading the value.
+    pub fn next_raw(&mut self) -> Option<(&'a [u8], &'a [u8])> {
         loop {
             match self.fields.next()? {
                 Ok((n, Field::Len(kv))) if n == self.number => {
-                    let mut key: &[u8] = &[];
-                    let mut value = AnyValueRef::Empty;
+                    let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
                     for f in Fields::new(kv) {
                         match f {
                             Ok((1, Field::Len(k))) => key = k,
-                            Ok((2, Field::Len(v))) => value = AnyValueRef::parse(v),
+                            Ok((2, Field::Len(v))) => value = v,
                             Ok(_) => {}
                             Err(_) => break,
                         }
@@ -265,6 +278,24 @@ impl<'a> Iterator for Attributes<'a> {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// The value of the first entry with `key`; other values are not read.
+    pub fn get(mut self, key: &[u8]) -> Option<AnyValueRef<'a>> {
+        while let Some((k, v)) = self.next_raw() {
+            if k == key {
+                return Some(AnyValueRef::parse(v));
+            }
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = (&'a [u8], AnyValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_raw().map(|(k, v)| (k, AnyValueRef::parse(v)))
     }
 }
 
