@@ -20,32 +20,6 @@ pub fn tick_for(decision_wait: Duration) -> Duration {
     (decision_wait / 20).clamp(Duration::from_millis(5), Duration::from_millis(25))
 }
 
-/// Runs [`run`] on a thread of its own (with a small runtime for its timer and the
-/// exporter queues), so decisions keep their schedule while the receivers keep the main
-/// runtime's workers busy: ticks never starve under load. The handle ends with it.
-pub fn spawn(
-    buffer: Arc<Buffer>,
-    exporters: Exporters,
-    tick: Duration,
-    stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let (done, ended) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("casefile-decider".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("the decider's runtime starts");
-            rt.block_on(run(buffer, exporters, tick, stop));
-            let _ = done.send(());
-        })
-        .expect("spawn the decider thread");
-    tokio::spawn(async move {
-        let _ = ended.await;
-    })
-}
-
 /// Runs until `stop` turns true; then returns without deciding what is pending
 /// (shutdown does that, see [`finish`]).
 pub async fn run(

@@ -39,10 +39,10 @@ pub struct Summary {
     #[serde(rename = "start", serialize_with = "rfc3339_ser")]
     pub start_unix_nano: u64,
     pub duration_ms: f64,
-    pub root_service: String,
-    pub root_name: String,
+    pub root_service: Arc<str>,
+    pub root_name: Arc<str>,
     pub error: bool,
-    pub span_count: usize,
+    pub span_count: u32,
     pub decision: Decision,
     pub reasons: Vec<Arc<str>>,
 }
@@ -75,32 +75,54 @@ impl Summary {
             .find(|s| s.is_root())
             .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano));
         let root_service = root
-            .and_then(|r| {
-                r.resource
-                    .resource_attributes()
-                    .find(|(k, _)| *k == b"service.name")
-                    .map(|(_, v)| v.to_display_string())
+            .and_then(|r| r.resource.resource_attributes().get(b"service.name"))
+            .map(|v| match v {
+                AnyValueRef::Str(s) => intern(s),
+                other => intern(&other.to_display_string()),
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| intern(""));
         Summary {
             trace_id,
             start_unix_nano: start,
             duration_ms: end.saturating_sub(start) as f64 / 1e6,
             root_service,
-            root_name: root.map(|r| r.name().to_owned()).unwrap_or_default(),
+            root_name: intern(root.map(|r| r.name()).unwrap_or("")),
             error: spans.iter().any(|s| s.status == StatusCode::Error),
-            span_count: spans.len(),
+            span_count: spans.len().min(u32::MAX as usize) as u32,
             decision,
             reasons,
         }
     }
 }
 
+/// Service and operation names repeat across millions of summaries: each distinct one is
+/// held once. Bounded: past 65 536 names the table starts over (old summaries keep theirs).
+fn intern(s: &str) -> Arc<str> {
+    static NAMES: std::sync::OnceLock<Mutex<HashMap<Box<str>, Arc<str>>>> =
+        std::sync::OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock();
+    if let Some(a) = names.get(s) {
+        return Arc::clone(a);
+    }
+    if names.len() >= 1 << 16 {
+        names.clear();
+    }
+    let a: Arc<str> = Arc::from(s);
+    names.insert(s.into(), Arc::clone(&a));
+    a
+}
+
 /// An index key: the attribute's position in the config and the value (or its digest).
 pub type Key = Arc<[u8]>;
 
+/// One indexed trace. Entries sit in a ring in the order they were first seen, which is
+/// also the order they leave in, so the map only holds a sequence number (24 bytes a slot
+/// instead of the whole entry, which matters at a million traces).
 struct Entry {
-    keys: Vec<Key>,
+    id: TraceId,
+    /// First seen, Unix ms.
+    at: u64,
+    keys: Box<[Key]>,
     summary: Option<Summary>,
 }
 
@@ -108,9 +130,23 @@ struct Entry {
 struct Inner {
     /// Key -> traces, in the order they were first seen.
     by_key: HashMap<Key, VecDeque<TraceId>>,
-    traces: HashMap<TraceId, Entry>,
-    /// (first seen, Unix ms) of every trace in `traces`, oldest first.
-    order: VecDeque<(u64, TraceId)>,
+    /// Trace -> sequence number of its entry.
+    seq: HashMap<TraceId, u64>,
+    /// Entries, oldest first; `ring[0]` has sequence number `base`.
+    ring: VecDeque<Entry>,
+    base: u64,
+}
+
+impl Inner {
+    fn get(&self, id: &TraceId) -> Option<&Entry> {
+        let n = *self.seq.get(id)?;
+        self.ring.get((n - self.base) as usize)
+    }
+
+    fn get_mut(&mut self, id: &TraceId) -> Option<&mut Entry> {
+        let n = *self.seq.get(id)?;
+        self.ring.get_mut((n - self.base) as usize)
+    }
 }
 
 /// The index. Cheap to share by `Arc`; one short lock per request and per decision batch.
@@ -245,22 +281,23 @@ impl Index {
     pub fn add_at(&self, pairs: Vec<(TraceId, Key)>, now: u64) {
         let mut inner = self.inner.lock();
         for (id, key) in pairs {
-            let is_new = !inner.traces.contains_key(&id);
-            if is_new {
-                inner.traces.insert(
+            if !inner.seq.contains_key(&id) {
+                let n = inner.base + inner.ring.len() as u64;
+                inner.seq.insert(id, n);
+                inner.ring.push_back(Entry {
                     id,
-                    Entry {
-                        keys: Vec::new(),
-                        summary: None,
-                    },
-                );
-                inner.order.push_back((now, id));
+                    at: now,
+                    keys: Box::new([]),
+                    summary: None,
+                });
             }
-            let entry = inner.traces.get_mut(&id).expect("inserted above");
+            let entry = inner.get_mut(&id).expect("inserted above");
             if entry.keys.contains(&key) {
                 continue;
             }
-            entry.keys.push(Arc::clone(&key));
+            let mut keys = std::mem::take(&mut entry.keys).into_vec();
+            keys.push(Arc::clone(&key));
+            entry.keys = keys.into_boxed_slice();
             inner.by_key.entry(key).or_default().push_back(id);
         }
         self.evict(&mut inner, now);
@@ -268,42 +305,40 @@ impl Index {
 
     fn evict(&self, inner: &mut Inner, now: u64) {
         let horizon = now.saturating_sub(self.retention.as_millis() as u64);
-        while let Some(&(at, id)) = inner.order.front() {
-            if at >= horizon && inner.order.len() <= self.max_traces {
+        while let Some(front) = inner.ring.front() {
+            if front.at >= horizon && inner.ring.len() <= self.max_traces {
                 break;
             }
-            inner.order.pop_front();
-            let Some(entry) = inner.traces.remove(&id) else {
-                continue;
-            };
-            for key in entry.keys {
-                if let Some(q) = inner.by_key.get_mut(&key) {
+            let entry = inner.ring.pop_front().expect("front exists");
+            inner.base += 1;
+            inner.seq.remove(&entry.id);
+            for key in entry.keys.iter() {
+                if let Some(q) = inner.by_key.get_mut(key) {
                     // Oldest first: the evicted trace is almost always at the front.
-                    if let Some(pos) = q.iter().position(|t| *t == id) {
+                    if let Some(pos) = q.iter().position(|t| *t == entry.id) {
                         q.remove(pos);
                     }
                     if q.is_empty() {
-                        inner.by_key.remove(&key);
+                        inner.by_key.remove(key);
                     }
                 }
             }
         }
-        metrics::gauge!("casefile_index_traces").set(inner.traces.len() as f64);
+        metrics::gauge!("casefile_index_traces").set(inner.ring.len() as f64);
     }
 
     /// The keys of an indexed trace (for watches).
     pub fn keys_for(&self, id: &TraceId) -> Vec<Key> {
         self.inner
             .lock()
-            .traces
             .get(id)
-            .map(|e| e.keys.clone())
+            .map(|e| e.keys.to_vec())
             .unwrap_or_default()
     }
 
     /// True when the trace carries an indexed value.
     pub fn contains(&self, id: &TraceId) -> bool {
-        self.inner.lock().traces.contains_key(id)
+        self.inner.lock().seq.contains_key(id)
     }
 
     /// Stores the summary of a decided trace, if the trace is indexed.
@@ -313,7 +348,7 @@ impl Index {
         }
         let mut inner = self.inner.lock();
         for s in summaries {
-            if let Some(e) = inner.traces.get_mut(&s.trace_id) {
+            if let Some(e) = inner.get_mut(&s.trace_id) {
                 e.summary = Some(s);
             }
         }
@@ -322,7 +357,7 @@ impl Index {
     /// Changes the decision of an indexed trace (a rescue); `reason` is added to its reasons.
     pub fn set_decision(&self, id: &TraceId, decision: Decision, reason: Option<&str>) {
         let mut inner = self.inner.lock();
-        if let Some(s) = inner.traces.get_mut(id).and_then(|e| e.summary.as_mut()) {
+        if let Some(s) = inner.get_mut(id).and_then(|e| e.summary.as_mut()) {
             s.decision = decision;
             if let Some(r) = reason {
                 if !s.reasons.iter().any(|x| &**x == r) {
@@ -340,22 +375,18 @@ impl Index {
         };
         q.iter()
             .rev()
-            .map(|id| (*id, inner.traces.get(id).and_then(|e| e.summary.clone())))
+            .map(|id| (*id, inner.get(id).and_then(|e| e.summary.clone())))
             .collect()
     }
 
     /// The summary of a decided indexed trace.
     pub fn summary(&self, id: &TraceId) -> Option<Summary> {
-        self.inner
-            .lock()
-            .traces
-            .get(id)
-            .and_then(|e| e.summary.clone())
+        self.inner.lock().get(id).and_then(|e| e.summary.clone())
     }
 
     /// Indexed traces.
     pub fn len(&self) -> usize {
-        self.inner.lock().traces.len()
+        self.inner.lock().ring.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -92,7 +92,7 @@ fn summaries_follow_the_decision() {
         (s.decision, s.span_count, s.error),
         (Decision::Dropped, 6, true)
     );
-    assert_eq!(s.root_service, "frontend");
+    assert_eq!(&*s.root_service, "frontend");
     assert!(!s.root_name.is_empty());
     ix.set_decision(&t.trace_id, Decision::Rescued, Some("complaint"));
     let s = ix.lookup(&key)[0].1.clone().unwrap();
