@@ -56,6 +56,18 @@ pub struct Trace {
     pub spans: Vec<(&'static str, Span)>,
 }
 
+impl Trace {
+    /// Makes every span carry `user.id = user` (several traces of one user).
+    pub fn set_user(&mut self, user: &str) {
+        self.user_id = user.to_owned();
+        for (_, s) in self.spans.iter_mut() {
+            for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
+                *a = kv("user.id", user);
+            }
+        }
+    }
+}
+
 /// Deterministic trace generator.
 pub struct Gen {
     rng: fastrand::Rng,

@@ -51,20 +51,6 @@ shutdown_timeout: 1s
     config::load_str(&yaml, "stuck.yaml").unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// GET over a plain socket, returning the body.
-async fn get(addr: SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
 async fn send_error_trace(client: &mut Client, g: &mut Gen) {
     let t = g.trace(
         Shape {
@@ -117,7 +103,9 @@ async fn a_stuck_exporter_makes_receivers_throttle() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
-    let metrics = get(daemon.api_addr.unwrap(), "/metrics").await;
+    let metrics = api_call(daemon.api_addr.unwrap(), "GET", "/metrics", None, None)
+        .await
+        .1;
     let busy = metrics
         .lines()
         .filter(|l| {
@@ -159,7 +147,7 @@ async fn metrics_describe_the_flow() {
     // Exporter counters appear once the worker has finished the send; poll, bounded.
     let mut text = String::new();
     for _ in 0..500 {
-        text = get(api, "/metrics").await;
+        text = api_call(api, "GET", "/metrics", None, None).await.1;
         if text.contains("casefile_exporter_sent_spans_total") {
             break;
         }
@@ -181,6 +169,9 @@ async fn metrics_describe_the_flow() {
         text.contains("policy=\"errors\""),
         "decisions are labelled by policy:\n{text}"
     );
-    assert_eq!(get(api, "/healthz").await, r#"{"status":"ok"}"#);
+    assert_eq!(
+        api_call(api, "GET", "/healthz", None, None).await.1,
+        r#"{"status":"ok"}"#
+    );
     daemon.shutdown().await;
 }

@@ -56,26 +56,6 @@ fn require_browser() {
     );
 }
 
-async fn get_json(addr: SocketAddr, path: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 /// Runs the browser script with a timeout; returns its JSON line, or why it failed.
 fn run_browser(api: SocketAddr, trace_id: &str, out_dir: &Path) -> Result<Value, String> {
     let script = root().join("tests/console/console.mjs");
@@ -144,11 +124,7 @@ async fn the_console_finds_a_user_and_files_a_complaint_in_a_browser() {
     );
     let mut plain = g.trace(Shape::default(), 4);
     for t in [&mut failed, &mut plain] {
-        for (_, s) in t.spans.iter_mut() {
-            for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
-                *a = fixture::kv("user.id", USER);
-            }
-        }
+        t.set_user(USER);
     }
     client
         .export(fixture::request_for(&[failed.clone(), plain.clone()]))
@@ -187,7 +163,7 @@ async fn the_console_finds_a_user_and_files_a_complaint_in_a_browser() {
     assert_eq!(report["decision_after"], "rescued", "{report}");
 
     // The complaint the browser filed is stored, and the rescued trace is exported.
-    let (code, v) = get_json(api, &format!("/api/v1/complaints?ticket_id={TICKET}")).await;
+    let (code, v) = api_get(api, &format!("/api/v1/complaints?ticket_id={TICKET}"), None).await;
     assert_eq!(code, 200, "{v}");
     let complaints = v["complaints"].as_array().expect("a complaints list");
     assert_eq!(complaints.len(), 1, "{v}");

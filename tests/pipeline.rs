@@ -7,17 +7,6 @@ use std::collections::HashSet;
 
 use casefile::fixture::{self, Gen, Shape};
 use common::*;
-use opentelemetry_proto::tonic::common::v1::any_value;
-
-fn root_attr(spans: &[opentelemetry_proto::tonic::trace::v1::Span], key: &str) -> Option<String> {
-    let root = spans.iter().find(|s| s.parent_span_id.is_empty())?;
-    root.attributes.iter().find(|a| a.key == key).and_then(|a| {
-        match a.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.clone()),
-            _ => None,
-        }
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_errors_slow_and_premium_and_drops_the_rest() {

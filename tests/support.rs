@@ -8,32 +8,6 @@ use std::net::SocketAddr;
 
 use casefile::fixture::{self, Gen, Shape};
 use common::*;
-use serde_json::Value;
-
-async fn get_json(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_lookup_finds_the_trace_from_pending_to_decided() {
@@ -60,11 +34,11 @@ async fn a_user_lookup_finds_the_trace_from_pending_to_decided() {
     let api = daemon.api_addr.unwrap();
     let path = format!("/api/v1/traces?user.id={}", failed.user_id);
     assert_eq!(
-        get_json(api, &path, None).await.0,
+        api_get(api, &path, None).await.0,
         401,
         "the token is required"
     );
-    let (code, v) = get_json(api, &path, Some("tok_e2e")).await;
+    let (code, v) = api_get(api, &path, Some("tok_e2e")).await;
     assert_eq!(code, 200, "{v}");
     let id = hex::encode(failed.trace_id);
     assert_eq!(v["traces"][0]["trace_id"], id.as_str());
@@ -76,7 +50,7 @@ async fn a_user_lookup_finds_the_trace_from_pending_to_decided() {
     })
     .await;
     until_all_decided(&daemon).await;
-    let (_, v) = get_json(api, &path, Some("tok_e2e")).await;
+    let (_, v) = api_get(api, &path, Some("tok_e2e")).await;
     let t = &v["traces"][0];
     assert_eq!(t["decision"], "sampled", "{v}");
     assert_eq!(t["reasons"], serde_json::json!(["errors"]));
@@ -84,50 +58,16 @@ async fn a_user_lookup_finds_the_trace_from_pending_to_decided() {
     assert_eq!(t["root_service"], "frontend");
     assert_eq!(t["url"], format!("http://jaeger:16686/trace/{id}"));
 
-    let (_, v) = get_json(
+    let (_, v) = api_get(
         api,
         &format!("/api/v1/traces?user.id={}", other.user_id),
         Some("tok_e2e"),
     )
     .await;
     assert_eq!(v["traces"][0]["decision"], "dropped", "{v}");
-    let (code, one) = get_json(api, &format!("/api/v1/traces/{id}"), Some("tok_e2e")).await;
+    let (code, one) = api_get(api, &format!("/api/v1/traces/{id}"), Some("tok_e2e")).await;
     assert_eq!((code, one["decision"].as_str()), (200, Some("sampled")));
     daemon.shutdown().await;
-}
-
-async fn post_json(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let code = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn root_attr(spans: &[opentelemetry_proto::tonic::trace::v1::Span], key: &str) -> Option<String> {
-    use opentelemetry_proto::tonic::common::v1::any_value;
-    let root = spans.iter().find(|s| s.parent_span_id.is_empty())?;
-    root.attributes.iter().find(|a| a.key == key).and_then(|a| {
-        match a.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.clone()),
-            _ => None,
-        }
-    })
 }
 
 fn store_config(downstream: SocketAddr, store: &std::path::Path) -> casefile::config::Config {
@@ -156,7 +96,7 @@ async fn a_complaint_after_the_decision_rescues_the_whole_trace() {
     );
 
     let body = format!(r#"{{"ticket_id": "cs_441", "trace_id": "{id}", "label": "order_failed"}}"#);
-    let (code, v) = post_json(daemon.api_addr.unwrap(), "/api/v1/complaints", &body).await;
+    let (code, v) = api_post(daemon.api_addr.unwrap(), "/api/v1/complaints", &body).await;
     assert_eq!(code, 201, "{v}");
     assert_eq!(
         v["traces"],
@@ -176,7 +116,7 @@ async fn a_complaint_after_the_decision_rescues_the_whole_trace() {
         root_attr(spans, "casefile.complaint_label").as_deref(),
         Some("order_failed")
     );
-    let (_, v) = get_json(
+    let (_, v) = api_get(
         daemon.api_addr.unwrap(),
         &format!("/api/v1/traces?user.id={}", plain.user_id),
         None,
@@ -194,18 +134,14 @@ async fn a_watch_keeps_the_next_trace_and_survives_a_restart() {
     let daemon = start(store_config(addr, &store)).await;
     let api = daemon.api_addr.unwrap();
     let body = r#"{"ticket_id": "cs_777", "user_id": "usr_k8x9m2", "label": "checkout"}"#;
-    let (code, v) = post_json(api, "/api/v1/complaints", body).await;
+    let (code, v) = api_post(api, "/api/v1/complaints", body).await;
     assert_eq!(code, 201, "{v}");
     assert!(v["watch_until"].is_string());
     let complaint_id = v["complaint_id"].as_str().unwrap().to_owned();
 
     let mut g = Gen::new(43);
     let mut next = g.trace(Shape::default(), 4);
-    for (_, s) in next.spans.iter_mut() {
-        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
-            *a = fixture::kv("user.id", "usr_k8x9m2");
-        }
-    }
+    next.set_user("usr_k8x9m2");
     let mut grpc = client(&daemon).await;
     grpc.export(fixture::request_for(std::slice::from_ref(&next)))
         .await
@@ -225,20 +161,16 @@ async fn a_watch_keeps_the_next_trace_and_survives_a_restart() {
     // Restart on the same store: the record is there and the watch still keeps traces.
     let daemon = start(store_config(addr, &store)).await;
     let api = daemon.api_addr.unwrap();
-    let (code, v) = get_json(api, &format!("/api/v1/complaints/{complaint_id}"), None).await;
+    let (code, v) = api_get(api, &format!("/api/v1/complaints/{complaint_id}"), None).await;
     assert_eq!(
         (code, v["ticket_id"].as_str()),
         (200, Some("cs_777")),
         "{v}"
     );
-    let (_, list) = get_json(api, "/api/v1/complaints?ticket_id=cs_777", None).await;
+    let (_, list) = api_get(api, "/api/v1/complaints?ticket_id=cs_777", None).await;
     assert_eq!(list["complaints"].as_array().unwrap().len(), 1);
     let mut later = g.trace(Shape::default(), 3);
-    for (_, s) in later.spans.iter_mut() {
-        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
-            *a = fixture::kv("user.id", "usr_k8x9m2");
-        }
-    }
+    later.set_user("usr_k8x9m2");
     let mut grpc = client(&daemon).await;
     grpc.export(fixture::request_for(std::slice::from_ref(&later)))
         .await

@@ -200,12 +200,7 @@ async fn lookups_show_pending_then_decided_traces_newest_first() {
         4,
     );
     let mut newer = g.trace(Shape::default(), 3);
-    newer.user_id = older.user_id.clone();
-    for (_, s) in newer.spans.iter_mut() {
-        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
-            *a = fixture::kv("user.id", &older.user_id);
-        }
-    }
+    newer.set_user(&older.user_id);
     ingest(&b, &older);
     ingest(&b, &newer);
     let uri = format!("/api/v1/traces?user.id={}", older.user_id);
@@ -398,11 +393,7 @@ async fn a_complaint_flags_a_pending_trace_and_watches_its_user() {
     assert_eq!(code, StatusCode::CREATED);
     assert!(w["watch_until"].as_str().is_some(), "{w}");
     let mut next = g.trace(Shape::default(), 2);
-    for (_, s) in next.spans.iter_mut() {
-        for a in s.attributes.iter_mut().filter(|a| a.key == "user.id") {
-            *a = fixture::kv("user.id", &t.user_id);
-        }
-    }
+    next.set_user(&t.user_id);
     ingest(&b, &next);
     advance(Duration::from_secs(11)).await;
     b.decide_due(Instant::now());

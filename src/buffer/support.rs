@@ -146,7 +146,6 @@ impl Buffer {
         if let Some(ix) = &self.hooks.index {
             ix.set_decision(id, Decision::Rescued, Some(mark.reason));
         }
-        metrics::counter!("casefile_support_rescued_traces_total").increment(1);
         self.push_outbox(Kept {
             spans,
             traces: 1,

@@ -213,3 +213,72 @@ pub async fn http_post(
         .to_vec();
     (status, headers, body)
 }
+
+/// One HTTP/1.1 request over a plain socket (the API's real listener): status and body.
+pub async fn api_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let body = json.unwrap_or("");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+/// GET on the support API, the body as JSON (Null when it is not JSON).
+pub async fn api_get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let (code, body) = api_call(addr, "GET", path, token, None).await;
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// POST of a JSON body on the support API.
+pub async fn api_post(addr: SocketAddr, path: &str, json: &str) -> (u16, serde_json::Value) {
+    let (code, body) = api_call(addr, "POST", path, None, Some(json)).await;
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A string attribute of the root span.
+pub fn root_attr(spans: &[Span], key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    let root = spans.iter().find(|s| s.parent_span_id.is_empty())?;
+    root.attributes.iter().find(|a| a.key == key).and_then(|a| {
+        match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            _ => None,
+        }
+    })
+}
