@@ -99,25 +99,31 @@ print(f"casefile  decision delay past the deadline over {total:,.0f} decisions: 
 PY
 
 # Memory per buffered span: a window longer than the run holds 1 M spans; RSS growth over
-# the bytes held (casefile's own gauge counts each span's encoded bytes plus its 72-byte record).
-sed -e 's/decision_wait: 2s/decision_wait: 1h/' -e 's/num_traces: 1000000/num_traces: 5000000/' \
-    -e 's/max_buffer_bytes: 2GiB/max_buffer_bytes: 8GiB/' "$OUT/casefile-bench.yaml" > "$OUT/casefile-hold.yaml"
-target/release/casefile run --config "$OUT/casefile-hold.yaml" > "$OUT/casefile-hold.log" 2>&1 &
-pid=$!
-wait_port 24317
-rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 --connections 4 --spans-per-request 500 \
-  --spans-per-trace 10 --seconds 10 --max-requests 2000 --drain-seconds 1 > /dev/null
-sleep 1
-rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-held=$(curl -s http://127.0.0.1:28990/metrics | awk '/^casefile_processor_tail_sampling_sampling_bytes_on_memory/ {print $2}')
-kill -KILL $pid; wait $pid 2>/dev/null || true
-python3 - "$rss0" "$rss1" "$held" <<'PY'
+# the bytes held (casefile's own gauge counts each span's encoded bytes plus its 72-byte
+# record). Twice: the buffer alone (support layer off), and with the index on (which also
+# holds an entry for every pending trace with a user id).
+hold() { # name, config
+  sed -e 's/decision_wait: 2s/decision_wait: 1h/' -e 's/num_traces: 1000000/num_traces: 5000000/' \
+      -e 's/max_buffer_bytes: 2GiB/max_buffer_bytes: 8GiB/' "$2" > "$OUT/hold-$1.yaml"
+  target/release/casefile run --config "$OUT/hold-$1.yaml" > "$OUT/hold-$1.log" 2>&1 &
+  local pid=$!
+  wait_port 24317
+  local rss0; rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 --connections 4 --spans-per-request 500 \
+    --spans-per-trace 10 --seconds 10 --max-requests 2000 --drain-seconds 1 > /dev/null
+  sleep 1
+  local rss1; rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  local held; held=$(curl -s http://127.0.0.1:28990/metrics | awk '/^casefile_processor_tail_sampling_sampling_bytes_on_memory/ {print $2}')
+  kill -KILL $pid; wait $pid 2>/dev/null || true
+  python3 - "$1" "$rss0" "$rss1" "$held" <<'PY'
 import sys
-rss0, rss1, held = int(sys.argv[1]) * 1024, int(sys.argv[2]) * 1024, float(sys.argv[3])
+name, rss0, rss1, held = sys.argv[1], int(sys.argv[2]) * 1024, int(sys.argv[3]) * 1024, float(sys.argv[4])
 spans = 1_000_000
 encoded = held / spans - 72
 per = (rss1 - rss0) / spans
-print(f"casefile  memory: 1,000,000 spans held, {encoded:.0f} B encoded each; RSS grew {per:.0f} B per span "
+print(f"memory ({name}): 1,000,000 spans held, {encoded:.0f} B encoded each; RSS grew {per:.0f} B per span "
       f"= {per / encoded:.2f} x encoded (target <= 1.2 x + 64 = {1.2 * encoded + 64:.0f} B)")
 PY
+}
+hold core "$OUT/casefile-core.yaml"
+hold support "$OUT/casefile-bench.yaml"

@@ -173,20 +173,21 @@ impl Daemon {
         let grace = config.shutdown_grace;
         let drop_pending = config.tail_sampling.drop_pending_traces_on_shutdown;
         let task_buffer = Arc::clone(&buffer);
+        let task_desk = Arc::clone(&desk);
+        tokio::spawn(record_watch_hits(Arc::clone(&desk), stop_rx.clone()));
         let mut stop_wait = stop_rx;
         let task = tokio::spawn(async move {
             let _ = stop_wait.wait_for(|s| *s).await;
             ready.store(false, Ordering::Relaxed);
-            shutdown(
-                task_buffer,
+            let stages = Stages {
+                buffer: task_buffer,
                 exporters,
                 receivers,
                 decider_task,
                 api_task,
-                grace,
-                drop_pending,
-            )
-            .await;
+                desk: task_desk,
+            };
+            shutdown(stages, grace, drop_pending).await;
         });
         Ok(Daemon {
             grpc_addr,
@@ -205,15 +206,41 @@ impl Daemon {
     }
 }
 
-async fn shutdown(
+/// The stages shutdown stops, in data-flow order.
+struct Stages {
     buffer: Arc<Buffer>,
     exporters: Exporters,
     receivers: Vec<JoinHandle<()>>,
     decider_task: JoinHandle<()>,
     api_task: Option<JoinHandle<()>>,
-    grace: Duration,
-    drop_pending: bool,
-) {
+    desk: Arc<Desk>,
+}
+
+/// Adds the traces that complaint watches kept to their complaint records, once a second
+/// (store writes are blocking: off the runtime's workers).
+async fn record_watch_hits(desk: Arc<Desk>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let d = Arc::clone(&desk);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.record_hits()).await {
+            tracing::warn!(error = %e, "could not add watched traces to their complaints");
+        }
+    }
+}
+
+async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
+    let Stages {
+        buffer,
+        exporters,
+        receivers,
+        decider_task,
+        api_task,
+        desk,
+    } = stages;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!("shutting down: receivers stop, pending traces are decided, exporters drain");
     for r in receivers {
@@ -227,6 +254,7 @@ async fn shutdown(
         dropped_unseen = drop_pending,
         "pending traces decided"
     );
+    let _ = tokio::task::spawn_blocking(move || desk.record_hits()).await;
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let undelivered = exporters.shutdown(left).await;
     if undelivered > 0 {

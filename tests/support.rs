@@ -167,6 +167,11 @@ async fn a_watch_keeps_the_next_trace_and_survives_a_restart() {
         (200, Some("cs_777")),
         "{v}"
     );
+    assert_eq!(
+        v["traces"],
+        serde_json::json!([{ "trace_id": id, "outcome": "flagged" }]),
+        "the trace the watch kept is on the complaint's record"
+    );
     let (_, list) = api_get(api, "/api/v1/complaints?ticket_id=cs_777", None).await;
     assert_eq!(list["complaints"].as_array().unwrap().len(), 1);
     let mut later = g.trace(Shape::default(), 3);

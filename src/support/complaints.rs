@@ -168,6 +168,7 @@ impl Desk {
         }
         let keys = self.keys(&c)?;
 
+        let complaint_id = store::new_id();
         let mark = Mark::new("complaint", &ticket, c.label.as_deref());
         let mut traces = Vec::new();
         let mut seen = HashSet::new();
@@ -200,13 +201,13 @@ impl Desk {
                 self.buffer.hooks().marks.watch(
                     key,
                     until,
-                    Mark::new("watch", &ticket, c.label.as_deref()),
+                    Mark::new("watch", &ticket, c.label.as_deref()).of_complaint(&complaint_id),
                 );
             }
         }
         let to_rfc = |t: SystemTime| humantime::format_rfc3339_millis(t).to_string();
         let record = Complaint {
-            complaint_id: store::new_id(),
+            complaint_id,
             ticket_id: ticket,
             created_at: to_rfc(now),
             label: c.label,
@@ -237,6 +238,22 @@ impl Desk {
         }
     }
 
+    /// Adds the traces watches kept since the last call to their complaints' records
+    /// (outcome `flagged`). Blocking: one write per trace. Returns how many.
+    pub fn record_hits(&self) -> Result<usize, ComplaintError> {
+        let hits = self.buffer.hooks().marks.take_hits();
+        for (complaint, id) in &hits {
+            self.store.add_trace(
+                complaint,
+                TraceOutcome {
+                    trace_id: hex::encode(id),
+                    outcome: Outcome::Flagged,
+                },
+            )?;
+        }
+        Ok(hits.len())
+    }
+
     /// Re-opens the watches of stored complaints that have not expired. Returns how many.
     pub fn restore_watches(&self) -> Result<usize, ComplaintError> {
         let now = SystemTime::now();
@@ -257,7 +274,8 @@ impl Desk {
                 self.buffer.hooks().marks.watch(
                     key,
                     until,
-                    Mark::new("watch", &c.ticket_id, c.label.as_deref()),
+                    Mark::new("watch", &c.ticket_id, c.label.as_deref())
+                        .of_complaint(&c.complaint_id),
                 );
             }
             n += 1;

@@ -19,6 +19,8 @@ pub struct Mark {
     pub reason: &'static str,
     pub ticket_id: Arc<str>,
     pub label: Option<Arc<str>>,
+    /// The complaint behind a watch, so the traces it keeps can be added to its record.
+    pub complaint_id: Option<Arc<str>>,
 }
 
 impl Mark {
@@ -27,7 +29,14 @@ impl Mark {
             reason,
             ticket_id: ticket_id.into(),
             label: label.map(Into::into),
+            complaint_id: None,
         }
+    }
+
+    /// The same mark, recording its hits for `complaint_id`.
+    pub fn of_complaint(mut self, complaint_id: &str) -> Mark {
+        self.complaint_id = Some(complaint_id.into());
+        self
     }
 
     /// The attributes a kept trace's root span gets.
@@ -52,7 +61,12 @@ pub struct Marks {
     watches: Mutex<HashMap<Key, Watch>>,
     /// Set while any flag or watch exists: deciding skips the locks otherwise.
     any: AtomicBool,
+    /// Traces kept by a watch, for its complaint record: (complaint id, trace).
+    hits: Mutex<Vec<(Arc<str>, TraceId)>>,
 }
+
+/// Hits waiting to be written beyond this are dropped (and counted).
+const MAX_PENDING_HITS: usize = 100_000;
 
 impl Marks {
     /// Keeps `id` at its decision.
@@ -100,9 +114,24 @@ impl Marks {
         }
         watches.retain(|_, w| w.until > now);
         let keys = keys();
-        keys.iter()
+        let mark = keys
+            .iter()
             .find_map(|k| watches.get(k))
-            .map(|w| w.mark.clone())
+            .map(|w| w.mark.clone())?;
+        if let Some(c) = &mark.complaint_id {
+            let mut hits = self.hits.lock();
+            if hits.len() < MAX_PENDING_HITS {
+                hits.push((Arc::clone(c), *id));
+            } else {
+                metrics::counter!("casefile_support_watch_hits_dropped_total").increment(1);
+            }
+        }
+        Some(mark)
+    }
+
+    /// Takes the traces watches kept since the last call.
+    pub fn take_hits(&self) -> Vec<(Arc<str>, TraceId)> {
+        std::mem::take(&mut *self.hits.lock())
     }
 }
 
@@ -151,6 +180,20 @@ mod tests {
         );
         assert_eq!(m.for_trace(&[4; 16], || vec![key("u2")], now), None);
         assert_eq!(m.watch_count(now), 1);
+        assert!(
+            m.take_hits().is_empty(),
+            "a mark without a complaint records nothing"
+        );
+        m.watch(
+            key("u9"),
+            now + Duration::from_secs(60),
+            Mark::new("watch", "cs_3", None).of_complaint("cmp_1"),
+        );
+        assert!(m.for_trace(&[6; 16], || vec![key("u9")], now).is_some());
+        let hits = m.take_hits();
+        assert_eq!(hits.len(), 1);
+        assert_eq!((&*hits[0].0, hits[0].1), ("cmp_1", [6; 16]));
+        assert!(m.take_hits().is_empty());
         let later = now + Duration::from_secs(61);
         assert_eq!(
             m.for_trace(&[5; 16], || vec![key("u1")], later),
