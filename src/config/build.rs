@@ -1,0 +1,380 @@
+//! The second config layer: reads each section of the YAML value on its own into the
+//! `raw` structs, checks what types cannot say, and builds the validated [`Config`],
+//! collecting every problem instead of stopping at the first.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use super::*;
+use crate::export::config::{ExporterCfg, FileCfg, OtlpCfg};
+use crate::policy::PolicyCfg;
+
+fn join(path: &str, rest: &str) -> String {
+    match (path.is_empty(), rest.is_empty() || rest == ".") {
+        (_, true) => path.to_owned(),
+        (true, false) => rest.to_owned(),
+        (false, false) if rest.starts_with('[') => format!("{path}{rest}"),
+        (false, false) => format!("{path}.{rest}"),
+    }
+}
+
+/// Reads sections one by one, collecting problems instead of stopping at the first.
+pub(super) struct Reader {
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Reader {
+    /// Deserializes `value` as `T`; a failure becomes a problem at `path` + the inner path.
+    fn read<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                // serde_yaml_ng appends no location to errors from a Value; keep the text.
+                self.problems.push(Problem::new(join(path, &inner), msg));
+                None
+            }
+        }
+    }
+
+    fn read_or_default<T: DeserializeOwned + Default>(
+        &mut self,
+        root: &mut serde_yaml_ng::Mapping,
+        key: &str,
+    ) -> Option<T> {
+        match root.remove(key) {
+            None | Some(Value::Null) => Some(T::default()),
+            Some(v) => self.read(v, key),
+        }
+    }
+
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    pub(super) fn build(&mut self, root: Value, source: &str) -> Option<Config> {
+        let mut root = match root {
+            Value::Mapping(m) => m,
+            Value::Null => serde_yaml_ng::Mapping::new(),
+            _ => {
+                self.problem("", "the configuration must be a mapping (receivers:, processors:, exporters:, support:)");
+                return None;
+            }
+        };
+        let receivers = self
+            .read_or_default::<raw::Receivers>(&mut root, "receivers")
+            .map(|r| self.receivers(r));
+        let processors = self.read_or_default::<raw::Processors>(&mut root, "processors");
+        let tail_sampling = processors.and_then(|p| self.tail_sampling(p.tail_sampling));
+        let exporters = self.exporters(root.remove("exporters"));
+        let support = self
+            .read_or_default::<raw::Support>(&mut root, "support")
+            .map(|s| self.support(s));
+        let logging = self
+            .read_or_default::<raw::Logging>(&mut root, "logging")
+            .and_then(|l| self.logging(l));
+        let shutdown_grace = match root.remove("shutdown_timeout") {
+            None | Some(Value::Null) => Some(Duration::from_secs(30)),
+            Some(v) => self
+                .read::<duration::GoDuration>(v, "shutdown_timeout")
+                .map(|d| d.0),
+        };
+        for (k, _) in root {
+            let key = k
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{k:?}"));
+            let hint = match key.as_str() {
+                "service" | "extensions" | "connectors" => {
+                    " (casefile has one fixed pipeline; remove this Collector section)"
+                }
+                "storage" => " (storage.dir, the write-ahead log, is not implemented yet)",
+                _ => "",
+            };
+            self.problem(key.clone(), format!("unknown field `{key}`, expected one of receivers, processors, exporters, support, logging, shutdown_timeout{hint}"));
+        }
+        Some(Config {
+            source: source.to_owned(),
+            receivers: receivers??,
+            tail_sampling: tail_sampling?,
+            exporters: exporters?,
+            support: support??,
+            logging: logging?,
+            shutdown_grace: shutdown_grace?,
+        })
+    }
+
+    fn receivers(&mut self, r: raw::Receivers) -> Option<ReceiversCfg> {
+        let p = r.otlp.map(|o| o.protocols).unwrap_or_default();
+        let grpc = p.grpc.map(|g| {
+            let g = g.unwrap_or_default();
+            GrpcReceiverCfg {
+                endpoint: g.endpoint.unwrap_or_else(|| "127.0.0.1:4317".into()),
+                max_recv_msg_size: (g.max_recv_msg_size_mib.unwrap_or(16) << 20) as usize,
+            }
+        });
+        let http = p.http.map(|h| {
+            let h = h.unwrap_or_default();
+            HttpReceiverCfg {
+                endpoint: h.endpoint.unwrap_or_else(|| "127.0.0.1:4318".into()),
+                max_request_body_size: h.max_request_body_size.map_or(20 << 20, |s| s.0 as usize),
+            }
+        });
+        if grpc.is_none() && http.is_none() {
+            self.problem(
+                "receivers.otlp.protocols",
+                "no receiver configured: add grpc and/or http",
+            );
+        }
+        if grpc.as_ref().is_some_and(|g| g.max_recv_msg_size == 0) {
+            self.problem(
+                "receivers.otlp.protocols.grpc.max_recv_msg_size_mib",
+                "must be at least 1",
+            );
+        }
+        if http.as_ref().is_some_and(|h| h.max_request_body_size == 0) {
+            self.problem(
+                "receivers.otlp.protocols.http.max_request_body_size",
+                "must be more than 0",
+            );
+        }
+        for (path, ep) in [
+            ("grpc", grpc.as_ref().map(|g| &g.endpoint)),
+            ("http", http.as_ref().map(|h| &h.endpoint)),
+        ] {
+            if let Some(ep) = ep {
+                self.check_listen(&format!("receivers.otlp.protocols.{path}.endpoint"), ep);
+            }
+        }
+        Some(ReceiversCfg { grpc, http })
+    }
+
+    /// A listen address must be `host:port` with a numeric port.
+    fn check_listen(&mut self, path: &str, endpoint: &str) {
+        let ok = endpoint
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            self.problem(
+                path,
+                format!("{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, 0.0.0.0:4317)"),
+            );
+        }
+    }
+
+    fn tail_sampling(&mut self, value: Option<Value>) -> Option<TailSamplingCfg> {
+        const P: &str = "processors.tail_sampling";
+        let Some(value) = value else {
+            self.problem(
+                P,
+                "missing: casefile needs processors.tail_sampling with at least one policy",
+            );
+            return None;
+        };
+        let t: raw::TailSampling = self.read(value, P)?;
+        let mut policies = Vec::with_capacity(t.policies.len());
+        let mut ok = true;
+        for (i, v) in t.policies.into_iter().enumerate() {
+            match self.read::<PolicyCfg>(v, &format!("{P}.policies[{i}]")) {
+                Some(p) => policies.push(p),
+                None => ok = false,
+            }
+        }
+        if ok && policies.is_empty() {
+            self.problem(
+                format!("{P}.policies"),
+                "no policies: every trace would be dropped (use `type: always_sample` to keep all)",
+            );
+        }
+        if ok {
+            if let Err(problems) =
+                crate::policy::Policies::build(&policies, t.sample_on_first_match)
+            {
+                for p in problems {
+                    self.problem(join(P, &p.path), p.message);
+                }
+            }
+        }
+        if t.decision_wait.0.is_zero() {
+            self.problem(format!("{P}.decision_wait"), "must be more than 0");
+        }
+        if t.num_traces == 0 {
+            self.problem(format!("{P}.num_traces"), "must be at least 1");
+        }
+        if t.max_buffer_bytes.0 < 1 << 20 {
+            self.problem(format!("{P}.max_buffer_bytes"), "must be at least 1MiB");
+        }
+        if !(1..=1024).contains(&t.num_shards) {
+            self.problem(format!("{P}.num_shards"), "must be between 1 and 1024");
+        }
+        Some(TailSamplingCfg {
+            decision_wait: t.decision_wait.0,
+            decision_wait_after_root_received: t
+                .decision_wait_after_root_received
+                .map(|d| d.0)
+                .filter(|d| !d.is_zero()),
+            num_traces: t.num_traces as usize,
+            expected_new_traces_per_sec: t.expected_new_traces_per_sec as usize,
+            sampled_cache_size: t.decision_cache.sampled_cache_size as usize,
+            non_sampled_cache_size: t.decision_cache.non_sampled_cache_size as usize,
+            sample_on_first_match: t.sample_on_first_match,
+            drop_pending_traces_on_shutdown: t.drop_pending_traces_on_shutdown,
+            maximum_trace_size_bytes: Some(t.maximum_trace_size_bytes.0 as usize)
+                .filter(|n| *n > 0),
+            max_buffer_bytes: t.max_buffer_bytes.0 as usize,
+            num_shards: t.num_shards,
+            policies,
+        })
+    }
+
+    fn exporters(&mut self, value: Option<Value>) -> Option<Vec<(String, ExporterCfg)>> {
+        let map = match value {
+            Some(Value::Mapping(m)) => m,
+            None | Some(Value::Null) => serde_yaml_ng::Mapping::new(),
+            Some(_) => {
+                self.problem(
+                    "exporters",
+                    "must be a mapping of exporters (otlp, otlphttp, file)",
+                );
+                return None;
+            }
+        };
+        let mut out = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            let Some(name) = k.as_str().map(str::to_owned) else {
+                self.problem(
+                    "exporters",
+                    format!("exporter names must be strings, not {k:?}"),
+                );
+                continue;
+            };
+            let path = format!("exporters.{name}");
+            let cfg = match name.split('/').next().unwrap_or_default() {
+                "otlp" => self.read::<OtlpCfg>(v, &path).map(ExporterCfg::Otlp),
+                "otlphttp" => self.read::<OtlpCfg>(v, &path).map(ExporterCfg::OtlpHttp),
+                "file" => self.read::<FileCfg>(v, &path).map(ExporterCfg::File),
+                other => {
+                    self.problem(path, format!("unknown exporter type {other:?}: casefile has otlp (gRPC), otlphttp and file (name several as otlp/a, otlp/b)"));
+                    None
+                }
+            };
+            if let Some(cfg) = cfg {
+                self.check_exporter(&format!("exporters.{name}"), &cfg);
+                out.push((name, cfg));
+            }
+        }
+        if out.is_empty()
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.path.starts_with("exporters"))
+        {
+            self.problem(
+                "exporters",
+                "no exporter: kept traces would go nowhere (add otlp, otlphttp or file)",
+            );
+        }
+        Some(out)
+    }
+
+    fn check_exporter(&mut self, path: &str, cfg: &ExporterCfg) {
+        match cfg {
+            ExporterCfg::Otlp(c) | ExporterCfg::OtlpHttp(c) => {
+                if c.endpoint.trim().is_empty() {
+                    self.problem(format!("{path}.endpoint"), "must not be empty");
+                }
+                if !matches!(c.compression.as_str(), "gzip" | "none" | "" | "zstd") {
+                    self.problem(
+                        format!("{path}.compression"),
+                        format!(
+                            "{:?} is not supported: use gzip, zstd or none",
+                            c.compression
+                        ),
+                    );
+                }
+                if c.sending_queue.queue_size == 0 {
+                    self.problem(
+                        format!("{path}.sending_queue.queue_size"),
+                        "must be at least 1",
+                    );
+                }
+                if c.timeout.0.is_zero() {
+                    self.problem(format!("{path}.timeout"), "must be more than 0");
+                }
+            }
+            ExporterCfg::File(c) => {
+                if c.path.trim().is_empty() {
+                    self.problem(format!("{path}.path"), "must not be empty");
+                }
+            }
+        }
+    }
+
+    fn support(&mut self, s: raw::Support) -> Option<SupportCfg> {
+        let endpoint = s.api.endpoint.filter(|e| !e.trim().is_empty());
+        if let Some(ep) = &endpoint {
+            self.check_listen("support.api.endpoint", ep);
+        }
+        if s.index.hash_values && s.index.hash_key.as_deref().is_none_or(str::is_empty) {
+            self.problem(
+                "support.index.hash_key",
+                "hash_values needs a key, e.g. hash_key: ${env:CASEFILE_INDEX_KEY}",
+            );
+        }
+        if let Some(url) = &s.trace_url {
+            if !url.contains("{trace_id}") {
+                self.problem(
+                    "support.trace_url",
+                    "must contain {trace_id}, e.g. http://jaeger:16686/trace/{trace_id}",
+                );
+            }
+        }
+        Some(SupportCfg {
+            api: ApiCfg {
+                endpoint,
+                auth_token: s.api.auth_token.filter(|t| !t.is_empty()),
+            },
+            trace_url: s.trace_url,
+            index: IndexCfg {
+                attributes: s.index.attributes,
+                retention: s.index.retention.0,
+                max_traces: s.index.max_traces as usize,
+                hash_values: s.index.hash_values,
+                hash_key: s.index.hash_key,
+            },
+            complaints: ComplaintsCfg {
+                watch_for: s.complaints.watch_for.0,
+                rescue_window: s.complaints.rescue_window.0,
+                rescue_max_bytes: s.complaints.rescue_max_bytes.0 as usize,
+                store: s.complaints.store,
+            },
+        })
+    }
+
+    fn logging(&mut self, l: raw::Logging) -> Option<LoggingCfg> {
+        let format = match l.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                self.problem("logging.format", format!("{other:?}: use text or json"));
+                return None;
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+            self.problem(
+                "logging.level",
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or filter",
+                    l.level
+                ),
+            );
+        }
+        Some(LoggingCfg {
+            level: l.level,
+            format,
+        })
+    }
+}
