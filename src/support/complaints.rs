@@ -241,7 +241,9 @@ impl Desk {
     /// Adds the traces watches kept since the last call to their complaints' records
     /// (outcome `flagged`). Blocking: one write per trace. Returns how many.
     pub fn record_hits(&self) -> Result<usize, ComplaintError> {
-        let hits = self.buffer.hooks().marks.take_hits();
+        let marks = &self.buffer.hooks().marks;
+        marks.sweep(SystemTime::now());
+        let hits = marks.take_hits();
         for (complaint, id) in &hits {
             self.store.add_trace(
                 complaint,

@@ -112,11 +112,11 @@ impl Marks {
         if watches.is_empty() {
             return None;
         }
-        watches.retain(|_, w| w.until > now);
         let keys = keys();
         let mark = keys
             .iter()
-            .find_map(|k| watches.get(k))
+            .filter_map(|k| watches.get(k))
+            .find(|w| w.until > now)
             .map(|w| w.mark.clone())?;
         if let Some(c) = &mark.complaint_id {
             let mut hits = self.hits.lock();
@@ -127,6 +127,12 @@ impl Marks {
             }
         }
         Some(mark)
+    }
+
+    /// Forgets expired watches (called periodically, not per decision: a decision only
+    /// looks its own keys up).
+    pub fn sweep(&self, now: SystemTime) {
+        self.watches.lock().retain(|_, w| w.until > now);
     }
 
     /// Takes the traces watches kept since the last call.
@@ -201,5 +207,7 @@ mod tests {
             "expired"
         );
         assert_eq!(m.watch_count(later), 0);
+        m.sweep(later);
+        assert!(m.watches.lock().is_empty(), "swept");
     }
 }
