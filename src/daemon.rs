@@ -270,9 +270,24 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
 }
 
 /// Runs the daemon until `signal` resolves, then shuts down cleanly.
-pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), RunError> {
+/// Runs until `signal`; with a reload source, policies are reloaded on SIGHUP and when the
+/// config file changes.
+pub async fn run(
+    config: Config,
+    reload: Option<crate::reload::Source>,
+    signal: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let started = config.clone();
     let daemon = Daemon::start(config).await?;
-    signal.await;
+    match reload {
+        Some(source) => {
+            tokio::select! {
+                _ = signal => {}
+                _ = crate::reload::watch(&daemon, source, started) => {}
+            }
+        }
+        None => signal.await,
+    }
     daemon.shutdown().await;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod fixture;
 pub mod model;
 pub mod policy;
 pub mod receiver;
+pub mod reload;
 pub mod support;
 pub mod telemetry;
 pub mod wire;

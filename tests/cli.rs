@@ -339,3 +339,104 @@ async fn lookup_and_complain_clients_talk_to_the_api() {
     assert_eq!(v["traces"][0]["outcome"], "flagged");
     daemon.shutdown().await;
 }
+
+/// Reads log lines until one satisfies `pred` (the watchdog ends a stuck daemon).
+fn wait_line(
+    lines: &mut impl Iterator<Item = String>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    for line in lines {
+        if pred(&line) {
+            return line;
+        }
+    }
+    panic!("the daemon exited before logging {what}");
+}
+
+#[test]
+fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("kept.jsonl");
+    let cfg = write_config(dir.path(), &out_file);
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog_pid = pid.clone();
+    std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(40)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
+        }
+    });
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let addr = http_addr(&mut lines);
+
+    // SIGHUP with the file unchanged: reloaded, same policies.
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let line = wait_line(&mut lines, "a reload", |l| l.contains("config reloaded"));
+    assert!(line.contains("SIGHUP") && line.contains("errors"), "{line}");
+
+    // A broken file is refused with its problem; the daemon keeps running.
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        good.replace("decision_wait: 1h", "decision_wait: soon"),
+    )
+    .unwrap();
+    let line = wait_line(&mut lines, "a refused reload", |l| {
+        l.contains("reload rejected")
+    });
+    assert!(line.contains("decision_wait"), "{line}");
+
+    // A new policy in the file applies without a restart, to traces already held.
+    let mut g = Gen::new(23);
+    let plain = g.trace(Shape::default(), 4);
+    assert_eq!(
+        post(
+            &addr,
+            fixture::request_for(std::slice::from_ref(&plain)).encode_to_vec()
+        ),
+        200
+    );
+    std::fs::write(
+        &cfg,
+        good.replace(
+            "{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }",
+            "{ name: everything, type: always_sample }",
+        ),
+    )
+    .unwrap();
+    let line = wait_line(&mut lines, "the new policy", |l| {
+        l.contains("config reloaded")
+    });
+    assert!(
+        line.contains("file changed") && line.contains("everything"),
+        "{line}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let _rest: Vec<String> = lines.collect();
+    assert!(child.wait().unwrap().success());
+    let _ = done_tx.send(());
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        text.contains(&hex::encode(plain.trace_id)),
+        "the held trace was kept by the reloaded policy: {text}"
+    );
+}

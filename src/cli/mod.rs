@@ -114,7 +114,13 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
         }
     };
     tracing::info!(config = %cfg.source, "starting casefile {}", env!("CARGO_PKG_VERSION"));
-    match rt.block_on(async { crate::run(cfg, shutdown_signal()).await }) {
+    let reload_from = path.cloned();
+    match rt.block_on(async {
+        // Both installed before start-up: an early SIGHUP or SIGTERM is handled, not fatal.
+        let stop = shutdown_signal();
+        let reload = crate::reload::Source::new(reload_from);
+        crate::run(cfg, Some(reload), stop).await
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "casefile failed");

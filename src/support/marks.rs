@@ -108,7 +108,7 @@ impl Marks {
         if let Some(m) = self.flags.lock().remove(id) {
             return Some(m);
         }
-        let mut watches = self.watches.lock();
+        let watches = self.watches.lock();
         if watches.is_empty() {
             return None;
         }
