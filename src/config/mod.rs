@@ -123,21 +123,53 @@ pub struct TailSamplingCfg {
 }
 
 /// `support.api`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiCfg {
     /// None: the API is off.
     pub endpoint: Option<String>,
+    /// A secret: never printed (see the `Debug` impl).
     pub auth_token: Option<String>,
 }
 
+/// Shows whether a secret is set, never its value.
+fn redacted(secret: &Option<String>) -> &'static str {
+    if secret.is_some() {
+        "<set>"
+    } else {
+        "<none>"
+    }
+}
+
+impl std::fmt::Debug for ApiCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiCfg")
+            .field("endpoint", &self.endpoint)
+            .field("auth_token", &redacted(&self.auth_token))
+            .finish()
+    }
+}
+
 /// `support.index` (used by the support layer).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IndexCfg {
     pub attributes: Vec<String>,
     pub retention: Duration,
     pub max_traces: usize,
     pub hash_values: bool,
+    /// A secret: never printed (see the `Debug` impl).
     pub hash_key: Option<String>,
+}
+
+impl std::fmt::Debug for IndexCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexCfg")
+            .field("attributes", &self.attributes)
+            .field("retention", &self.retention)
+            .field("max_traces", &self.max_traces)
+            .field("hash_values", &self.hash_values)
+            .field("hash_key", &redacted(&self.hash_key))
+            .finish()
+    }
 }
 
 /// `support.complaints` (used by the support layer).

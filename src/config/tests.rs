@@ -237,3 +237,13 @@ fn unset_variables_are_problems() {
         .message
         .contains("CASEFILE_TEST_SURELY_UNSET is not set"));
 }
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let text = MINIMAL.replace("exporters:", "support:\n  api: { auth_token: tok_SECRET }\n  index: { hash_values: true, hash_key: key_SECRET }\nexporters:");
+    let c = load_with_env(&text, "s.yaml", &env()).unwrap();
+    assert_eq!(c.support.api.auth_token.as_deref(), Some("tok_SECRET"));
+    let shown = format!("{c:?} {:?}", c.summary());
+    assert!(!shown.contains("SECRET"), "{shown}");
+    assert!(shown.contains("<set>"));
+}
