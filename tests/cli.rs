@@ -147,29 +147,70 @@ shutdown_timeout: 10s
     path
 }
 
+/// The daemon binary running on a config, its log lines, and a watchdog that kills it
+/// (failing the test) if it has not stopped within 40 s.
+struct Running {
+    child: std::process::Child,
+    pid: String,
+    lines: Box<dyn Iterator<Item = String>>,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+fn run_daemon(cfg: &Path) -> Running {
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let (done, stopped) = std::sync::mpsc::channel::<()>();
+    let watchdog_pid = pid.clone();
+    std::thread::spawn(move || {
+        if stopped.recv_timeout(Duration::from_secs(40)).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
+        }
+    });
+    let lines = Box::new(
+        BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok),
+    );
+    Running {
+        child,
+        pid,
+        lines,
+        done,
+    }
+}
+
+impl Running {
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill")
+            .args([sig, &self.pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Sends SIGTERM and waits for the exit: whether it exited 0, and the rest of the log.
+    fn stop(mut self) -> (bool, Vec<String>) {
+        self.signal("-TERM");
+        let rest: Vec<String> = self.lines.by_ref().collect();
+        let ok = self.child.wait().unwrap().success();
+        let _ = self.done.send(());
+        (ok, rest)
+    }
+}
+
 #[test]
 fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("kept.jsonl");
     let cfg = write_config(dir.path(), &out_file);
-    let mut child = bin()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A watchdog: a daemon that does not stop within 30 s is killed, failing the test.
-    let pid = child.id().to_string();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if done_rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        }
-    });
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let addr = http_addr(&mut lines);
+    let mut daemon = run_daemon(&cfg);
+    let addr = http_addr(&mut daemon.lines);
 
     let mut g = Gen::new(21);
     let err = g.trace(
@@ -184,15 +225,8 @@ fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
     assert_eq!(post(&addr, body), 200);
 
     // The window is an hour: only shutdown can decide these traces.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let rest: Vec<String> = lines.collect();
-    let code = child.wait().unwrap();
-    let _ = done_tx.send(());
-    assert!(code.success(), "exit {code:?}; log:\n{}", rest.join("\n"));
+    let (ok, rest) = daemon.stop();
+    assert!(ok, "the daemon did not exit 0; log:\n{}", rest.join("\n"));
 
     let text = std::fs::read_to_string(&out_file).unwrap();
     let ids: Vec<String> = text
@@ -359,33 +393,14 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("kept.jsonl");
     let cfg = write_config(dir.path(), &out_file);
-    let mut child = bin()
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    let watchdog_pid = pid.clone();
-    std::thread::spawn(move || {
-        if done_rx.recv_timeout(Duration::from_secs(40)).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
-        }
-    });
-    let mut lines = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let addr = http_addr(&mut lines);
+    let mut daemon = run_daemon(&cfg);
+    let addr = http_addr(&mut daemon.lines);
 
     // SIGHUP with the file unchanged: reloaded, same policies.
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let line = wait_line(&mut lines, "a reload", |l| l.contains("config reloaded"));
+    daemon.signal("-HUP");
+    let line = wait_line(&mut daemon.lines, "a reload", |l| {
+        l.contains("config reloaded")
+    });
     assert!(line.contains("SIGHUP") && line.contains("errors"), "{line}");
 
     // A broken file is refused with its problem; the daemon keeps running.
@@ -395,7 +410,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         good.replace("decision_wait: 1h", "decision_wait: soon"),
     )
     .unwrap();
-    let line = wait_line(&mut lines, "a refused reload", |l| {
+    let line = wait_line(&mut daemon.lines, "a refused reload", |l| {
         l.contains("reload rejected")
     });
     assert!(line.contains("decision_wait"), "{line}");
@@ -418,7 +433,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         ),
     )
     .unwrap();
-    let line = wait_line(&mut lines, "the new policy", |l| {
+    let line = wait_line(&mut daemon.lines, "the new policy", |l| {
         l.contains("config reloaded")
     });
     assert!(
@@ -426,14 +441,8 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         "{line}"
     );
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let _rest: Vec<String> = lines.collect();
-    assert!(child.wait().unwrap().success());
-    let _ = done_tx.send(());
+    let (ok, rest) = daemon.stop();
+    assert!(ok, "the daemon did not exit 0; log:\n{}", rest.join("\n"));
     let text = std::fs::read_to_string(&out_file).unwrap();
     assert!(
         text.contains(&hex::encode(plain.trace_id)),

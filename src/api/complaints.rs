@@ -74,17 +74,7 @@ pub async fn list(
         match k.as_str() {
             "ticket_id" => filter.ticket_id = Some(v),
             "user_id" => filter.user_id = Some(v),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "invalid limit {v:?}: a number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?
-            }
+            "limit" => limit = super::parse_limit(&v, MAX_LIMIT)?,
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown parameter {other:?}: use ticket_id, user_id or limit"

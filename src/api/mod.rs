@@ -66,6 +66,16 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// Parses a `limit` query parameter: a number from 1 to `max`.
+pub(crate) fn parse_limit(v: &str, max: usize) -> Result<usize, ApiError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("invalid limit {v:?}: a number from 1 to {max}"))
+        })
+}
+
 /// Compares in time independent of where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -84,17 +84,7 @@ pub async fn search(
                     )))
                 }
             },
-            "limit" => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "invalid limit {v:?}: a number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?
-            }
+            "limit" => limit = super::parse_limit(&v, MAX_LIMIT)?,
             attr => {
                 let k = index.query_key(attr, v).ok_or_else(|| {
                     ApiError::bad_request(format!(
