@@ -145,6 +145,7 @@ impl Daemon {
                 trace_url: config.support.trace_url.clone(),
                 auth_token: config.support.api.auth_token.as_deref().map(Arc::from),
                 desk: Some(Arc::clone(&desk)),
+                limiter: api::Limiter::new(config.support.api.max_requests_per_second),
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {

@@ -40,6 +40,40 @@ pub struct ApiState {
     pub auth_token: Option<Arc<str>>,
     /// Files complaints; None when the support layer is off.
     pub desk: Option<Arc<Desk>>,
+    /// `support.api.max_requests_per_second` for `/api/*`, shared by all clients.
+    pub limiter: Option<Arc<Limiter>>,
+}
+
+/// A token bucket: `rate` requests a second, bursts of twice that.
+pub struct Limiter {
+    rate: f64,
+    /// (tokens left, when they were counted).
+    bucket: parking_lot::Mutex<(f64, std::time::Instant)>,
+}
+
+impl Limiter {
+    pub fn new(rate: u32) -> Option<Arc<Limiter>> {
+        (rate > 0).then(|| {
+            let rate = f64::from(rate);
+            Arc::new(Limiter {
+                rate,
+                bucket: parking_lot::Mutex::new((2.0 * rate, std::time::Instant::now())),
+            })
+        })
+    }
+
+    fn admit(&self) -> bool {
+        let mut b = self.bucket.lock();
+        let now = std::time::Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(2.0 * self.rate);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -51,7 +85,7 @@ pub fn router(state: ApiState) -> Router {
             get(complaints::list).post(complaints::file),
         )
         .route("/api/v1/complaints/{complaint_id}", get(complaints::one))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/", get(console))
         .route(
@@ -81,7 +115,21 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn require_token(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+/// Rate limit, then bearer token, for every `/api/*` route.
+async fn guard(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    if st.limiter.as_ref().is_some_and(|l| !l.admit()) {
+        metrics::counter!("casefile_api_throttled_requests_total").increment(1);
+        let mut r = ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "too many requests; retry in a second".into(),
+        }
+        .into_response();
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return r;
+    }
     if let Some(token) = &st.auth_token {
         let given = req
             .headers()

@@ -63,6 +63,7 @@ fn state(buffer: Arc<Buffer>, token: Option<&str>) -> ApiState {
             Arc::new(ComplaintStore::in_memory().unwrap()),
             Duration::from_secs(3600),
         ))),
+        limiter: None,
     }
 }
 
@@ -441,4 +442,32 @@ async fn the_console_page_is_served_without_a_token() {
     assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
     let body = to_bytes(resp.into_body(), 1 << 20).await.unwrap();
     assert!(String::from_utf8_lossy(&body).contains("casefile"));
+}
+
+#[tokio::test]
+async fn the_api_is_rate_limited_with_429_and_retry_after() {
+    let mut st = state(buffer(true), None);
+    st.limiter = Limiter::new(2);
+    // A burst of twice the rate goes through, the next is refused.
+    for _ in 0..4 {
+        assert_eq!(
+            get(&st, "/api/v1/traces?user.id=u", None).await.0,
+            StatusCode::OK
+        );
+    }
+    let resp = router(st.clone())
+        .oneshot(
+            Request::get("/api/v1/traces?user.id=u")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        get(&st, "/healthz", None).await.0,
+        StatusCode::OK,
+        "health is not limited"
+    );
 }

@@ -336,6 +336,7 @@ impl Reader {
             api: ApiCfg {
                 endpoint,
                 auth_token: s.api.auth_token.filter(|t| !t.is_empty()),
+                max_requests_per_second: s.api.max_requests_per_second,
             },
             trace_url: s.trace_url,
             index: IndexCfg {

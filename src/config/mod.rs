@@ -129,6 +129,8 @@ pub struct ApiCfg {
     pub endpoint: Option<String>,
     /// A secret: never printed (see the `Debug` impl).
     pub auth_token: Option<String>,
+    /// Requests a second to `/api/*`, bursts of twice that; 0 = no limit.
+    pub max_requests_per_second: u32,
 }
 
 /// Shows whether a secret is set, never its value.
@@ -145,6 +147,7 @@ impl std::fmt::Debug for ApiCfg {
         f.debug_struct("ApiCfg")
             .field("endpoint", &self.endpoint)
             .field("auth_token", &redacted(&self.auth_token))
+            .field("max_requests_per_second", &self.max_requests_per_second)
             .finish()
     }
 }

@@ -138,6 +138,8 @@ pub struct Api {
     /// Empty or null turns the API off.
     pub endpoint: Option<String>,
     pub auth_token: Option<String>,
+    /// Requests a second to `/api/*` (bursts of twice that); 0 = no limit.
+    pub max_requests_per_second: u32,
 }
 
 impl Default for Api {
@@ -145,6 +147,7 @@ impl Default for Api {
         Api {
             endpoint: Some("127.0.0.1:8990".into()),
             auth_token: None,
+            max_requests_per_second: 100,
         }
     }
 }
