@@ -14,11 +14,8 @@
 //! resource and scope, through `encode_request` and `decode_request`.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 use lz4_flex::block::{
     compress_into_with_table, decompress, get_maximum_output_size, CompressTable,
@@ -29,7 +26,7 @@ use tokio::time::Instant;
 use crate::model::{Shared, Span, StatusCode, TraceId};
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
-use crate::wire::{put_varint, read_varint, varint_len};
+use crate::wire::{put_varint, varint_len};
 
 /// Size at which the staging block is sealed, by default.
 pub const DEFAULT_BLOCK_SIZE: usize = 256 << 10;
@@ -70,80 +67,6 @@ struct Loc {
     seq: u64,
     offset: u32,
     len: u32,
-}
-
-/// `Hasher` for `Shared::id`, a process-wide counter (not chosen by clients).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-/// The resource and scope messages of a staging block, once each by content.
-struct Dict {
-    /// `Shared::id` → index: spans of one batch share their blocks, so this usually hits.
-    by_id: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
-    by_content: HashMap<(Bytes, Bytes), u32>,
-    items: Vec<Arc<Shared>>,
-    bytes: usize,
-    /// Last `(Shared::id, index)` looked up, for resources (0) and scopes (1): spans of a
-    /// trace come grouped by resource, so this usually hits.
-    last: [(u64, u32); 2],
-}
-
-impl Default for Dict {
-    fn default() -> Dict {
-        Dict {
-            by_id: HashMap::default(),
-            by_content: HashMap::new(),
-            items: Vec::new(),
-            bytes: 0,
-            // Ids are handed out from 1 up: no span has this one.
-            last: [(u64::MAX, 0); 2],
-        }
-    }
-}
-
-impl Dict {
-    #[inline]
-    fn index(&mut self, shared: &Arc<Shared>, slot: usize) -> u32 {
-        if self.last[slot].0 == shared.id {
-            return self.last[slot].1;
-        }
-        let i = self.lookup(shared);
-        self.last[slot] = (shared.id, i);
-        i
-    }
-
-    fn lookup(&mut self, shared: &Arc<Shared>) -> u32 {
-        if let Some(i) = self.by_id.get(&shared.id) {
-            return *i;
-        }
-        let key = (shared.message.clone(), shared.schema_url.clone());
-        let i = match self.by_content.get(&key) {
-            Some(i) => *i,
-            None => {
-                let i = self.items.len() as u32;
-                self.items.push(Arc::clone(shared));
-                self.bytes += shared.size();
-                self.by_content.insert(key, i);
-                i
-            }
-        };
-        self.by_id.insert(shared.id, i);
-        i
-    }
 }
 
 struct Block {
@@ -587,35 +510,6 @@ fn evict_front(st: &mut State, reason: Reason) -> usize {
     n
 }
 
-/// A span read back: its resource, its scope, its bytes.
-type Record = (Arc<Shared>, Arc<Shared>, Box<[u8]>);
-
-/// Appends the span records of one trace chunk, resolving their dictionary indexes.
-fn read_records(mut buf: &[u8], dict: &[Arc<Shared>], out: &mut Vec<Record>) {
-    while !buf.is_empty() {
-        let mut pos = 0;
-        let (Ok(r), Ok(c), Ok(len)) = (
-            read_varint(buf, &mut pos),
-            read_varint(buf, &mut pos),
-            read_varint(buf, &mut pos),
-        ) else {
-            tracing::error!("rescue: corrupt record");
-            return;
-        };
-        let end = pos + len as usize;
-        let (Some(r), Some(c), Some(bytes)) = (
-            dict.get(r as usize),
-            dict.get(c as usize),
-            buf.get(pos..end),
-        ) else {
-            tracing::error!("rescue: corrupt record");
-            return;
-        };
-        out.push((Arc::clone(r), Arc::clone(c), Box::from(bytes)));
-        buf = &buf[end..];
-    }
-}
-
 fn publish(bytes: usize, traces: usize, evicted: [u64; 2]) {
     metrics::gauge!("casefile_rescue_held_bytes").set(bytes as f64);
     metrics::gauge!("casefile_rescue_held_traces").set(traces as f64);
@@ -628,6 +522,10 @@ fn publish(bytes: usize, traces: usize, evicted: [u64; 2]) {
             .increment(evicted[1]);
     }
 }
+
+mod records;
+
+use records::{read_records, Dict, Record};
 
 #[cfg(test)]
 mod tests;
