@@ -48,6 +48,15 @@ pub struct Shape {
     pub premium: bool,
 }
 
+impl Shape {
+    /// A trace with an error on one span (the `errors` example policy keeps it).
+    pub const ERROR: Shape = Shape {
+        error: true,
+        slow: false,
+        premium: false,
+    };
+}
+
 /// One generated trace: its id and its spans, each with the service that emitted it.
 #[derive(Debug, Clone)]
 pub struct Trace {

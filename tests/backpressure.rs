@@ -52,13 +52,7 @@ shutdown_timeout: 1s
 }
 
 async fn send_error_trace(client: &mut Client, g: &mut Gen) {
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        3,
-    );
+    let t = g.trace(Shape::ERROR, 3);
     client.export(fixture::request_for(&[t])).await.unwrap();
 }
 
@@ -125,13 +119,7 @@ async fn metrics_describe_the_flow() {
     let daemon = start(config(addr, "100ms", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(32);
-    let kept = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        4,
-    );
+    let kept = g.trace(Shape::ERROR, 4);
     let dropped = g.trace(Shape::default(), 4);
     client
         .export(fixture::request_for(&[kept.clone(), dropped]))

@@ -150,7 +150,7 @@ async fn grpc_malformed_is_invalid_argument_and_gzip_is_accepted() {
         .unary::<bytes::Bytes, bytes::Bytes, _>(
             tonic::Request::new(bytes::Bytes::from_static(&[0x0a, 0x10, 0x12])),
             path,
-            BytesCodec,
+            casefile::receiver::grpc::RawCodec,
         )
         .await
         .unwrap_err();
@@ -166,47 +166,4 @@ async fn grpc_malformed_is_invalid_argument_and_gzip_is_accepted() {
     assert_eq!(daemon.buffer.held_traces(), 1);
     still_serving(&daemon).await;
     daemon.shutdown().await;
-}
-
-#[derive(Clone, Copy, Default)]
-struct BytesCodec;
-
-impl tonic::codec::Codec for BytesCodec {
-    type Encode = bytes::Bytes;
-    type Decode = bytes::Bytes;
-    type Encoder = BytesCodec;
-    type Decoder = BytesCodec;
-    fn encoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-    fn decoder(&mut self) -> BytesCodec {
-        BytesCodec
-    }
-}
-
-impl tonic::codec::Encoder for BytesCodec {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: bytes::Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        bytes::BufMut::put(dst, item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for BytesCodec {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
-        Ok(Some(bytes::Buf::copy_to_bytes(
-            src,
-            bytes::Buf::remaining(src),
-        )))
-    }
 }

@@ -213,13 +213,7 @@ fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
     let addr = http_addr(&mut daemon.lines);
 
     let mut g = Gen::new(21);
-    let err = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        6,
-    );
+    let err = g.trace(Shape::ERROR, 6);
     let ok = g.trace(Shape::default(), 6);
     let body = fixture::request_for(&[err.clone(), ok.clone()]).encode_to_vec();
     assert_eq!(post(&addr, body), 200);
@@ -271,13 +265,7 @@ async fn lookup_and_complain_clients_talk_to_the_api() {
     let daemon = common::start(common::config(addr, "1h", "")).await;
     let mut client = common::client(&daemon).await;
     let mut g = Gen::new(22);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        4,
-    );
+    let t = g.trace(Shape::ERROR, 4);
     client
         .export(fixture::request_for(std::slice::from_ref(&t)))
         .await

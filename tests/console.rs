@@ -115,13 +115,7 @@ async fn the_console_finds_a_user_and_files_a_complaint_in_a_browser() {
 
     // Two traces of one user: a failed one (kept by `errors`) and a plain one (dropped).
     let mut g = Gen::new(61);
-    let mut failed = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        5,
-    );
+    let mut failed = g.trace(Shape::ERROR, 5);
     let mut plain = g.trace(Shape::default(), 4);
     for t in [&mut failed, &mut plain] {
         t.set_user(USER);

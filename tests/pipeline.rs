@@ -15,13 +15,7 @@ async fn keeps_errors_slow_and_premium_and_drops_the_rest() {
     let mut client = client(&daemon).await;
     let mut g = Gen::new(11);
     let shapes = [
-        (
-            Shape {
-                error: true,
-                ..Default::default()
-            },
-            Some("errors"),
-        ),
+        (Shape::ERROR, Some("errors")),
         (
             Shape {
                 slow: true,
@@ -80,13 +74,7 @@ async fn a_trace_spread_over_requests_and_transports_arrives_whole() {
     let daemon = start(config(addr, "400ms", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(12);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        12,
-    );
+    let t = g.trace(Shape::ERROR, 12);
     let (a, rest) = t.spans.split_at(4);
     let (b, c) = rest.split_at(4);
     client.export(fixture::request(a.iter())).await.unwrap();
@@ -115,13 +103,7 @@ async fn late_spans_follow_the_decision() {
     let daemon = start(config(addr, "200ms", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(13);
-    let kept = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        6,
-    );
+    let kept = g.trace(Shape::ERROR, 6);
     let dropped = g.trace(Shape::default(), 6);
     // The fixture puts the error on the last span: hold back the first span as the late one.
     let (kept_late, kept_early) = kept.spans.split_at(1);
@@ -162,16 +144,7 @@ async fn shutdown_decides_pending_traces_and_flushes() {
     let daemon = start(config(addr, "1h", "")).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(14);
-    let traces = vec![
-        g.trace(
-            Shape {
-                error: true,
-                ..Default::default()
-            },
-            5,
-        ),
-        g.trace(Shape::default(), 5),
-    ];
+    let traces = vec![g.trace(Shape::ERROR, 5), g.trace(Shape::default(), 5)];
     client.export(fixture::request_for(&traces)).await.unwrap();
     assert_eq!(daemon.buffer.held_traces(), 2);
     daemon.shutdown().await;
@@ -191,13 +164,7 @@ async fn root_span_shortens_the_wait() {
     .await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(15);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        4,
-    );
+    let t = g.trace(Shape::ERROR, 4);
     client
         .export(fixture::request_for(std::slice::from_ref(&t)))
         .await

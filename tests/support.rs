@@ -18,13 +18,7 @@ async fn a_user_lookup_finds_the_trace_from_pending_to_decided() {
     let daemon = start(cfg).await;
     let mut client = client(&daemon).await;
     let mut g = Gen::new(41);
-    let failed = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        5,
-    );
+    let failed = g.trace(Shape::ERROR, 5);
     let other = g.trace(Shape::default(), 5);
     client
         .export(fixture::request_for(&[failed.clone(), other.clone()]))

@@ -193,13 +193,7 @@ async fn lookups_show_pending_then_decided_traces_newest_first() {
     let b = buffer(true);
     let st = state(Arc::clone(&b), None);
     let mut g = Gen::new(5);
-    let older = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        4,
-    );
+    let older = g.trace(Shape::ERROR, 4);
     let mut newer = g.trace(Shape::default(), 3);
     newer.set_user(&older.user_id);
     ingest(&b, &older);

@@ -48,13 +48,7 @@ fn ids(out: &Outbox) -> std::collections::HashSet<TraceId> {
 async fn decides_at_the_deadline_not_before() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(1);
-    let err = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        5,
-    );
+    let err = g.trace(Shape::ERROR, 5);
     let ok = g.trace(Shape::default(), 5);
     b.ingest(spans(&err), Instant::now());
     b.ingest(spans(&ok), Instant::now());
@@ -75,13 +69,7 @@ async fn decides_at_the_deadline_not_before() {
 async fn spans_of_one_trace_across_batches_are_decided_together() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(2);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        10,
-    );
+    let t = g.trace(Shape::ERROR, 10);
     let all = spans(&t);
     let (a, c) = all.split_at(3);
     b.ingest(a.to_vec(), Instant::now());
@@ -103,13 +91,7 @@ async fn root_span_brings_the_deadline_forward() {
     c.decision_wait_after_root_received = Some(Duration::from_secs(1));
     let b = Buffer::new(c, policies());
     let mut g = Gen::new(3);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        4,
-    );
+    let t = g.trace(Shape::ERROR, 4);
     let mut s = spans(&t);
     let root = s.iter().position(Span::is_root).unwrap();
     let root_span = s.remove(root);
@@ -128,13 +110,7 @@ async fn root_span_brings_the_deadline_forward() {
 async fn late_spans_follow_the_cached_decision() {
     let b = Buffer::new(cfg(), policies());
     let mut g = Gen::new(4);
-    let kept = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        3,
-    );
+    let kept = g.trace(Shape::ERROR, 3);
     let dropped = g.trace(Shape::default(), 3);
     let (k, d) = (spans(&kept), spans(&dropped));
     // The error is on the last span: hold back the first one as the late span.
@@ -158,17 +134,7 @@ async fn num_traces_bound_decides_the_oldest_early() {
     c.num_shards = 1;
     let b = Buffer::new(c, policies());
     let mut g = Gen::new(5);
-    let traces: Vec<_> = (0..6)
-        .map(|_| {
-            g.trace(
-                Shape {
-                    error: true,
-                    ..Default::default()
-                },
-                2,
-            )
-        })
-        .collect();
+    let traces: Vec<_> = (0..6).map(|_| g.trace(Shape::ERROR, 2)).collect();
     let mut early = 0;
     for t in &traces {
         early += b.ingest(spans(t), Instant::now()).decided_early;
@@ -219,16 +185,7 @@ async fn shutdown_decides_everything_pending() {
     b.ingest(spans(&t), Instant::now());
     assert_eq!(b.decide_all(Instant::now(), false), 1);
     assert_eq!(b.take_outbox().spans.len(), 5);
-    b.ingest(
-        spans(&g.trace(
-            Shape {
-                error: true,
-                ..Default::default()
-            },
-            2,
-        )),
-        Instant::now(),
-    );
+    b.ingest(spans(&g.trace(Shape::ERROR, 2)), Instant::now());
     assert_eq!(b.decide_all(Instant::now(), true), 1);
     assert!(
         b.take_outbox().spans.is_empty(),

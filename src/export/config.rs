@@ -156,3 +156,18 @@ pub enum ExporterCfg {
     /// `file`: OTLP JSON lines.
     File(FileCfg),
 }
+
+impl OtlpCfg {
+    /// TLS files are refused until TLS lands (issue 4), so a config never silently runs
+    /// in plaintext where the user asked for certificates.
+    pub(super) fn refuse_tls_files(&self, name: &str) -> Result<(), super::ExportError> {
+        let t = &self.tls;
+        if t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some() {
+            return Err(super::ExportError::Tls {
+                name: name.to_owned(),
+                endpoint: self.endpoint.clone(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -107,12 +107,7 @@ impl GrpcSink {
             name: name.to_owned(),
             reason,
         };
-        if cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some() || cfg.tls.key_file.is_some() {
-            return Err(ExportError::Tls {
-                name: name.to_owned(),
-                endpoint: cfg.endpoint.clone(),
-            });
-        }
+        cfg.refuse_tls_files(name)?;
         let uri = endpoint_uri(name, &cfg.endpoint)?;
         let compression = match cfg.compression.trim().to_ascii_lowercase().as_str() {
             "gzip" => Some(CompressionEncoding::Gzip),

@@ -73,12 +73,7 @@ impl HttpSink {
             name: name.to_owned(),
             reason,
         };
-        if cfg.tls.ca_file.is_some() || cfg.tls.cert_file.is_some() || cfg.tls.key_file.is_some() {
-            return Err(ExportError::Tls {
-                name: name.to_owned(),
-                endpoint: cfg.endpoint.clone(),
-            });
-        }
+        cfg.refuse_tls_files(name)?;
         let uri = traces_uri(name, cfg)?;
         let gzip = match cfg.compression.trim().to_ascii_lowercase().as_str() {
             "gzip" => true,

@@ -19,9 +19,10 @@ use super::{encode_response, Intake, IntakeError};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Decodes requests as raw bytes; encodes pre-encoded response bytes.
+/// A gRPC codec for messages that are already bytes, both ways: the receiver reads
+/// requests raw for the fast path; the load tool and tests send pre-encoded requests.
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;

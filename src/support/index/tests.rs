@@ -70,13 +70,7 @@ fn finds_values_on_spans_and_resources_newest_first() {
 fn summaries_follow_the_decision() {
     let ix = Index::new(&cfg());
     let mut g = Gen::new(2);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        6,
-    );
+    let t = g.trace(Shape::ERROR, 6);
     let spans = spans_of(&t);
     ix.add_at(ix.keys_of(&spans), 1_000);
     let key = ix.query_key("user.id", &t.user_id).unwrap();

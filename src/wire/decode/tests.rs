@@ -7,13 +7,7 @@ use crate::fixture::{self, Gen, Shape};
 #[test]
 fn reads_ids_times_status_and_shares_resources() {
     let mut g = Gen::new(7);
-    let t = g.trace(
-        Shape {
-            error: true,
-            ..Default::default()
-        },
-        6,
-    );
+    let t = g.trace(Shape::ERROR, 6);
     let req = fixture::request_for(std::slice::from_ref(&t)).encode_to_vec();
     let d = decode_request(&req).unwrap();
     assert_eq!(d.spans.len(), 6);
