@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     let p = policies();
     let mut by_trace: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
     for s in &spans {
-        by_trace.entry(s.trace_id).or_default().push(s.clone());
+        by_trace.entry(s.trace_id()).or_default().push(s.clone());
     }
     let traces: Vec<_> = by_trace.into_iter().collect();
     let now = tokio::time::Instant::now();

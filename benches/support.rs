@@ -120,7 +120,7 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(req.len() as u64));
     let mut by_trace: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
     for s in &req {
-        by_trace.entry(s.trace_id).or_default().push(s.clone());
+        by_trace.entry(s.trace_id()).or_default().push(s.clone());
     }
     let rescue = RescueBuffer::new(Duration::from_secs(600), 64 << 20);
     g.bench_function("insert_500_spans", |b| {

@@ -2,7 +2,7 @@
 # End-to-end load comparison in one run: rotel (pass-through, from the PyPI package
 # `rotel`) and casefile (the example policies), the same load from casefile-load, each
 # exporting with gzip to the load tool's own OTLP sink. Loopback only; bounded in time.
-# usage: scripts/bench-e2e.sh [SECONDS] [CONNECTIONS]
+# usage: scripts/bench-e2e.sh [SECONDS] [CONNECTIONS]   (ONLY=memory: just the memory part)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}
@@ -76,6 +76,7 @@ PY
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load: $CONNS connections, 500 spans/request, 10-span traces, gzip, ${SECS}s"
+if [ "${ONLY:-}" != memory ]; then
 run_one rotel --expect-all "$ROTEL" start --otlp-grpc-endpoint 127.0.0.1:24317 --otlp-http-endpoint 127.0.0.1:24319 \
   --otlp-grpc-max-recv-msg-size-mib 64 --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:24318 --pid-file "$OUT/rotel.pid" --log-file "$OUT/rotel-agent.log"
 run_one casefile "" target/release/casefile run --config "$OUT/casefile-bench.yaml"
@@ -97,32 +98,40 @@ def q(p):
             return le
 print(f"casefile  decision delay past the deadline over {total:,.0f} decisions: p50 <= {q(0.5) * 1000:g} ms, p99 <= {q(0.99) * 1000:g} ms")
 PY
+fi
 
-# Memory per buffered span: a window longer than the run holds 1 M spans; RSS growth over
-# the bytes held (casefile's own gauge counts each span's encoded bytes plus its 72-byte
-# record). Twice: the buffer alone (support layer off), and with the index on (which also
-# holds an entry for every pending trace with a user id).
+# Memory per buffered span: a window longer than the run holds the spans; RSS growth over
+# the spans held. Two figures: from start to 1 M spans held (includes what the daemon
+# allocates once under load: connection buffers, thread heaps), and the slope from 1 M to
+# 2 M spans (what each further buffered span costs). casefile's own gauge counts each span's
+# encoded bytes plus its 48-byte record (model::Span), which gives the encoded size.
+# Twice: the buffer alone (support layer off), and with the index on (which also holds an
+# entry for every pending trace with a user id).
 hold() { # name, config
   sed -e 's/decision_wait: 2s/decision_wait: 1h/' -e 's/num_traces: 1000000/num_traces: 5000000/' \
       -e 's/max_buffer_bytes: 2GiB/max_buffer_bytes: 8GiB/' "$2" > "$OUT/hold-$1.yaml"
-  target/release/casefile run --config "$OUT/hold-$1.yaml" > "$OUT/hold-$1.log" 2>&1 &
+  ${HOLD_ENV:-} target/release/casefile run --config "$OUT/hold-$1.yaml" > "$OUT/hold-$1.log" 2>&1 &
   local pid=$!
   wait_port 24317
-  local rss0; rss0=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 --connections 4 --spans-per-request 500 \
-    --spans-per-trace 10 --seconds 10 --max-requests 2000 --drain-seconds 1 > /dev/null
-  sleep 1
-  local rss1; rss1=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  local held; held=$(curl -s http://127.0.0.1:28990/metrics | awk '/^casefile_processor_tail_sampling_sampling_bytes_on_memory/ {print $2}')
+  local rss=() held
+  rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")")
+  for salt in 1 2; do
+    target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 --connections 4 --spans-per-request 500 \
+      --spans-per-trace 10 --seconds 20 --max-requests 2000 --drain-seconds 1 --id-salt $salt > /dev/null
+    sleep 1
+    rss+=("$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")")
+    [ $salt = 1 ] && held=$(curl -s http://127.0.0.1:28990/metrics | awk '/^casefile_processor_tail_sampling_sampling_bytes_on_memory/ {print $2}')
+  done
   kill -KILL $pid; wait $pid 2>/dev/null || true
-  python3 - "$1" "$rss0" "$rss1" "$held" <<'PY'
+  python3 - "$1" "${rss[0]}" "${rss[1]}" "${rss[2]}" "$held" <<'PY'
 import sys
-name, rss0, rss1, held = sys.argv[1], int(sys.argv[2]) * 1024, int(sys.argv[3]) * 1024, float(sys.argv[4])
+name, r0, r1, r2, held = sys.argv[1], *(int(x) * 1024 for x in sys.argv[2:5]), float(sys.argv[5])
 spans = 1_000_000
-encoded = held / spans - 72
-per = (rss1 - rss0) / spans
-print(f"memory ({name}): 1,000,000 spans held, {encoded:.0f} B encoded each; RSS grew {per:.0f} B per span "
-      f"= {per / encoded:.2f} x encoded (target <= 1.2 x + 64 = {1.2 * encoded + 64:.0f} B)")
+encoded = held / spans - 48
+target = 1.2 * encoded + 64
+print(f"memory ({name}): spans {encoded:.0f} B encoded each (target <= 1.2 x + 64 = {target:.0f} B a span); "
+      f"RSS grew {(r1 - r0) / spans:.0f} B a span from start to 1 M held ({(r1 - r0) / spans / encoded:.2f} x), "
+      f"{(r2 - r1) / spans:.0f} B a span from 1 M to 2 M held ({(r2 - r1) / spans / encoded:.2f} x)")
 PY
 }
 hold core "$OUT/casefile-core.yaml"

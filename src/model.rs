@@ -69,12 +69,26 @@ impl Shared {
     }
 }
 
-/// One span: its encoded bytes and the fields read from them at ingest. Kept small (72
-/// bytes on x86_64) because a buffer holds millions: ids other than the trace id are
-/// read back from the bytes when needed.
+/// Where a span came from: the resource and the scope of its `ScopeSpans`, one `Arc` per
+/// block so a span pays for one pointer, not two.
+#[derive(Debug)]
+pub struct Origin {
+    pub resource: Arc<Shared>,
+    pub scope: Arc<Shared>,
+}
+
+impl Origin {
+    pub fn new(resource: Arc<Shared>, scope: Arc<Shared>) -> Arc<Origin> {
+        Arc::new(Origin { resource, scope })
+    }
+}
+
+/// One span: its encoded bytes and the fields read from them at ingest. Kept small (48
+/// bytes on x86_64) because a buffer holds millions: the ids are read back from the
+/// bytes when needed. The bytes always begin with the trace id field (`0a 10` and the 16
+/// id bytes): the decoder guarantees it, so [`Span::trace_id`] is a copy, not a walk.
 #[derive(Debug, Clone)]
 pub struct Span {
-    pub trace_id: TraceId,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
     /// `Span.flags` (W3C trace flags in the low byte).
@@ -82,14 +96,38 @@ pub struct Span {
     pub status: StatusCode,
     /// No `parent_span_id`.
     pub root: bool,
-    pub resource: Arc<Shared>,
-    pub scope: Arc<Shared>,
-    /// The encoded `Span` message, without tag and length. Attributes added by casefile
-    /// (`casefile.policy`, ticket ids) are appended here as extra field-9 entries.
+    pub origin: Arc<Origin>,
+    /// The encoded `Span` message, without tag and length, starting with the trace id.
+    /// Attributes added by casefile (`casefile.policy`, ticket ids) are appended here as
+    /// extra field-9 entries.
     pub bytes: Box<[u8]>,
 }
 
+/// The trace id field as the decoder puts it first in every span's bytes.
+pub const TRACE_ID_PREFIX: [u8; 2] = [0x0a, 0x10];
+
 impl Span {
+    /// `Span.trace_id` (field 1): the first 18 bytes are its key, length and value.
+    pub fn trace_id(&self) -> TraceId {
+        match self.bytes.get(..18) {
+            Some(b) if b[..2] == TRACE_ID_PREFIX => b[2..].try_into().expect("16 bytes"),
+            // Not reached for decoded spans; a walk keeps hand-built ones correct.
+            _ => wire::bytes_field(&self.bytes, 1)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The resource block this span belongs to.
+    pub fn resource(&self) -> &Arc<Shared> {
+        &self.origin.resource
+    }
+
+    /// The instrumentation scope block this span belongs to.
+    pub fn scope(&self) -> &Arc<Shared> {
+        &self.origin.scope
+    }
+
     pub fn is_root(&self) -> bool {
         self.root
     }
@@ -112,7 +150,7 @@ impl Span {
     /// Looks `key` up on the span, then on its resource, as the Collector's attribute
     /// policies do (resource first there; the order only matters for duplicate keys).
     pub fn attribute(&self, key: &str) -> Option<AnyValueRef<'_>> {
-        self.resource
+        self.resource()
             .resource_attributes()
             .get(key.as_bytes())
             .or_else(|| self.attributes().get(key.as_bytes()))

@@ -51,6 +51,9 @@ struct Args {
     /// Every trace is expected downstream (a pass-through collector).
     #[arg(long)]
     expect_all: bool,
+    /// Mixed into every trace id, so runs with different values send different traces.
+    #[arg(long, default_value_t = 0)]
+    id_salt: u16,
 }
 
 #[derive(Default)]
@@ -173,6 +176,7 @@ async fn main() {
             Arc::clone(&expected),
         );
         let max_requests = args.max_requests;
+        let args_salt = args.id_salt;
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Channel::from_shared(format!("http://{target}"))
                 .expect("target URL")
@@ -188,7 +192,7 @@ async fn main() {
             {
                 let (bytes, traces) = &requests[i % requests.len()];
                 // Fresh ids each round: XOR the high bytes of every trace id in the encoded bytes.
-                let salt = ((round as u64) << 16 | c as u64).to_be_bytes();
+                let salt = ((args_salt as u64) << 48 | (round as u64) << 16 | c as u64).to_be_bytes();
                 let mut req = bytes.clone();
                 for &off in &offsets[i % offsets.len()] {
                     for (b, x) in req[off..off + 8].iter_mut().zip(salt) {

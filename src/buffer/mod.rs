@@ -189,7 +189,7 @@ impl Buffer {
         };
         let mut buckets: Vec<Vec<Span>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
         for s in spans {
-            buckets[self.shard_of(&s.trace_id)].push(s);
+            buckets[self.shard_of(&s.trace_id())].push(s);
         }
         let per_shard_traces = self.cfg.num_traces.div_ceil(self.shards.len()).max(1);
         let per_shard_bytes = self.cfg.max_bytes.div_ceil(self.shards.len()).max(1);
@@ -201,7 +201,7 @@ impl Buffer {
             let mut bucket = bucket;
             // Spans of one trace side by side (stable: their order is kept), so each trace
             // grows by exactly its spans in this request: no spare capacity is held.
-            bucket.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+            bucket.sort_by(|a, b| a.trace_id().cmp(&b.trace_id()));
             let runs = run_lengths(&bucket);
             let mut shard = self.shards[i].lock();
             let before = (shard.traces.len(), shard.bytes);
@@ -384,7 +384,7 @@ fn run_lengths(spans: &[Span]) -> Vec<usize> {
     let mut runs = vec![0; spans.len()];
     let mut start = 0;
     for i in 1..=spans.len() {
-        if i == spans.len() || spans[i].trace_id != spans[start].trace_id {
+        if i == spans.len() || spans[i].trace_id() != spans[start].trace_id() {
             runs[start] = i - start;
             start = i;
         }

@@ -2,7 +2,10 @@
 //! and its part of the decision cache. Deadlines are FIFO queues: every trace of a shard
 //! waits the same `decision_wait`, so first-seen order is deadline order, and a queue
 //! front is always the next due (one queue for first-span deadlines, one for root-span
-//! deadlines). Entries carry a generation so a stale entry never touches a newer trace.
+//! deadlines). An entry is live while its trace's deadline is the entry's: a stale entry
+//! (the trace was decided, or its root moved the deadline) is skipped, and a newer trace
+//! with the same id and the very same deadline is due then anyway. Every byte here is paid
+//! once per pending trace, so the entries carry no more than that.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -17,18 +20,16 @@ pub struct Pending {
     pub spans: Vec<Span>,
     pub deadline: Instant,
     pub bytes: usize,
-    generation: u64,
 }
 
 #[derive(Debug)]
 pub struct Shard {
     pub traces: HashMap<TraceId, Pending>,
-    deadlines: VecDeque<(Instant, TraceId, u64)>,
-    root_deadlines: VecDeque<(Instant, TraceId, u64)>,
+    deadlines: VecDeque<(Instant, TraceId)>,
+    root_deadlines: VecDeque<(Instant, TraceId)>,
     /// Bytes held by the spans of this shard.
     pub bytes: usize,
     pub cache: DecisionCache,
-    next_generation: u64,
 }
 
 /// Where an added span went.
@@ -49,7 +50,6 @@ impl Shard {
             root_deadlines: VecDeque::new(),
             bytes: 0,
             cache: DecisionCache::new(sampled_cache, dropped_cache),
-            next_generation: 0,
         }
     }
 
@@ -63,7 +63,7 @@ impl Shard {
         cfg: &BufferCfg,
         stats: &mut Ingested,
     ) -> Added {
-        let id = span.trace_id;
+        let id = span.trace_id();
         let size = span.size();
         let is_root = span.is_root();
         if !self.traces.contains_key(&id) {
@@ -79,17 +79,14 @@ impl Shard {
                 None => {}
             }
             stats.new_traces += 1;
-            let generation = self.next_generation;
-            self.next_generation += 1;
             let deadline = now + cfg.decision_wait;
-            self.deadlines.push_back((deadline, id, generation));
+            self.deadlines.push_back((deadline, id));
             self.traces.insert(
                 id,
                 Pending {
                     spans: Vec::new(),
                     deadline,
                     bytes: 0,
-                    generation,
                 },
             );
         }
@@ -99,7 +96,7 @@ impl Shard {
                 let d = now + after_root;
                 if d < p.deadline {
                     p.deadline = d;
-                    self.root_deadlines.push_back((d, id, p.generation));
+                    self.root_deadlines.push_back((d, id));
                 }
             }
         }
@@ -119,9 +116,6 @@ impl Shard {
         Some(p)
     }
 
-    fn live(&self, id: &TraceId, generation: u64) -> Option<&Pending> {
-        self.traces.get(id).filter(|p| p.generation == generation)
-    }
 
     /// The next trace whose deadline has passed, if any.
     pub fn pop_due(&mut self, now: Instant) -> Option<TraceId> {
@@ -138,15 +132,12 @@ impl Shard {
                 (None, Some(_)) => &mut self.root_deadlines,
                 (None, None) => return None,
             };
-            let &(deadline, id, generation) = q.front().expect("checked");
+            let &(deadline, id) = q.front().expect("checked");
             if deadline > now {
                 return None;
             }
             q.pop_front();
-            if self
-                .live(&id, generation)
-                .is_some_and(|p| p.deadline <= now)
-            {
+            if self.traces.get(&id).is_some_and(|p| p.deadline == deadline) {
                 return Some(id);
             }
         }
@@ -154,8 +145,10 @@ impl Shard {
 
     /// The trace that arrived first, for deciding early when a bound is reached.
     pub fn oldest(&mut self) -> Option<TraceId> {
-        while let Some(&(_, id, generation)) = self.deadlines.front() {
-            if self.live(&id, generation).is_some() {
+        // First-span entries are in arrival order; one whose trace is still pending names
+        // the oldest (or a newer trace of the same id, which is as good a choice).
+        while let Some(&(_, id)) = self.deadlines.front() {
+            if self.traces.contains_key(&id) {
                 return Some(id);
             }
             self.deadlines.pop_front();

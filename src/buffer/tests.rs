@@ -41,7 +41,7 @@ fn spans(t: &fixture::Trace) -> Vec<Span> {
 }
 
 fn ids(out: &Outbox) -> std::collections::HashSet<TraceId> {
-    out.spans.iter().map(|s| s.trace_id).collect()
+    out.spans.iter().map(|s| s.trace_id()).collect()
 }
 
 #[tokio::test(start_paused = true)]

@@ -259,9 +259,9 @@ fn any_attribute(
     let key = key.as_bytes();
     let mut last_resource = None;
     for span in spans {
-        if last_resource != Some(span.resource.id) {
-            last_resource = Some(span.resource.id);
-            if let Some(v) = span.resource.resource_attributes().get(key) {
+        if last_resource != Some(span.resource().id) {
+            last_resource = Some(span.resource().id);
+            if let Some(v) = span.resource().resource_attributes().get(key) {
                 if on_resource(v) {
                     return true;
                 }

@@ -75,7 +75,7 @@ impl Summary {
             .find(|s| s.is_root())
             .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano));
         let root_service = root
-            .and_then(|r| r.resource.resource_attributes().get(b"service.name"))
+            .and_then(|r| r.resource().resource_attributes().get(b"service.name"))
             .map(|v| match v {
                 AnyValueRef::Str(s) => intern(s),
                 other => intern(&other.to_display_string()),
@@ -234,12 +234,12 @@ impl Index {
         let mut seen: HashSet<(TraceId, usize, Cow<'_, str>)> = HashSet::new();
         let mut found = Vec::new();
         for span in spans {
-            let res = match resources.iter().position(|(id, _)| *id == span.resource.id) {
+            let res = match resources.iter().position(|(id, _)| *id == span.resource().id) {
                 Some(i) => i,
                 None => {
                     let mut vals = Vec::new();
-                    self.scan(span.resource.resource_attributes(), &mut vals);
-                    resources.push((span.resource.id, vals));
+                    self.scan(span.resource().resource_attributes(), &mut vals);
+                    resources.push((span.resource().id, vals));
                     resources.len() - 1
                 }
             };
@@ -247,8 +247,8 @@ impl Index {
             found.extend(resources[res].1.iter().cloned());
             self.scan(span.attributes(), &mut found);
             for (i, v) in found.drain(..) {
-                let key = self.key_if_new(&mut seen, span.trace_id, i, v);
-                out.extend(key.map(|k| (span.trace_id, k)));
+                let key = self.key_if_new(&mut seen, span.trace_id(), i, v);
+                out.extend(key.map(|k| (span.trace_id(), k)));
             }
         }
         out

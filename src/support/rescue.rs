@@ -23,7 +23,7 @@ use lz4_flex::block::{
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::model::{Shared, Span, StatusCode, TraceId};
+use crate::model::{Shared, Origin, Span, StatusCode, TraceId};
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
 use crate::wire::{put_varint, varint_len};
@@ -226,8 +226,8 @@ impl RescueBuffer {
             let offset = s.buf.len();
             s.buf.reserve(len);
             for span in spans {
-                let r = s.dict.index(&span.resource, 0);
-                let c = s.dict.index(&span.scope, 1);
+                let r = s.dict.index(span.resource(), 0);
+                let c = s.dict.index(span.scope(), 1);
                 put_varint(&mut s.buf, u64::from(r));
                 put_varint(&mut s.buf, u64::from(c));
                 put_varint(&mut s.buf, span.bytes.len() as u64);
@@ -324,14 +324,12 @@ impl RescueBuffer {
         let shells: Vec<Span> = records
             .into_iter()
             .map(|(resource, scope, bytes)| Span {
-                trace_id: *trace_id,
                 start_unix_nano: 0,
                 end_unix_nano: 0,
                 flags: 0,
                 status: StatusCode::Unset,
                 root: false,
-                resource,
-                scope,
+                origin: Origin::new(resource, scope),
                 bytes,
             })
             .collect();

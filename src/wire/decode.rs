@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Field, Fields, WireError, I32, I64, LEN, VARINT};
-use crate::model::{Shared, Span, StatusCode, TraceId};
+use crate::model::{Origin, Shared, Span, StatusCode, TraceId, TRACE_ID_PREFIX};
 
 /// The spans of one request, and the spans refused for invalid ids.
 #[derive(Debug, Default)]
@@ -90,9 +90,10 @@ fn decode_scope_spans(
         Bytes::copy_from_slice(scope),
         Bytes::copy_from_slice(schema_url),
     );
+    let origin = Origin::new(Arc::clone(resource), scope);
     out.spans.reserve(spans.len());
     for s in spans {
-        match decode_span(s, resource, &scope)? {
+        match decode_span(s, &origin)? {
             Ok(span) => out.spans.push(span),
             Err(reason) => {
                 out.rejected += 1;
@@ -109,11 +110,7 @@ fn check_message(msg: &[u8]) -> Result<(), WireError> {
 }
 
 /// Outer error: the bytes are malformed. Inner error: a valid span refused for its ids.
-fn decode_span(
-    s: &[u8],
-    resource: &Arc<Shared>,
-    scope: &Arc<Shared>,
-) -> Result<Result<Span, String>, WireError> {
+fn decode_span(s: &[u8], origin: &Arc<Origin>) -> Result<Result<Span, String>, WireError> {
     let mut trace_id: &[u8] = &[];
     let mut span_id: &[u8] = &[];
     let mut parent: &[u8] = &[];
@@ -157,17 +154,29 @@ fn decode_span(
         )));
     }
     Ok(Ok(Span {
-        trace_id,
         start_unix_nano: start,
         end_unix_nano: end,
         flags,
         status,
         // An all-zero parent is no parent, as the SDKs write it.
         root: id::<8>(parent).is_none(),
-        resource: Arc::clone(resource),
-        scope: Arc::clone(scope),
-        bytes: s.into(),
+        origin: Arc::clone(origin),
+        bytes: trace_id_first(s, &trace_id),
     }))
+}
+
+/// The span's bytes, starting with its trace id field as [`Span::trace_id`] expects. SDKs
+/// write field 1 first, so this is a copy; otherwise the id (the last occurrence, as
+/// proto3 reads it) is put in front, which every proto3 reader reads the same way.
+fn trace_id_first(s: &[u8], trace_id: &TraceId) -> Box<[u8]> {
+    if s.len() >= 18 && s[..2] == TRACE_ID_PREFIX && s[2..18] == trace_id[..] {
+        return s.into();
+    }
+    let mut b = Vec::with_capacity(18 + s.len());
+    b.extend_from_slice(&TRACE_ID_PREFIX);
+    b.extend_from_slice(trace_id);
+    b.extend_from_slice(s);
+    b.into_boxed_slice()
 }
 
 fn mismatch(field: u32, f: Field<'_>, want: u8) -> WireError {

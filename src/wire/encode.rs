@@ -30,7 +30,7 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
     let mut groups: Vec<ResourceGroup<'a>> = Vec::new();
     let mut by_resource: HashMap<u64, usize> = HashMap::new();
     for span in spans {
-        let ri = *by_resource.entry(span.resource.id).or_insert_with(|| {
+        let ri = *by_resource.entry(span.resource().id).or_insert_with(|| {
             groups.push(ResourceGroup {
                 resource: span,
                 scopes: Vec::new(),
@@ -42,7 +42,7 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
         let si = match g
             .scopes
             .iter()
-            .position(|s| s.scope.scope.id == span.scope.id)
+            .position(|s| s.scope.scope().id == span.scope().id)
         {
             Some(i) => i,
             None => {
@@ -60,7 +60,7 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
     let mut total = 0;
     for g in &mut groups {
         for s in &mut g.scopes {
-            let sc = &s.scope.scope;
+            let sc = s.scope.scope();
             s.len = field_len(sc.message.len())
                 + opt_len(&sc.schema_url)
                 + s.spans
@@ -69,7 +69,7 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
                     .sum::<usize>();
             g.len += field_len(s.len);
         }
-        let r = &g.resource.resource;
+        let r = g.resource.resource();
         g.len += field_len(r.message.len()) + opt_len(&r.schema_url);
         total += field_len(g.len);
     }
@@ -77,17 +77,17 @@ pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a Span>) -> Vec<u8> 
     for g in &groups {
         put_key(&mut out, 1, LEN);
         put_varint(&mut out, g.len as u64);
-        let r = &g.resource.resource;
+        let r = g.resource.resource();
         put_len(&mut out, 1, &r.message);
         for s in &g.scopes {
             put_key(&mut out, 2, LEN);
             put_varint(&mut out, s.len as u64);
-            put_len(&mut out, 1, &s.scope.scope.message);
+            put_len(&mut out, 1, &s.scope.scope().message);
             for sp in &s.spans {
                 put_len(&mut out, 2, &sp.bytes);
             }
-            if !s.scope.scope.schema_url.is_empty() {
-                put_len(&mut out, 3, &s.scope.scope.schema_url);
+            if !s.scope.scope().schema_url.is_empty() {
+                put_len(&mut out, 3, &s.scope.scope().schema_url);
             }
         }
         if !r.schema_url.is_empty() {

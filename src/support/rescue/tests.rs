@@ -36,17 +36,17 @@ fn key(spans: &[Span]) -> Vec<String> {
             format!(
                 "{:?}",
                 (
-                    s.trace_id,
+                    s.trace_id(),
                     s.start_unix_nano,
                     s.end_unix_nano,
                     s.flags,
                     s.status,
                     s.root,
                     &s.bytes,
-                    &s.resource.message,
-                    &s.resource.schema_url,
-                    &s.scope.message,
-                    &s.scope.schema_url,
+                    &s.resource().message,
+                    &s.resource().schema_url,
+                    &s.scope().message,
+                    &s.scope().schema_url,
                 )
             )
         })

@@ -13,7 +13,7 @@ fn reads_ids_times_status_and_shares_resources() {
     assert_eq!(d.spans.len(), 6);
     assert_eq!(d.rejected, 0);
     for (span, (_, want)) in d.spans.iter().zip(ordered(&t)) {
-        assert_eq!(span.trace_id, t.trace_id);
+        assert_eq!(span.trace_id(), t.trace_id);
         assert_eq!(&span.span_id().unwrap()[..], &want.span_id[..]);
         assert_eq!(span.start_unix_nano, want.start_time_unix_nano);
         assert_eq!(span.end_unix_nano, want.end_time_unix_nano);
@@ -36,7 +36,7 @@ fn reads_ids_times_status_and_shares_resources() {
         .collect();
     assert!(frontend
         .windows(2)
-        .all(|w| Arc::ptr_eq(&w[0].resource, &w[1].resource)));
+        .all(|w| Arc::ptr_eq(w[0].resource(), w[1].resource())));
 }
 
 /// The fixture groups spans by service; this is the order they appear in the request.
@@ -107,7 +107,7 @@ proptest! {
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
                     let f = &fast.spans[i];
-                    prop_assert_eq!(&f.trace_id[..], &s.trace_id[..]);
+                    prop_assert_eq!(&f.trace_id()[..], &s.trace_id[..]);
                     prop_assert_eq!(&f.span_id().unwrap()[..], &s.span_id[..]);
                     prop_assert_eq!(f.parent_span_id().map(|p| p.to_vec()).unwrap_or_default(), s.parent_span_id.clone());
                     prop_assert_eq!(f.is_root(), s.parent_span_id.is_empty() || s.parent_span_id == vec![0u8; 8]);
@@ -116,7 +116,7 @@ proptest! {
                     prop_assert_eq!(f.status as i32, s.status.as_ref().map(|st| st.code).unwrap_or(0));
                     prop_assert_eq!(f.flags, s.flags);
                     prop_assert_eq!(&f.bytes[..], &s.encode_to_vec()[..]);
-                    prop_assert_eq!(&f.resource.message[..], &rs.resource.as_ref().unwrap().encode_to_vec()[..]);
+                    prop_assert_eq!(&f.resource().message[..], &rs.resource.as_ref().unwrap().encode_to_vec()[..]);
                     i += 1;
                 }
             }
@@ -147,8 +147,8 @@ fn json_and_protobuf_of_one_request_decode_to_the_same_spans() {
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(
-            (x.trace_id, x.start_unix_nano, x.end_unix_nano),
-            (y.trace_id, y.start_unix_nano, y.end_unix_nano)
+            (x.trace_id(), x.start_unix_nano, x.end_unix_nano),
+            (y.trace_id(), y.start_unix_nano, y.end_unix_nano)
         );
         assert_eq!(
             (x.status, x.flags, x.is_root()),
@@ -158,6 +158,57 @@ fn json_and_protobuf_of_one_request_decode_to_the_same_spans() {
             PbSpan::decode(&x.bytes[..]).unwrap(),
             PbSpan::decode(&y.bytes[..]).unwrap()
         );
-        assert_eq!(x.resource.message, y.resource.message);
+        assert_eq!(x.resource().message, y.resource().message);
     }
+}
+
+/// Whatever the field order, a span's bytes start with its trace id (the one proto3 reads:
+/// the last occurrence), so `Span::trace_id` can read it without a walk.
+#[test]
+fn trace_id_is_put_first_whatever_the_field_order() {
+    use crate::wire::put_len;
+    let first = [7u8; 16];
+    let last = [9u8; 16];
+    let mut span = Vec::new();
+    put_len(&mut span, 2, &[1u8; 8]); // span_id before the trace id
+    put_len(&mut span, 1, &first);
+    put_len(&mut span, 5, b"op");
+    put_len(&mut span, 1, &last); // proto3: the last one wins
+    let mut ss = Vec::new();
+    put_len(&mut ss, 2, &span);
+    let mut rs = Vec::new();
+    put_len(&mut rs, 2, &ss);
+    let mut req = Vec::new();
+    put_len(&mut req, 1, &rs);
+
+    let d = decode_request(&req).unwrap();
+    let s = &d.spans[0];
+    assert_eq!(s.trace_id(), last);
+    assert_eq!(s.bytes[..2], crate::model::TRACE_ID_PREFIX);
+    // Every proto3 reader sees the same span as before.
+    let decoded = opentelemetry_proto::tonic::trace::v1::Span::decode(&s.bytes[..]).unwrap();
+    assert_eq!(decoded.trace_id, last);
+    assert_eq!(decoded.span_id, [1u8; 8]);
+    assert_eq!(decoded.name, "op");
+
+    // Already first: the bytes are kept as they came.
+    let mut plain = Vec::new();
+    put_len(&mut plain, 1, &first);
+    put_len(&mut plain, 2, &[1u8; 8]);
+    let mut ss = Vec::new();
+    put_len(&mut ss, 2, &plain);
+    let mut rs = Vec::new();
+    put_len(&mut rs, 2, &ss);
+    let mut req = Vec::new();
+    put_len(&mut req, 1, &rs);
+    let d = decode_request(&req).unwrap();
+    assert_eq!(d.spans[0].bytes[..], plain[..]);
+    assert_eq!(d.spans[0].trace_id(), first);
+}
+
+/// The per-span record is what a buffer of millions of spans pays for on top of the
+/// bytes: keep it at 48 bytes (BENCHMARKS.md, memory per buffered span).
+#[test]
+fn span_record_stays_small() {
+    assert_eq!(std::mem::size_of::<Span>(), 48);
 }
