@@ -14,13 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::buffer::{Buffer, BufferCfg};
-use crate::config::{Config, Problem};
+use crate::config::{Config, Problem, ServerTlsCfg};
 use crate::export::{ExportError, Exporters};
 use crate::policy::Policies;
 use crate::receiver::Intake;
 use crate::support::complaints::Desk;
 use crate::support::store::StoreError;
 use crate::support::{self, Hooks};
+use crate::tls::{self, Alpn};
 use crate::{api, decider, receiver, telemetry};
 
 #[derive(Debug, Error)]
@@ -37,6 +38,11 @@ pub enum RunError {
     Exporters(#[from] ExportError),
     #[error("cannot open the complaint store: {0}")]
     Store(#[from] StoreError),
+    #[error("TLS of the {what}: {source}")]
+    Tls {
+        what: &'static str,
+        source: crate::tls::TlsError,
+    },
 }
 
 /// A running daemon.
@@ -59,6 +65,17 @@ async fn bind(what: &'static str, endpoint: &str) -> Result<TcpListener, RunErro
         })
 }
 
+/// The rustls configuration of a listener with `tls:`, its files read now.
+fn server_tls(
+    what: &'static str,
+    cfg: Option<&ServerTlsCfg>,
+    alpn: Alpn,
+) -> Result<Option<Arc<rustls::ServerConfig>>, RunError> {
+    cfg.map(|c| tls::server_config(c, alpn))
+        .transpose()
+        .map_err(|source| RunError::Tls { what, source })
+}
+
 fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -69,6 +86,24 @@ impl Daemon {
     /// Binds every endpoint of `config` and starts all stages.
     pub async fn start(config: Config) -> Result<Daemon, RunError> {
         let metrics = telemetry::metrics_handle();
+        // Certificate files are read before anything starts, so a bad one starts nothing.
+        let r = &config.receivers;
+        let grpc_tls = server_tls(
+            "OTLP/gRPC receiver",
+            r.grpc.as_ref().and_then(|g| g.tls.as_ref()),
+            Alpn::Grpc,
+        )?;
+        let http_tls = server_tls(
+            "OTLP/HTTP receiver",
+            r.http.as_ref().and_then(|h| h.tls.as_ref()),
+            Alpn::Http,
+        )?;
+        let api_cfg = &config.support.api;
+        let api_tls = server_tls(
+            "support API",
+            api_cfg.endpoint.as_ref().and(api_cfg.tls.as_ref()),
+            Alpn::Http,
+        )?;
         let policies = Policies::build(
             &config.tail_sampling.policies,
             config.tail_sampling.sample_on_first_match,
@@ -110,7 +145,7 @@ impl Daemon {
                 stopped(stop_rx.clone()),
             );
             receivers.push(tokio::spawn(async move {
-                if let Err(e) = receiver::grpc::serve(l, intake, max, sd).await {
+                if let Err(e) = receiver::grpc::serve(l, intake, max, grpc_tls, sd).await {
                     tracing::error!(error = %e, "OTLP/gRPC receiver failed");
                 }
             }));
@@ -125,7 +160,7 @@ impl Daemon {
                 stopped(stop_rx.clone()),
             );
             receivers.push(tokio::spawn(async move {
-                if let Err(e) = receiver::http::serve(l, intake, max, sd).await {
+                if let Err(e) = receiver::http::serve(l, intake, max, http_tls, sd).await {
                     tracing::error!(error = %e, "OTLP/HTTP receiver failed");
                 }
             }));
@@ -136,7 +171,7 @@ impl Daemon {
         if let Some(endpoint) = config.support.api.endpoint.as_deref() {
             let l = bind("support API", endpoint).await?;
             api_addr = l.local_addr().ok();
-            tracing::info!(addr = ?api_addr, "support API listening");
+            tracing::info!(addr = ?api_addr, tls = api_tls.is_some(), "support API listening");
             let state = api::ApiState {
                 ready: Arc::clone(&ready),
                 metrics,
@@ -149,10 +184,7 @@ impl Daemon {
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, api::router(state))
-                    .with_graceful_shutdown(sd)
-                    .await
-                {
+                if let Err(e) = api::serve(l, state, api_tls, sd).await {
                     tracing::error!(error = %e, "support API failed");
                 }
             }));

@@ -3,7 +3,8 @@
 //! Data flow: `receiver` (OTLP/gRPC, OTLP/HTTP) → `wire::decode` (fast path) → `buffer`
 //! (traces by id, deadlines, decision cache) → `policy` (the Collector's policies) →
 //! `decider` (ticks, hands kept spans on) → `export` (OTLP/gRPC, OTLP/HTTP, file).
-//! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics.
+//! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics,
+//! `tls` puts receivers, API and exporters behind TLS.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod receiver;
 pub mod reload;
 pub mod support;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 pub use daemon::{run, Daemon, RunError};

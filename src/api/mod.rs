@@ -1,7 +1,8 @@
 //! Support API: health, readiness, metrics, and the support endpoints under `/api/v1`
 //! (trace lookups today). `router` is the whole API, so tests call it with `oneshot` and
 //! no socket. With `support.api.auth_token` set, `/api/*` needs `Authorization: Bearer`;
-//! health and metrics stay open.
+//! health and metrics stay open. [`serve`] puts it on a socket, over TLS (optionally
+//! mTLS) with `support.api.tls`.
 
 mod complaints;
 mod error;
@@ -98,6 +99,29 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; over TLS with `tls`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            let listener = crate::tls::TlsListener::new(listener, config, "api");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// Parses a `limit` query parameter: a number from 1 to `max`.

@@ -2,7 +2,9 @@
 //! On by default and compact: an entry is the 8 random low bytes of the trace id, about
 //! 20 bytes with its map slot and FIFO slot, so a million decisions cost about 20 MB.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashSet, HashSetExt};
 
 use crate::model::TraceId;
 

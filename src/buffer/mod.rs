@@ -69,6 +69,14 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    const ALL: [Trigger; 5] = [
+        Trigger::Deadline,
+        Trigger::NumTraces,
+        Trigger::Bytes,
+        Trigger::TraceSize,
+        Trigger::Shutdown,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Trigger::Deadline => "deadline",
@@ -97,6 +105,10 @@ struct Kept {
     summaries: Vec<Summary>,
     /// Dropped traces, for the rescue buffer.
     dropped: Vec<(TraceId, Vec<Span>)>,
+    /// Decision delays past the deadline (seconds) and decisions by trigger and outcome:
+    /// recorded once the lock is released, a handful of metric calls per batch.
+    delays: Vec<f64>,
+    decisions: [[u64; 2]; 5],
 }
 
 /// What one ingest call did.
@@ -180,9 +192,6 @@ impl Buffer {
 
     /// Adds spans. Spans of traces already decided follow the cached decision.
     pub fn ingest(&self, spans: Vec<Span>, now: Instant) -> Ingested {
-        if let Some(index) = &self.hooks.index {
-            index.add(index.keys_of(&spans));
-        }
         let mut stats = Ingested {
             spans: spans.len(),
             ..Default::default()
@@ -191,18 +200,35 @@ impl Buffer {
         for s in spans {
             buckets[self.shard_of(&s.trace_id())].push(s);
         }
+        // Spans of one trace side by side (stable: their order is kept), so each trace
+        // grows by exactly its spans in this request (no spare capacity is held) and the
+        // index reads each trace's values in one pass. Runs are marked where they start:
+        // their length, and whether the trace carries an indexed value.
+        let mut runs: Vec<Vec<(usize, bool)>> = Vec::with_capacity(buckets.len());
+        for bucket in &mut buckets {
+            bucket.sort_by(|a, b| a.trace_id().cmp(&b.trace_id()));
+            runs.push(run_lengths(bucket));
+        }
+        if let Some(index) = &self.hooks.index {
+            let mut scan = index.scanner();
+            let mut pairs = Vec::new();
+            for (bucket, runs) in buckets.iter().zip(&mut runs) {
+                for (start, (len, indexed)) in runs.iter_mut().enumerate() {
+                    if *len > 0 {
+                        let spans = &bucket[start..start + *len];
+                        *indexed = scan.trace(spans[0].trace_id(), spans, &mut pairs);
+                    }
+                }
+            }
+            index.add(pairs);
+        }
         let per_shard_traces = self.cfg.num_traces.div_ceil(self.shards.len()).max(1);
         let per_shard_bytes = self.cfg.max_bytes.div_ceil(self.shards.len()).max(1);
         let mut kept = Kept::default();
-        for (i, bucket) in buckets.into_iter().enumerate() {
+        for (i, (bucket, runs)) in buckets.into_iter().zip(runs).enumerate() {
             if bucket.is_empty() {
                 continue;
             }
-            let mut bucket = bucket;
-            // Spans of one trace side by side (stable: their order is kept), so each trace
-            // grows by exactly its spans in this request: no spare capacity is held.
-            bucket.sort_by(|a, b| a.trace_id().cmp(&b.trace_id()));
-            let runs = run_lengths(&bucket);
             let mut shard = self.shards[i].lock();
             let before = (shard.traces.len(), shard.bytes);
             let mut too_large = Vec::new();
@@ -313,14 +339,13 @@ impl Buffer {
         let sampled = verdict.sampled || mark.is_some();
         shard.cache.record(id, sampled);
         let delay = now.saturating_duration_since(pending.deadline);
-        metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds")
-            .record(delay.as_secs_f64());
-        metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => if sampled { "true" } else { "false" }).increment(1);
+        kept.delays.push(delay.as_secs_f64());
+        kept.decisions[trigger as usize][sampled as usize] += 1;
         let mut reasons = verdict.policies;
         if let Some(m) = &mark {
             reasons.push(m.reason.into());
         }
-        if self.hooks.index.as_ref().is_some_and(|ix| ix.contains(id)) {
+        if pending.indexed {
             let decision = if sampled {
                 Decision::Sampled
             } else {
@@ -342,6 +367,7 @@ impl Buffer {
     }
 
     fn push_outbox(&self, kept: Kept) {
+        record_decisions(&kept.delays, &kept.decisions);
         self.after_decisions(kept.summaries, kept.dropped);
         if kept.spans.is_empty() {
             return;
@@ -379,17 +405,34 @@ impl Buffer {
     }
 }
 
-/// For each span: how many spans of its trace start a run here (0 inside a run).
-fn run_lengths(spans: &[Span]) -> Vec<usize> {
-    let mut runs = vec![0; spans.len()];
+/// For each span: how many spans of its trace start a run here (0 inside a run), and
+/// room for the run's "indexed" flag.
+fn run_lengths(spans: &[Span]) -> Vec<(usize, bool)> {
+    let mut runs = vec![(0, false); spans.len()];
     let mut start = 0;
     for i in 1..=spans.len() {
         if i == spans.len() || spans[i].trace_id() != spans[start].trace_id() {
-            runs[start] = i - start;
+            runs[start].0 = i - start;
             start = i;
         }
     }
     runs
+}
+
+fn record_decisions(delays: &[f64], decisions: &[[u64; 2]; 5]) {
+    if !delays.is_empty() {
+        let h = metrics::histogram!(
+            "casefile_processor_tail_sampling_sampling_decision_delay_seconds"
+        );
+        delays.iter().for_each(|d| h.record(*d));
+    }
+    for (trigger, counts) in Trigger::ALL.iter().zip(decisions) {
+        for (sampled, n) in ["false", "true"].into_iter().zip(counts) {
+            if *n > 0 {
+                metrics::counter!("casefile_processor_tail_sampling_sampling_decision_total", "trigger" => trigger.label(), "sampled" => sampled).increment(*n);
+            }
+        }
+    }
 }
 
 fn apply_delta(a: &AtomicUsize, before: usize, after: usize) {

@@ -7,7 +7,9 @@
 //! with the same id and the very same deadline is due then anyway. Every byte here is paid
 //! once per pending trace, so the entries carry no more than that.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 
 use tokio::time::Instant;
 
@@ -19,7 +21,10 @@ use crate::model::{Span, TraceId};
 pub struct Pending {
     pub spans: Vec<Span>,
     pub deadline: Instant,
-    pub bytes: usize,
+    /// Bytes of its spans (saturating; the shard's total is kept exact on its own).
+    pub bytes: u32,
+    /// It carries a value the support index holds (its summary goes there when decided).
+    pub indexed: bool,
 }
 
 #[derive(Debug)]
@@ -54,11 +59,12 @@ impl Shard {
     }
 
     /// Adds one span. `run` is the number of spans of its trace that arrive together,
-    /// starting with this one (0 for the rest of the run): room for exactly those is made.
+    /// starting with this one (0 for the rest of the run): room for exactly those is made;
+    /// and whether the trace carries an indexed value.
     pub fn add(
         &mut self,
         span: Span,
-        run: usize,
+        (run, indexed): (usize, bool),
         now: Instant,
         cfg: &BufferCfg,
         stats: &mut Ingested,
@@ -87,6 +93,7 @@ impl Shard {
                     spans: Vec::new(),
                     deadline,
                     bytes: 0,
+                    indexed: false,
                 },
             );
         }
@@ -103,16 +110,17 @@ impl Shard {
         if run > 0 {
             p.spans.reserve_exact(run);
         }
+        p.indexed |= indexed;
         p.spans.push(span);
-        p.bytes += size;
+        p.bytes = p.bytes.saturating_add(u32::try_from(size).unwrap_or(u32::MAX));
         self.bytes += size;
-        Added::Pending(id, p.bytes)
+        Added::Pending(id, p.bytes as usize)
     }
 
     /// Removes a pending trace.
     pub fn remove(&mut self, id: &TraceId) -> Option<Pending> {
         let p = self.traces.remove(id)?;
-        self.bytes -= p.bytes;
+        self.bytes -= p.spans.iter().map(Span::size).sum::<usize>();
         Some(p)
     }
 

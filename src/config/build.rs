@@ -114,6 +114,7 @@ impl Reader {
             GrpcReceiverCfg {
                 endpoint: g.endpoint.unwrap_or_else(|| "127.0.0.1:4317".into()),
                 max_recv_msg_size: (g.max_recv_msg_size_mib.unwrap_or(16) << 20) as usize,
+                tls: self.server_tls("receivers.otlp.protocols.grpc.tls", g.tls),
             }
         });
         let http = p.http.map(|h| {
@@ -121,6 +122,7 @@ impl Reader {
             HttpReceiverCfg {
                 endpoint: h.endpoint.unwrap_or_else(|| "127.0.0.1:4318".into()),
                 max_request_body_size: h.max_request_body_size.map_or(20 << 20, |s| s.0 as usize),
+                tls: self.server_tls("receivers.otlp.protocols.http.tls", h.tls),
             }
         });
         if grpc.is_none() && http.is_none() {
@@ -283,6 +285,7 @@ impl Reader {
     fn check_exporter(&mut self, path: &str, cfg: &ExporterCfg) {
         match cfg {
             ExporterCfg::Otlp(c) | ExporterCfg::OtlpHttp(c) => {
+                self.exporter_tls(path, c, matches!(cfg, ExporterCfg::OtlpHttp(_)));
                 if c.endpoint.trim().is_empty() {
                     self.problem(format!("{path}.endpoint"), "must not be empty");
                 }
@@ -318,6 +321,7 @@ impl Reader {
         if let Some(ep) = &endpoint {
             self.check_listen("support.api.endpoint", ep);
         }
+        let tls = self.server_tls("support.api.tls", s.api.tls);
         if s.index.hash_values && s.index.hash_key.as_deref().is_none_or(str::is_empty) {
             self.problem(
                 "support.index.hash_key",
@@ -337,6 +341,7 @@ impl Reader {
                 endpoint,
                 auth_token: s.api.auth_token.filter(|t| !t.is_empty()),
                 max_requests_per_second: s.api.max_requests_per_second,
+                tls,
             },
             trace_url: s.trace_url,
             index: IndexCfg {

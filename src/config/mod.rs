@@ -9,6 +9,7 @@ pub mod duration;
 mod raw;
 pub mod size;
 mod summary;
+mod tls;
 pub mod yaml;
 
 use std::path::Path;
@@ -83,12 +84,27 @@ fn render(file: &str, problems: &[Located]) -> String {
     s
 }
 
+/// `tls:` of a receiver or the support API, validated: serve TLS with this certificate
+/// and key. Paths only: the files are read when the listener starts (and by
+/// `casefile check`), so no key material ever sits in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsCfg {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: String,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    pub key_file: String,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    pub client_ca_file: Option<String>,
+}
+
 /// `receivers.otlp.protocols.grpc`.
 #[derive(Debug, Clone)]
 pub struct GrpcReceiverCfg {
     pub endpoint: String,
     /// Largest request accepted, in bytes, after decompression.
     pub max_recv_msg_size: usize,
+    /// None: plaintext.
+    pub tls: Option<ServerTlsCfg>,
 }
 
 /// `receivers.otlp.protocols.http`.
@@ -97,6 +113,8 @@ pub struct HttpReceiverCfg {
     pub endpoint: String,
     /// Largest request body accepted, in bytes, after decompression.
     pub max_request_body_size: usize,
+    /// None: plaintext.
+    pub tls: Option<ServerTlsCfg>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +149,8 @@ pub struct ApiCfg {
     pub auth_token: Option<String>,
     /// Requests a second to `/api/*`, bursts of twice that; 0 = no limit.
     pub max_requests_per_second: u32,
+    /// None: plaintext HTTP.
+    pub tls: Option<ServerTlsCfg>,
 }
 
 /// Shows whether a secret is set, never its value.
@@ -148,6 +168,7 @@ impl std::fmt::Debug for ApiCfg {
             .field("endpoint", &self.endpoint)
             .field("auth_token", &redacted(&self.auth_token))
             .field("max_requests_per_second", &self.max_requests_per_second)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -285,3 +306,5 @@ fn line_path(p: &Problem) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;

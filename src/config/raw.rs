@@ -44,6 +44,7 @@ pub struct Grpc {
     pub endpoint: Option<String>,
     /// As in the Collector: the largest request accepted, in MiB, after decompression.
     pub max_recv_msg_size_mib: Option<u64>,
+    pub tls: Option<ServerTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +53,19 @@ pub struct Http {
     pub endpoint: Option<String>,
     /// The largest request body accepted, after decompression.
     pub max_request_body_size: Option<ByteSize>,
+    pub tls: Option<ServerTls>,
+}
+
+/// `tls:` on a receiver or `support.api`, with the Collector's server-side key names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// Accepted so a pasted Collector block gets a precise message: a server verifies
+    /// clients with `client_ca_file`.
+    pub ca_file: Option<String>,
+    pub client_ca_file: Option<String>,
 }
 
 /// `processors:`.
@@ -140,6 +154,7 @@ pub struct Api {
     pub auth_token: Option<String>,
     /// Requests a second to `/api/*` (bursts of twice that); 0 = no limit.
     pub max_requests_per_second: u32,
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for Api {
@@ -148,6 +163,7 @@ impl Default for Api {
             endpoint: Some("127.0.0.1:8990".into()),
             auth_token: None,
             max_requests_per_second: 100,
+            tls: None,
         }
     }
 }

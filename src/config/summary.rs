@@ -1,8 +1,17 @@
 //! The effective settings in a few lines, for `casefile check` and the start-up log.
 
 use super::size::ByteSize;
-use super::{Config, LogFormat};
+use super::{Config, LogFormat, ServerTlsCfg};
 use crate::export::config::ExporterCfg;
+
+/// `, TLS` / `, mTLS` after a receiver's settings.
+fn tls_note(tls: Option<&ServerTlsCfg>) -> &'static str {
+    match tls {
+        Some(t) if t.client_ca_file.is_some() => ", TLS, client certificates required",
+        Some(_) => ", TLS",
+        None => "",
+    }
+}
 
 fn secs(d: std::time::Duration) -> String {
     super::duration::GoDuration(d).to_string()
@@ -16,16 +25,18 @@ impl Config {
         let mut recv = Vec::new();
         if let Some(g) = &r.grpc {
             recv.push(format!(
-                "OTLP/gRPC {} (max message {})",
+                "OTLP/gRPC {} (max message {}{})",
                 g.endpoint,
-                ByteSize(g.max_recv_msg_size as u64)
+                ByteSize(g.max_recv_msg_size as u64),
+                tls_note(g.tls.as_ref())
             ));
         }
         if let Some(h) = &r.http {
             recv.push(format!(
-                "OTLP/HTTP {} (max body {})",
+                "OTLP/HTTP {} (max body {}{})",
                 h.endpoint,
-                ByteSize(h.max_request_body_size as u64)
+                ByteSize(h.max_request_body_size as u64),
+                tls_note(h.tls.as_ref())
             ));
         }
         out.push(format!("receivers: {}", recv.join(", ")));
@@ -52,8 +63,19 @@ impl Config {
             .iter()
             .map(|(name, cfg)| match cfg {
                 ExporterCfg::Otlp(c) | ExporterCfg::OtlpHttp(c) => {
+                    let http = matches!(cfg, ExporterCfg::OtlpHttp(_));
+                    let tls = match c.security(http) {
+                        Ok(s) if s.is_tls() && c.tls.insecure_skip_verify => {
+                            ", TLS without certificate check"
+                        }
+                        Ok(s) if s.is_tls() && c.tls.cert_file.is_some() => {
+                            ", TLS with a client certificate"
+                        }
+                        Ok(s) if s.is_tls() => ", TLS",
+                        _ => ", plaintext",
+                    };
                     format!(
-                        "{name} -> {} (compression {}, timeout {})",
+                        "{name} -> {} (compression {}, timeout {}{tls})",
                         c.endpoint, c.compression, c.timeout
                     )
                 }
@@ -67,7 +89,16 @@ impl Config {
         } else {
             ""
         };
-        out.push(format!("support API: {api}{auth}"));
+        let tls = if self.support.api.endpoint.is_some() {
+            match &self.support.api.tls {
+                Some(t) if t.client_ca_file.is_some() => " over TLS, client certificates required",
+                Some(_) => " over TLS",
+                None => "",
+            }
+        } else {
+            ""
+        };
+        out.push(format!("support API: {api}{tls}{auth}"));
         let fmt = if self.logging.format == LogFormat::Json {
             "json"
         } else {

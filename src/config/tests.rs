@@ -247,3 +247,23 @@ fn secrets_never_show_in_debug_output() {
     assert!(!shown.contains("SECRET"), "{shown}");
     assert!(shown.contains("<set>"));
 }
+
+/// Inputs fuzzing once failed on (`scripts/fuzz.sh config`; each is added to
+/// `tests/fuzz-regressions/config/`): each loads, or is refused with its problems.
+#[test]
+fn fuzz_regressions_load_or_report_problems() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz-regressions/config");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        match load_with_env(&text, "fuzz.yaml", &env()) {
+            Ok(c) => assert!(std::time::Instant::now()
+                .checked_add(c.tail_sampling.decision_wait)
+                .is_some()),
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert!(!problems.is_empty(), "{}", path.display())
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}

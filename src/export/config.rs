@@ -36,19 +36,60 @@ pub struct OtlpCfg {
     pub sending_queue: QueueCfg,
 }
 
+/// `exporters.otlp.tls` / `exporters.otlphttp.tls`, as the Collector's client TLS settings.
+/// Paths only: the files are read when the exporter starts (and by `casefile check`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsCfg {
-    /// Plaintext when true. TLS itself arrives with issue 4; until then `insecure: false`
-    /// with an `http://` or bare endpoint is plaintext too and says so at start.
+    /// otlp (gRPC) only: plaintext to a `host:port` endpoint. Without it, and always
+    /// with `https://`, the exporter speaks TLS; `http://` is plaintext.
     #[serde(default)]
     pub insecure: bool,
+    /// PEM CA bundle that signed the server's certificate; unset: the system trust store.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// PEM client certificate, for a server that requires one (mTLS); needs `key_file`.
     #[serde(default)]
     pub cert_file: Option<String>,
+    /// PEM private key of `cert_file` (unencrypted).
     #[serde(default)]
     pub key_file: Option<String>,
+    /// Accept any server certificate (encrypted, not authenticated); logged as a warning.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// The name the server's certificate must carry (and SNI), instead of the endpoint's host.
+    #[serde(default)]
+    pub server_name_override: Option<String>,
+}
+
+impl TlsCfg {
+    /// The TLS-only keys that are set, by name.
+    fn tls_keys(&self) -> Vec<&'static str> {
+        let set = |o: &Option<String>| o.as_deref().is_some_and(|v| !v.trim().is_empty());
+        [
+            ("ca_file", set(&self.ca_file)),
+            ("cert_file", set(&self.cert_file)),
+            ("key_file", set(&self.key_file)),
+            ("insecure_skip_verify", self.insecure_skip_verify),
+            ("server_name_override", set(&self.server_name_override)),
+        ]
+        .into_iter()
+        .filter_map(|(k, on)| on.then_some(k))
+        .collect()
+    }
+}
+
+/// Whether an OTLP exporter connects in plaintext or with TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    Plaintext,
+    Tls,
+}
+
+impl Security {
+    pub fn is_tls(self) -> bool {
+        self == Security::Tls
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,17 +198,82 @@ pub enum ExporterCfg {
     File(FileCfg),
 }
 
+/// The scheme of an endpoint, lower-cased, if it has one.
+fn scheme(endpoint: &str) -> Option<String> {
+    let (scheme, _) = endpoint.trim().split_once("://")?;
+    Some(scheme.to_ascii_lowercase())
+}
+
 impl OtlpCfg {
-    /// TLS files are refused until TLS lands (issue 4), so a config never silently runs
-    /// in plaintext where the user asked for certificates.
-    pub(super) fn refuse_tls_files(&self, name: &str) -> Result<(), super::ExportError> {
-        let t = &self.tls;
-        if t.ca_file.is_some() || t.cert_file.is_some() || t.key_file.is_some() {
-            return Err(super::ExportError::Tls {
-                name: name.to_owned(),
-                endpoint: self.endpoint.clone(),
-            });
+    /// Plaintext or TLS, from the endpoint's scheme and `tls:`, as the Collector decides:
+    /// `https://` is TLS; `http://` is plaintext; an `otlp` (gRPC) `host:port` is TLS unless
+    /// `insecure: true`. `http` is true for otlphttp (whose URL always has a scheme; the
+    /// one of `traces_endpoint` when set). Settings that contradict the choice are problems
+    /// (key under the exporter, message), so TLS files never go silently unused.
+    pub fn security(&self, http: bool) -> Result<Security, Vec<(String, String)>> {
+        match self.tls_mode(http) {
+            (security, problems) if problems.is_empty() => Ok(security),
+            (_, problems) => Err(problems),
         }
-        Ok(())
+    }
+
+    /// The choice [`OtlpCfg::security`] makes, with the problems beside it (so `check`
+    /// can still read the files of a TLS exporter whose settings have other problems).
+    pub fn tls_mode(&self, http: bool) -> (Security, Vec<(String, String)>) {
+        let url = match (&self.traces_endpoint, http) {
+            (Some(t), true) => t.as_str(),
+            _ => self.endpoint.as_str(),
+        };
+        let t = &self.tls;
+        let mut problems = Vec::new();
+        let security = match scheme(url).as_deref() {
+            Some("https") => {
+                if t.insecure {
+                    problems.push(("tls.insecure".to_owned(), format!("insecure: true contradicts the https:// endpoint {url:?}: use http:// to send in plaintext, or remove insecure")));
+                }
+                Security::Tls
+            }
+            Some("http") => Security::Plaintext,
+            // otlphttp without a scheme and other schemes are endpoint errors, found at start.
+            _ if http => Security::Plaintext,
+            _ if t.insecure => Security::Plaintext,
+            _ => Security::Tls,
+        };
+        if security == Security::Plaintext {
+            let why = if scheme(url).as_deref() == Some("http") {
+                "the endpoint is http://, so this exporter sends in plaintext: use https:// for TLS"
+            } else if http {
+                "this exporter sends in plaintext: use an https:// endpoint for TLS"
+            } else {
+                "insecure: true sends in plaintext: remove it (or use an https:// endpoint) for TLS"
+            };
+            for key in t.tls_keys() {
+                problems.push((format!("tls.{key}"), format!("{key} is set but {why}")));
+            }
+        } else {
+            let set = |o: &Option<String>| o.as_deref().is_some_and(|v| !v.trim().is_empty());
+            match (set(&t.cert_file), set(&t.key_file)) {
+                (true, false) => problems.push((
+                    "tls.key_file".into(),
+                    "missing: cert_file (the client certificate) needs its private key in key_file"
+                        .into(),
+                )),
+                (false, true) => problems.push((
+                    "tls.cert_file".into(),
+                    "missing: key_file needs its client certificate in cert_file".into(),
+                )),
+                _ => {}
+            }
+            if let Some(name) = t
+                .server_name_override
+                .as_deref()
+                .filter(|n| !n.trim().is_empty())
+            {
+                if let Err(e) = crate::tls::server_name(name) {
+                    problems.push(("tls.server_name_override".into(), e.reason));
+                }
+            }
+        }
+        (security, problems)
     }
 }

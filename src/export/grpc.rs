@@ -10,9 +10,12 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
-use super::config::OtlpCfg;
+use super::config::{OtlpCfg, Security, TlsCfg};
 use super::{Accepted, ExportBatch, ExportError};
 use crate::wire::{Field, Fields};
 
@@ -66,28 +69,34 @@ pub(super) struct GrpcSink {
     timeout: Duration,
 }
 
-/// `host:port` or `http://host:port[/]` -> the URI tonic connects to.
-pub(super) fn endpoint_uri(name: &str, endpoint: &str) -> Result<String, ExportError> {
+/// `host:port`, `http://host:port[/]` or `https://host:port[/]` -> the URI tonic connects
+/// to, with the scheme `security` chose (see [`OtlpCfg::security`]).
+pub(super) fn endpoint_uri(
+    name: &str,
+    endpoint: &str,
+    security: Security,
+) -> Result<String, ExportError> {
     let bad = |reason: &str| ExportError::InvalidEndpoint {
         name: name.to_owned(),
         endpoint: endpoint.to_owned(),
         reason: reason.to_owned(),
     };
     let e = endpoint.trim();
-    let lower = e.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(ExportError::Tls {
-            name: name.to_owned(),
-            endpoint: endpoint.to_owned(),
-        });
-    }
-    let uri = if lower.starts_with("http://") {
-        e.to_owned()
-    } else if e.contains("://") {
-        return Err(bad("the scheme must be http:// (or none: host:port)"));
-    } else {
-        format!("http://{e}")
+    let rest = match e.split_once("://") {
+        None => e,
+        Some((scheme, rest))
+            if matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https") =>
+        {
+            rest
+        }
+        Some(_) => {
+            return Err(bad(
+                "the scheme must be http:// or https:// (or none: host:port)",
+            ))
+        }
     };
+    let scheme = if security.is_tls() { "https" } else { "http" };
+    let uri = format!("{scheme}://{rest}");
     let parsed: http::Uri = uri
         .parse()
         .map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
@@ -107,8 +116,8 @@ impl GrpcSink {
             name: name.to_owned(),
             reason,
         };
-        cfg.refuse_tls_files(name)?;
-        let uri = endpoint_uri(name, &cfg.endpoint)?;
+        let security = cfg.security(false).map_err(|p| tls_error(name, p))?;
+        let uri = endpoint_uri(name, &cfg.endpoint, security)?;
         let compression = match cfg.compression.trim().to_ascii_lowercase().as_str() {
             "gzip" => Some(CompressionEncoding::Gzip),
             "zstd" => Some(CompressionEncoding::Zstd),
@@ -135,6 +144,11 @@ impl GrpcSink {
             metadata.push((key, value));
         }
         let timeout = cfg.timeout.get();
+        let connect_timeout = if timeout.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            timeout
+        };
         let endpoint = Endpoint::from_shared(uri.clone())
             .and_then(|e| e.user_agent(USER_AGENT))
             .map_err(|e| ExportError::InvalidEndpoint {
@@ -143,16 +157,16 @@ impl GrpcSink {
                 reason: e.to_string(),
             })?
             .tcp_nodelay(true)
-            .connect_timeout(if timeout.is_zero() {
-                Duration::from_secs(5)
-            } else {
-                timeout
-            });
-        if !cfg.tls.insecure {
-            tracing::info!(exporter = %name, endpoint = %uri, "TLS is not supported yet (issue 4): sending in plaintext");
-        }
+            .connect_timeout(connect_timeout);
+        let channel = match security {
+            Security::Plaintext => endpoint.connect_lazy(),
+            Security::Tls => {
+                let connector = tls_connector(name, &cfg.tls, true, connect_timeout)?;
+                endpoint.connect_with_connector_lazy(connector)
+            }
+        };
         Ok(GrpcSink {
-            channel: endpoint.connect_lazy(),
+            channel,
             compression,
             metadata,
             timeout,
@@ -193,6 +207,55 @@ impl GrpcSink {
             error_message: partial.error_message,
         })
     }
+}
+
+/// Contradicting TLS settings as one start error.
+pub(super) fn tls_error(name: &str, problems: Vec<(String, String)>) -> ExportError {
+    let reason = problems
+        .into_iter()
+        .map(|(key, message)| format!("{key}: {message}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    ExportError::Tls {
+        name: name.to_owned(),
+        reason,
+    }
+}
+
+/// The HTTPS connector of a TLS exporter (HTTP/2 in ALPN for gRPC, HTTP/1.1 for otlphttp),
+/// logging how the server is authenticated.
+pub(super) fn tls_connector(
+    name: &str,
+    tls: &TlsCfg,
+    http2: bool,
+    connect_timeout: Duration,
+) -> Result<HttpsConnector<HttpConnector>, ExportError> {
+    let err = |e: crate::tls::TlsError| ExportError::Tls {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    };
+    let config = crate::tls::client_config(tls).map_err(err)?;
+    let server_name = tls
+        .server_name_override
+        .as_deref()
+        .filter(|n| !n.trim().is_empty());
+    let connector =
+        crate::tls::https_connector(config, server_name, http2, connect_timeout).map_err(err)?;
+    let client_cert = tls
+        .cert_file
+        .as_deref()
+        .is_some_and(|c| !c.trim().is_empty());
+    if tls.insecure_skip_verify {
+        tracing::warn!(exporter = %name, "insecure_skip_verify: the server's certificate is not checked; anyone on the path can read and change what this exporter sends");
+    } else {
+        let verified_with = if tls.ca_file.as_deref().is_some_and(|c| !c.trim().is_empty()) {
+            "ca_file"
+        } else {
+            "the system trust store"
+        };
+        tracing::info!(exporter = %name, verified_with, client_cert, "exporter speaks TLS");
+    }
+    Ok(connector)
 }
 
 fn status_error(status: Status) -> ExportError {

@@ -10,14 +10,16 @@ use http::header::{
 };
 use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
-use super::config::OtlpCfg;
+use super::config::{OtlpCfg, Security};
+use super::grpc::{tls_connector, tls_error};
 use super::{Accepted, ExportBatch, ExportError};
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -26,8 +28,23 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 /// Bodies larger than this are gzipped on the blocking pool.
 const BLOCKING_GZIP_ABOVE: usize = 256 * 1024;
 
+/// The same legacy client over plain TCP or over TLS.
+enum HttpClient {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl HttpClient {
+    fn request(&self, request: Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            HttpClient::Plain(c) => c.request(request),
+            HttpClient::Tls(c) => c.request(request),
+        }
+    }
+}
+
 pub(super) struct HttpSink {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: HttpClient,
     uri: Uri,
     headers: HeaderMap,
     gzip: bool,
@@ -52,14 +69,12 @@ pub(super) fn traces_uri(name: &str, cfg: &OtlpCfg) -> Result<Uri, ExportError> 
         .parse()
         .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(ExportError::Tls {
-                name: name.to_owned(),
-                endpoint: given.to_owned(),
-            })
+        Some("http" | "https") => {}
+        _ => {
+            return Err(bad(
+                "an OTLP/HTTP endpoint is a URL starting with http:// or https://",
+            ))
         }
-        _ => return Err(bad("an OTLP/HTTP endpoint is a URL starting with http://")),
     }
     match uri.authority() {
         Some(a) if !a.host().is_empty() => Ok(uri),
@@ -73,8 +88,8 @@ impl HttpSink {
             name: name.to_owned(),
             reason,
         };
-        cfg.refuse_tls_files(name)?;
         let uri = traces_uri(name, cfg)?;
+        let security = cfg.security(true).map_err(|p| tls_error(name, p))?;
         let gzip = match cfg.compression.trim().to_ascii_lowercase().as_str() {
             "gzip" => true,
             "none" | "" => false,
@@ -108,17 +123,26 @@ impl HttpSink {
             );
         }
         let timeout = cfg.timeout.get();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(if timeout.is_zero() {
+        let connect_timeout = if timeout.is_zero() {
             Duration::from_secs(5)
         } else {
             timeout
-        }));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        if !cfg.tls.insecure {
-            tracing::info!(exporter = %name, endpoint = %uri, "TLS is not supported yet (issue 4): sending in plaintext");
-        }
+        };
+        let builder = Client::builder(TokioExecutor::new());
+        let client = match security {
+            Security::Plaintext => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(connect_timeout));
+                HttpClient::Plain(builder.build(connector))
+            }
+            Security::Tls => HttpClient::Tls(builder.build(tls_connector(
+                name,
+                &cfg.tls,
+                false,
+                connect_timeout,
+            )?)),
+        };
         Ok(HttpSink {
             client,
             uri,

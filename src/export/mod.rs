@@ -52,8 +52,8 @@ pub enum ExportError {
         endpoint: String,
         reason: String,
     },
-    #[error("exporter {name}: TLS exporters arrive with issue 4 (endpoint {endpoint:?}; use http:// or host:port)")]
-    Tls { name: String, endpoint: String },
+    #[error("exporter {name}: TLS: {reason}")]
+    Tls { name: String, reason: String },
     #[error("exporter {name}: {reason}")]
     Config { name: String, reason: String },
     #[error("exporter {name}: cannot open {path}: {source}")]
@@ -218,8 +218,8 @@ pub struct Exporters {
 
 impl Exporters {
     /// Spawns one bounded queue + `sending_queue.num_consumers` workers per exporter on the
-    /// current tokio runtime. Fails on a bad endpoint, TLS settings (not yet supported), an
-    /// unknown compression, an invalid header, or a file that cannot be opened.
+    /// current tokio runtime. Fails on a bad endpoint, TLS settings that contradict it or
+    /// name an unreadable file, an unknown compression, an invalid header, or a file that cannot be opened.
     pub fn start(cfgs: &[(String, ExporterCfg)]) -> Result<Exporters, ExportError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
         let _guard = runtime.enter();

@@ -1,11 +1,13 @@
 //! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 //! The request message is taken as raw bytes (a custom codec) and decoded on the fast
-//! path; gzip and zstd are accepted; the size limit applies after decompression.
+//! path; gzip and zstd are accepted; the size limit applies after decompression. With
+//! `tls:` the connections come through [`TlsListener`] (handshake done, mTLS checked).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes};
@@ -16,6 +18,7 @@ use tonic::server::NamedService;
 use tonic::{Code, Status};
 
 use super::{encode_response, Intake, IntakeError};
+use crate::tls::TlsListener;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -130,26 +133,38 @@ where
     }
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` resolves.
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves; over TLS with `tls`.
 pub async fn serve(
     listener: TcpListener,
     intake: Intake,
     max_message_size: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "OTLP/gRPC receiver listening");
+    tracing::info!(?addr, tls = tls.is_some(), "OTLP/gRPC receiver listening");
     let svc = TraceService {
         intake,
         max_message_size,
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
-        .await
+        .add_service(svc);
+    match tls {
+        None => {
+            server
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    shutdown,
+                )
+                .await
+        }
+        Some(config) => {
+            let incoming = TlsListener::new(listener, config, "otlp_grpc").into_stream();
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }

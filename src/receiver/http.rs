@@ -1,8 +1,10 @@
 //! OTLP/HTTP receiver: `POST /v1/traces` with `application/x-protobuf` or
 //! `application/json` bodies, gzip-encoded or not, chunked or not. The body limit applies
-//! to the decompressed size. Answers in the request's content type.
+//! to the decompressed size. Answers in the request's content type. With `tls:` the
+//! connections come through [`TlsListener`] (handshake done, mTLS checked).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
@@ -14,6 +16,7 @@ use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
 
 use super::{encode_response, Intake, IntakeError};
+use crate::tls::TlsListener;
 use crate::wire::{put_key, put_len, put_varint, VARINT};
 
 #[derive(Clone)]
@@ -152,15 +155,26 @@ fn error(format: Format, code: StatusCode, message: &str) -> Response {
     (code, [(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
-/// Serves OTLP/HTTP on `listener` until `shutdown` resolves.
+/// Serves OTLP/HTTP on `listener` until `shutdown` resolves; over TLS with `tls`.
 pub async fn serve(
     listener: TcpListener,
     intake: Intake,
     max_body: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tracing::info!(addr = ?listener.local_addr().ok(), "OTLP/HTTP receiver listening");
-    axum::serve(listener, router(intake, max_body))
-        .with_graceful_shutdown(shutdown)
-        .await
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = tls.is_some(), "OTLP/HTTP receiver listening");
+    let app = router(intake, max_body);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config, "otlp_http"), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

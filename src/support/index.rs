@@ -1,14 +1,14 @@
 //! Attribute index: maps the values of `support.index.attributes` (user.id, session.id,
 //! ...) found on span or resource attributes to the traces that carry them, and keeps a
 //! summary of each such trace once it is decided. Fed by the buffer: keys at ingest
-//! ([`Index::keys_of`] outside any lock, [`Index::add`] once per request), summaries at
+//! ([`KeyScan`] over each trace's spans outside any lock, [`Index::add`] once per request), summaries at
 //! decision time. Bounded by `retention` and `max_traces`, oldest out first. With
 //! `hash_values` only HMAC-SHA256 digests of the values are held.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use foldhash::{HashMap, HashSet, HashSetExt};
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,20 +96,23 @@ impl Summary {
 }
 
 /// Service and operation names repeat across millions of summaries: each distinct one is
-/// held once. Bounded: past 65 536 names the table starts over (old summaries keep theirs).
+/// held once per thread that decides (no lock on the decision path). Bounded: past 65 536
+/// names a thread's table starts over (old summaries keep theirs).
 fn intern(s: &str) -> Arc<str> {
-    static NAMES: std::sync::OnceLock<Mutex<HashMap<Box<str>, Arc<str>>>> =
-        std::sync::OnceLock::new();
-    let mut names = NAMES.get_or_init(Default::default).lock();
-    if let Some(a) = names.get(s) {
-        return Arc::clone(a);
+    thread_local! {
+        static NAMES: std::cell::RefCell<HashMap<Box<str>, Arc<str>>> = Default::default();
     }
-    if names.len() >= 1 << 16 {
-        names.clear();
-    }
-    let a: Arc<str> = Arc::from(s);
-    names.insert(s.into(), Arc::clone(&a));
-    a
+    NAMES.with_borrow_mut(|names| {
+        if let Some(a) = names.get(s) {
+            return Arc::clone(a);
+        }
+        if names.len() >= 1 << 16 {
+            names.clear();
+        }
+        let a: Arc<str> = Arc::from(s);
+        names.insert(s.into(), Arc::clone(&a));
+        a
+    })
 }
 
 /// An index key: the attribute's position in the config and the value (or its digest).
@@ -185,18 +188,22 @@ impl Index {
 
     /// The key of `value` for the attribute at `attr` (its position in the config).
     fn key(&self, attr: usize, value: &[u8]) -> Key {
-        let mut k = Vec::with_capacity(1 + 32);
-        k.push(attr as u8);
         match &self.hmac_key {
             Some(secret) => {
                 let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
                     .expect("HMAC takes any key length");
                 mac.update(value);
-                k.extend_from_slice(&mac.finalize().into_bytes());
+                let mut k = [0u8; 33];
+                k[0] = attr as u8;
+                k[1..].copy_from_slice(&mac.finalize().into_bytes());
+                Arc::from(&k[..])
             }
-            None => k.extend_from_slice(value),
+            None => {
+                // One allocation: the Arc is built from an iterator of known length.
+                let bytes = std::iter::once(attr as u8).chain(value.iter().copied());
+                bytes.collect()
+            }
         }
-        k.into()
     }
 
     /// The key for a lookup of `attribute` = `value`, or None when it is not indexed.
@@ -225,49 +232,27 @@ impl Index {
         }
     }
 
-    /// The (trace, key) pairs of a batch of spans. Runs outside any lock; resource
-    /// attributes are read once per resource block, and a value repeated on the spans of
-    /// one trace is keyed (and hashed) once.
+    /// The (trace, key) pairs of a batch of spans, in any order (tests and benchmarks;
+    /// the buffer scans its sorted runs with [`Index::scanner`]).
     pub fn keys_of(&self, spans: &[Span]) -> Vec<(TraceId, Key)> {
-        let mut out: Vec<(TraceId, Key)> = Vec::new();
-        let mut resources: Vec<(u64, Vec<(usize, Cow<'_, str>)>)> = Vec::new();
-        let mut seen: HashSet<(TraceId, usize, Cow<'_, str>)> = HashSet::new();
-        let mut found = Vec::new();
-        for span in spans {
-            let res = match resources.iter().position(|(id, _)| *id == span.resource().id) {
-                Some(i) => i,
-                None => {
-                    let mut vals = Vec::new();
-                    self.scan(span.resource().resource_attributes(), &mut vals);
-                    resources.push((span.resource().id, vals));
-                    resources.len() - 1
-                }
-            };
-            found.clear();
-            found.extend(resources[res].1.iter().cloned());
-            self.scan(span.attributes(), &mut found);
-            for (i, v) in found.drain(..) {
-                let key = self.key_if_new(&mut seen, span.trace_id(), i, v);
-                out.extend(key.map(|k| (span.trace_id(), k)));
-            }
+        let mut sorted: Vec<&Span> = spans.iter().collect();
+        sorted.sort_by_key(|s| s.trace_id());
+        let mut scan = self.scanner();
+        let mut out = Vec::new();
+        for run in sorted.chunk_by(|a, b| a.trace_id() == b.trace_id()) {
+            scan.trace(run[0].trace_id(), run.iter().copied(), &mut out);
         }
         out
     }
 
-    fn key_if_new<'a>(
-        &self,
-        seen: &mut HashSet<(TraceId, usize, Cow<'a, str>)>,
-        id: TraceId,
-        attr: usize,
-        v: Cow<'a, str>,
-    ) -> Option<Key> {
-        let entry = (id, attr, v);
-        if seen.contains(&entry) {
-            return None;
+    /// A reader of indexed values for one batch of spans (outside any lock).
+    pub fn scanner<'a>(&self) -> KeyScan<'_, 'a> {
+        KeyScan {
+            index: self,
+            resources: Vec::new(),
+            found: Vec::new(),
+            scratch: Vec::new(),
         }
-        let key = self.key(attr, entry.2.as_bytes());
-        seen.insert(entry);
-        Some(key)
     }
 
     /// Records the keys found by [`Index::keys_of`].
@@ -277,13 +262,17 @@ impl Index {
         }
     }
 
-    /// [`Index::add`] at a given wall-clock time (Unix ms).
+    /// [`Index::add`] at a given wall-clock time (Unix ms). Pairs of one trace are
+    /// usually side by side (the scanner writes them so): each such group costs one
+    /// lookup and at most one reallocation of the trace's key list.
     pub fn add_at(&self, pairs: Vec<(TraceId, Key)>, now: u64) {
         let mut inner = self.inner.lock();
-        for (id, key) in pairs {
-            if !inner.seq.contains_key(&id) {
-                let n = inner.base + inner.ring.len() as u64;
-                inner.seq.insert(id, n);
+        let inner = &mut *inner;
+        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let id = group[0].0;
+            let next = inner.base + inner.ring.len() as u64;
+            let n = *inner.seq.entry(id).or_insert(next);
+            if n == next {
                 inner.ring.push_back(Entry {
                     id,
                     at: now,
@@ -291,16 +280,26 @@ impl Index {
                     summary: None,
                 });
             }
-            let entry = inner.get_mut(&id).expect("inserted above");
-            if entry.keys.contains(&key) {
-                continue;
+            let entry = &mut inner.ring[(n - inner.base) as usize];
+            let mut keys: Vec<Key> = Vec::new();
+            for (_, key) in group {
+                if entry.keys.contains(key) || keys.contains(key) {
+                    continue;
+                }
+                // One copy of each value, shared by every trace that carries it.
+                let key = match inner.by_key.get_key_value(key) {
+                    Some((k, _)) => Arc::clone(k),
+                    None => Arc::clone(key),
+                };
+                inner.by_key.entry(Arc::clone(&key)).or_default().push_back(id);
+                keys.push(key);
             }
-            let mut keys = std::mem::take(&mut entry.keys).into_vec();
-            keys.push(Arc::clone(&key));
-            entry.keys = keys.into_boxed_slice();
-            inner.by_key.entry(key).or_default().push_back(id);
+            if !keys.is_empty() {
+                keys.extend(entry.keys.iter().cloned());
+                entry.keys = keys.into_boxed_slice();
+            }
         }
-        self.evict(&mut inner, now);
+        self.evict(inner, now);
     }
 
     fn evict(&self, inner: &mut Inner, now: u64) {
@@ -391,6 +390,54 @@ impl Index {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Reads the indexed values of a batch, one trace (its spans side by side) at a time.
+/// Resource attributes are read once per resource block; the values of other attributes
+/// are not parsed; a value repeated on the spans of a trace is keyed (and hashed) once.
+pub struct KeyScan<'i, 'a> {
+    index: &'i Index,
+    resources: Vec<(u64, Vec<(usize, Cow<'a, str>)>)>,
+    found: Vec<(usize, Cow<'a, str>)>,
+    scratch: Vec<(usize, Cow<'a, str>)>,
+}
+
+impl<'a> KeyScan<'_, 'a> {
+    /// Appends the keys of one trace's spans to `out`; true when it has any.
+    pub fn trace(
+        &mut self,
+        id: TraceId,
+        spans: impl IntoIterator<Item = &'a Span>,
+        out: &mut Vec<(TraceId, Key)>,
+    ) -> bool {
+        let ix = self.index;
+        self.found.clear();
+        for span in spans {
+            let rid = span.resource().id;
+            let r = match self.resources.iter().rposition(|(id, _)| *id == rid) {
+                Some(i) => i,
+                None => {
+                    let mut vals = Vec::new();
+                    ix.scan(span.resource().resource_attributes(), &mut vals);
+                    self.resources.push((rid, vals));
+                    self.resources.len() - 1
+                }
+            };
+            for v in &self.resources[r].1 {
+                if !self.found.contains(v) {
+                    self.found.push(v.clone());
+                }
+            }
+            ix.scan(span.attributes(), &mut self.scratch);
+            for v in self.scratch.drain(..) {
+                if !self.found.contains(&v) {
+                    self.found.push(v);
+                }
+            }
+        }
+        out.extend(self.found.iter().map(|(i, v)| (id, ix.key(*i, v.as_bytes()))));
+        !self.found.is_empty()
     }
 }
 

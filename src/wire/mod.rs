@@ -263,6 +263,9 @@ impl<'a> Attributes<'a> {
         loop {
             match self.fields.next()? {
                 Ok((n, Field::Len(kv))) if n == self.number => {
+                    if let Some(kv) = key_value_fast(kv) {
+                        return Some(kv);
+                    }
                     let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
                     for f in Fields::new(kv) {
                         match f {
@@ -289,6 +292,24 @@ impl<'a> Attributes<'a> {
         }
         None
     }
+}
+
+/// A `KeyValue` laid out as every SDK writes it (key, then value, each shorter than 128
+/// bytes, nothing else): split without the general field walk. `None` for anything else,
+/// which the general walk then reads.
+#[inline(always)]
+fn key_value_fast(kv: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&[0x0a, kl], rest) = kv.split_first_chunk::<2>()? else {
+        return None;
+    };
+    if kl >= 0x80 || rest.len() < kl as usize {
+        return None;
+    }
+    let (key, rest) = rest.split_at(kl as usize);
+    let (&[0x12, vl], value) = rest.split_first_chunk::<2>()? else {
+        return None;
+    };
+    (vl < 0x80 && value.len() == vl as usize).then_some((key, value))
 }
 
 impl<'a> Iterator for Attributes<'a> {
@@ -364,6 +385,60 @@ mod tests {
         for cut in 0..out.len() {
             let r: Result<Vec<_>, _> = Fields::new(&out[..cut]).collect();
             assert!(cut == 0 || r.is_err(), "cut at {cut}");
+        }
+    }
+
+    /// The general walk of a `KeyValue`, which the fast split must always agree with.
+    fn key_value_walk(kv: &[u8]) -> (&[u8], &[u8]) {
+        let (mut key, mut value): (&[u8], &[u8]) = (&[], &[]);
+        for f in Fields::new(kv) {
+            match f {
+                Ok((1, Field::Len(k))) => key = k,
+                Ok((2, Field::Len(v))) => value = v,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        (key, value)
+    }
+
+    #[test]
+    fn key_value_fast_split_takes_only_the_plain_layout() {
+        let plain = string_key_value("user.id", "usr_1");
+        assert_eq!(key_value_fast(&plain), Some((&b"user.id"[..], &plain[11..])));
+        // Value first, a key only, an extra field, long keys: left to the general walk.
+        let mut swapped = Vec::new();
+        put_len(&mut swapped, 2, &plain[11..]);
+        put_len(&mut swapped, 1, b"k");
+        let mut key_only = Vec::new();
+        put_len(&mut key_only, 1, b"k");
+        let mut extra = plain.clone();
+        put_len(&mut extra, 3, b"x");
+        let long = string_key_value(&"k".repeat(200), "v");
+        for kv in [&swapped, &key_only, &extra, &long] {
+            assert_eq!(key_value_fast(kv), None);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn key_value_fast_split_agrees_with_the_walk(kv in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            if let Some(fast) = key_value_fast(&kv) {
+                proptest::prop_assert_eq!(fast, key_value_walk(&kv));
+            }
+        }
+
+        #[test]
+        fn key_value_fast_split_agrees_on_encoded_pairs(k in ".{0,140}", v in ".{0,140}") {
+            let kv = string_key_value(&k, &v);
+            let walk = key_value_walk(&kv);
+            if let Some(fast) = key_value_fast(&kv) {
+                proptest::prop_assert_eq!(fast, walk);
+            }
+            let mut span = Vec::new();
+            put_len(&mut span, 9, &kv);
+            let (key, value) = Attributes::new(&span, 9).next_raw().unwrap();
+            proptest::prop_assert_eq!((key, value), walk);
         }
     }
 

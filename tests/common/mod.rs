@@ -2,6 +2,9 @@
 //! that end on an event (with a bounded timeout), never on a fixed sleep.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod tls;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -209,7 +209,7 @@ async fn bad_settings_fail_at_start() {
             .unwrap()
             .to_string()
     };
-    assert!(err(otlp_cfg("https://tempo:4317")).contains("TLS exporters arrive with issue 4"));
+    assert!(err(otlp_cfg("https://tempo:4317")).contains("contradicts the https://"));
     assert!(err(otlp_cfg("ftp://tempo:4317")).contains("invalid endpoint"));
     assert!(err(otlp_cfg("")).contains("invalid endpoint"));
     assert!(err(otlp_cfg("tempo:4317/v1/traces")).contains("no path"));
@@ -223,7 +223,15 @@ async fn bad_settings_fail_at_start() {
     assert!(e.contains("authorization") && !e.contains("cret"), "{e}");
     let mut c = otlp_cfg("tempo:4317");
     c.tls.ca_file = Some("/etc/ca.pem".into());
-    assert!(err(c).contains("issue 4"));
+    assert!(err(c).contains("insecure: true sends in plaintext"));
+    let mut c = otlp_cfg("tempo:4317");
+    c.tls.insecure = false;
+    c.tls.ca_file = Some("/nonexistent/ca.pem".into());
+    let e = err(c);
+    assert!(
+        e.contains("ca_file \"/nonexistent/ca.pem\": cannot read it"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

@@ -147,7 +147,10 @@ async fn bad_settings_fail_at_start() {
             .unwrap()
             .to_string()
     };
-    assert!(err(otlp_cfg("https://vendor.example")).contains("TLS exporters arrive with issue 4"));
+    assert!(err(otlp_cfg("https://vendor.example")).contains("contradicts the https://"));
+    let mut c = otlp_cfg("http://vendor.example");
+    c.tls.cert_file = Some("/etc/client.pem".into());
+    assert!(err(c).contains("use https:// for TLS"));
     assert!(err(otlp_cfg("vendor.example:4318")).contains("invalid endpoint"));
     assert!(err(otlp_cfg("http://")).contains("invalid endpoint"));
     let mut c = otlp_cfg("http://vendor.example");

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use crate::export::config::RetryCfg;
+use crate::export::config::{RetryCfg, Security};
 use crate::export::grpc::endpoint_uri;
 use crate::export::http::traces_uri;
 use crate::export::retry::Backoff;
@@ -96,30 +96,79 @@ fn retryable_errors_follow_the_otlp_spec() {
 
 #[test]
 fn grpc_endpoints() {
+    let plain = |e: &str| endpoint_uri("x", e, Security::Plaintext);
+    assert_eq!(plain("tempo:4317").unwrap(), "http://tempo:4317");
     assert_eq!(
-        endpoint_uri("x", "tempo:4317").unwrap(),
-        "http://tempo:4317"
-    );
-    assert_eq!(
-        endpoint_uri("x", " http://10.0.0.1:4317 ").unwrap(),
+        plain(" http://10.0.0.1:4317 ").unwrap(),
         "http://10.0.0.1:4317"
     );
+    assert_eq!(plain("[::1]:4317").unwrap(), "http://[::1]:4317");
     assert_eq!(
-        endpoint_uri("x", "[::1]:4317").unwrap(),
-        "http://[::1]:4317"
+        endpoint_uri("x", "HTTPS://tempo:4317", Security::Tls).unwrap(),
+        "https://tempo:4317"
+    );
+    assert_eq!(
+        endpoint_uri("x", "tempo:4317", Security::Tls).unwrap(),
+        "https://tempo:4317"
     );
     assert!(matches!(
-        endpoint_uri("x", "HTTPS://tempo:4317"),
-        Err(ExportError::Tls { .. })
-    ));
-    assert!(matches!(
-        endpoint_uri("x", "unix:///tmp/s"),
+        plain("unix:///tmp/s"),
         Err(ExportError::InvalidEndpoint { .. })
     ));
     assert!(matches!(
-        endpoint_uri("x", "tempo 4317"),
+        plain("tempo 4317"),
         Err(ExportError::InvalidEndpoint { .. })
     ));
+}
+
+/// Plaintext or TLS, as the Collector decides, and contradictions refused.
+#[test]
+fn exporter_security_follows_scheme_and_insecure() {
+    let grpc = |endpoint: &str, insecure: bool| {
+        let mut c = otlp_cfg(endpoint);
+        c.tls.insecure = insecure;
+        c.security(false)
+    };
+    assert_eq!(grpc("tempo:4317", false), Ok(Security::Tls));
+    assert_eq!(grpc("tempo:4317", true), Ok(Security::Plaintext));
+    assert_eq!(grpc("http://tempo:4317", false), Ok(Security::Plaintext));
+    assert_eq!(grpc("https://tempo:4317", false), Ok(Security::Tls));
+    let e = grpc("https://tempo:4317", true).unwrap_err();
+    assert_eq!(e[0].0, "tls.insecure");
+
+    let http = |endpoint: &str| {
+        let mut c = otlp_cfg(endpoint);
+        c.tls.insecure = false;
+        c.security(true)
+    };
+    assert_eq!(http("https://gw"), Ok(Security::Tls));
+    assert_eq!(http("http://gw"), Ok(Security::Plaintext));
+    let mut c = otlp_cfg("http://gw");
+    c.traces_endpoint = Some("https://gw/t".into());
+    c.tls.insecure = false;
+    assert_eq!(
+        c.security(true),
+        Ok(Security::Tls),
+        "traces_endpoint decides"
+    );
+
+    let mut c = otlp_cfg("http://gw");
+    c.tls.ca_file = Some("/etc/ca.pem".into());
+    let e = c.security(true).unwrap_err();
+    assert_eq!(e[0].0, "tls.ca_file");
+    assert!(e[0].1.contains("https://"), "{e:?}");
+
+    let mut c = otlp_cfg("tempo:4317");
+    c.tls.insecure = false;
+    c.tls.cert_file = Some("/etc/client.pem".into());
+    let e = c.security(false).unwrap_err();
+    assert_eq!(e[0].0, "tls.key_file");
+    c.tls.cert_file = None;
+    c.tls.server_name_override = Some("not a name!".into());
+    assert_eq!(
+        c.security(false).unwrap_err()[0].0,
+        "tls.server_name_override"
+    );
 }
 
 #[test]
@@ -145,14 +194,11 @@ fn http_endpoints() {
         uri("", Some("http://gw:80/custom")).unwrap(),
         "http://gw:80/custom"
     );
-    assert!(matches!(
-        uri("https://gw", None),
-        Err(ExportError::Tls { .. })
-    ));
-    assert!(matches!(
-        uri("http://gw", Some("https://gw/t")),
-        Err(ExportError::Tls { .. })
-    ));
+    assert_eq!(uri("https://gw", None).unwrap(), "https://gw/v1/traces");
+    assert_eq!(
+        uri("http://gw", Some("https://gw/t")).unwrap(),
+        "https://gw/t"
+    );
     assert!(matches!(
         uri("gw:4318", None),
         Err(ExportError::InvalidEndpoint { .. })
