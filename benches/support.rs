@@ -45,14 +45,14 @@ fn build_index() -> (Index, Vec<String>) {
         .spans;
     let before = rss_bytes();
     for chunk in 0..(TRACES / 1000) {
-        let mut pairs = Vec::with_capacity(1000);
+        let mut pairs = casefile::support::index::Found::default();
         let mut summaries = Vec::with_capacity(1000);
         for j in 0..1000 {
             let n = chunk * 1000 + j;
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
             id[8..].copy_from_slice(&(n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
-            pairs.push((id, ix.query_key("user.id", &users[n % USERS]).unwrap()));
+            pairs.push(id, &ix.query_key("user.id", &users[n % USERS]).unwrap());
             summaries.push(Summary::of(
                 id,
                 &spans,

@@ -211,7 +211,7 @@ impl Buffer {
         }
         if let Some(index) = &self.hooks.index {
             let mut scan = index.scanner();
-            let mut pairs = Vec::new();
+            let mut pairs = crate::support::index::Found::default();
             for (bucket, runs) in buckets.iter().zip(&mut runs) {
                 for (start, (len, indexed)) in runs.iter_mut().enumerate() {
                     if *len > 0 {

@@ -131,8 +131,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Inner {
-    /// Key -> traces, in the order they were first seen.
-    by_key: HashMap<Key, VecDeque<TraceId>>,
+    /// Key -> traces, in the order they were first seen (hashbrown for lookups by
+    /// borrowed bytes that hand back the stored key).
+    by_key: hashbrown::HashMap<Key, VecDeque<TraceId>, foldhash::fast::RandomState>,
     /// Trace -> sequence number of its entry.
     seq: HashMap<TraceId, u64>,
     /// Entries, oldest first; `ring[0]` has sequence number `base`.
@@ -188,21 +189,22 @@ impl Index {
 
     /// The key of `value` for the attribute at `attr` (its position in the config).
     fn key(&self, attr: usize, value: &[u8]) -> Key {
+        let mut k = Vec::with_capacity(33);
+        self.write_key(attr, value, &mut k);
+        Arc::from(k)
+    }
+
+    /// Appends the key bytes of `value` for the attribute at `attr` to `out`.
+    fn write_key(&self, attr: usize, value: &[u8], out: &mut Vec<u8>) {
+        out.push(attr as u8);
         match &self.hmac_key {
             Some(secret) => {
                 let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
                     .expect("HMAC takes any key length");
                 mac.update(value);
-                let mut k = [0u8; 33];
-                k[0] = attr as u8;
-                k[1..].copy_from_slice(&mac.finalize().into_bytes());
-                Arc::from(&k[..])
+                out.extend_from_slice(&mac.finalize().into_bytes());
             }
-            None => {
-                // One allocation: the Arc is built from an iterator of known length.
-                let bytes = std::iter::once(attr as u8).chain(value.iter().copied());
-                bytes.collect()
-            }
+            None => out.extend_from_slice(value),
         }
     }
 
@@ -232,13 +234,13 @@ impl Index {
         }
     }
 
-    /// The (trace, key) pairs of a batch of spans, in any order (tests and benchmarks;
-    /// the buffer scans its sorted runs with [`Index::scanner`]).
-    pub fn keys_of(&self, spans: &[Span]) -> Vec<(TraceId, Key)> {
+    /// The keys of a batch of spans, in any order (tests and benchmarks; the buffer scans
+    /// its sorted runs with [`Index::scanner`]).
+    pub fn keys_of(&self, spans: &[Span]) -> Found {
         let mut sorted: Vec<&Span> = spans.iter().collect();
         sorted.sort_by_key(|s| s.trace_id());
         let mut scan = self.scanner();
-        let mut out = Vec::new();
+        let mut out = Found::default();
         for run in sorted.chunk_by(|a, b| a.trace_id() == b.trace_id()) {
             scan.trace(run[0].trace_id(), run.iter().copied(), &mut out);
         }
@@ -255,20 +257,20 @@ impl Index {
         }
     }
 
-    /// Records the keys found by [`Index::keys_of`].
-    pub fn add(&self, pairs: Vec<(TraceId, Key)>) {
-        if !pairs.is_empty() {
-            self.add_at(pairs, now_ms());
+    /// Records the keys found by a [`KeyScan`].
+    pub fn add(&self, found: Found) {
+        if !found.pairs.is_empty() {
+            self.add_at(found, now_ms());
         }
     }
 
-    /// [`Index::add`] at a given wall-clock time (Unix ms). Pairs of one trace are
-    /// usually side by side (the scanner writes them so): each such group costs one
-    /// lookup and at most one reallocation of the trace's key list.
-    pub fn add_at(&self, pairs: Vec<(TraceId, Key)>, now: u64) {
+    /// [`Index::add`] at a given wall-clock time (Unix ms). Keys of one trace are side by
+    /// side (the scanner writes them so): each trace costs one lookup and at most one key
+    /// list; each key one lookup, and an allocation only the first time it is seen.
+    pub fn add_at(&self, found: Found, now: u64) {
         let mut inner = self.inner.lock();
         let inner = &mut *inner;
-        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+        for group in found.pairs.chunk_by(|a, b| a.0 == b.0) {
             let id = group[0].0;
             let next = inner.base + inner.ring.len() as u64;
             let n = *inner.seq.entry(id).or_insert(next);
@@ -282,16 +284,23 @@ impl Index {
             }
             let entry = &mut inner.ring[(n - inner.base) as usize];
             let mut keys: Vec<Key> = Vec::new();
-            for (_, key) in group {
-                if entry.keys.contains(key) || keys.contains(key) {
+            for &(_, start, end) in group {
+                let bytes = &found.bytes[start as usize..end as usize];
+                if entry.keys.iter().chain(&keys).any(|k| **k == *bytes) {
                     continue;
                 }
                 // One copy of each value, shared by every trace that carries it.
-                let key = match inner.by_key.get_key_value(key) {
-                    Some((k, _)) => Arc::clone(k),
-                    None => Arc::clone(key),
+                let key = match inner.by_key.get_key_value_mut(bytes) {
+                    Some((k, q)) => {
+                        q.push_back(id);
+                        Arc::clone(k)
+                    }
+                    None => {
+                        let k: Key = Arc::from(bytes);
+                        inner.by_key.insert(Arc::clone(&k), VecDeque::from([id]));
+                        k
+                    }
                 };
-                inner.by_key.entry(Arc::clone(&key)).or_default().push_back(id);
                 keys.push(key);
             }
             if !keys.is_empty() {
@@ -393,6 +402,31 @@ impl Index {
     }
 }
 
+/// Keys found in a batch: (trace, range of its key bytes in `bytes`), a trace's keys
+/// side by side. Borrowed bytes, so a key already indexed costs no allocation.
+#[derive(Debug, Default)]
+pub struct Found {
+    pairs: Vec<(TraceId, u32, u32)>,
+    bytes: Vec<u8>,
+}
+
+impl Found {
+    /// Adds a key (already in key form, as [`Index::query_key`] gives it).
+    pub fn push(&mut self, id: TraceId, key: &[u8]) {
+        let start = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(key);
+        self.pairs.push((id, start, self.bytes.len() as u32));
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
 /// Reads the indexed values of a batch, one trace (its spans side by side) at a time.
 /// Resource attributes are read once per resource block; the values of other attributes
 /// are not parsed; a value repeated on the spans of a trace is keyed (and hashed) once.
@@ -404,12 +438,12 @@ pub struct KeyScan<'i, 'a> {
 }
 
 impl<'a> KeyScan<'_, 'a> {
-    /// Appends the keys of one trace's spans to `out`; true when it has any.
+    /// Adds the keys of one trace's spans to `out`; true when it has any.
     pub fn trace(
         &mut self,
         id: TraceId,
         spans: impl IntoIterator<Item = &'a Span>,
-        out: &mut Vec<(TraceId, Key)>,
+        out: &mut Found,
     ) -> bool {
         let ix = self.index;
         self.found.clear();
@@ -436,7 +470,11 @@ impl<'a> KeyScan<'_, 'a> {
                 }
             }
         }
-        out.extend(self.found.iter().map(|(i, v)| (id, ix.key(*i, v.as_bytes()))));
+        for (i, v) in &self.found {
+            let start = out.bytes.len() as u32;
+            ix.write_key(*i, v.as_bytes(), &mut out.bytes);
+            out.pairs.push((id, start, out.bytes.len() as u32));
+        }
         !self.found.is_empty()
     }
 }
