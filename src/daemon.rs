@@ -18,6 +18,7 @@ use crate::config::{Config, Problem, ServerTlsCfg};
 use crate::export::{ExportError, Exporters};
 use crate::policy::Policies;
 use crate::receiver::Intake;
+use crate::storage::Storage;
 use crate::support::complaints::Desk;
 use crate::support::store::StoreError;
 use crate::support::{self, Hooks};
@@ -38,6 +39,8 @@ pub enum RunError {
     Exporters(#[from] ExportError),
     #[error("cannot open the complaint store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the write-ahead log: {0}")]
+    Storage(#[from] crate::storage::WalError),
     #[error("TLS of the {what}: {source}")]
     Tls {
         what: &'static str,
@@ -124,6 +127,7 @@ impl Daemon {
             Err(e) => tracing::warn!(error = %e, "could not restore watches"),
         }
         let exporters = Exporters::start(&config.exporters)?;
+        let storage = restore(&config, &buffer)?;
         let (stop, stop_rx) = watch::channel(false);
 
         // Receivers refuse while the exporters are behind or kept spans pile up.
@@ -132,7 +136,7 @@ impl Daemon {
             let (b, e) = (Arc::clone(&buffer), exporters.clone());
             Arc::new(move || e.saturated() || b.outbox_bytes() > outbox_limit)
         };
-        let intake = Intake::new(Arc::clone(&buffer), backpressure);
+        let intake = Intake::new(Arc::clone(&buffer), backpressure).with_storage(storage.clone());
 
         let mut receivers: Vec<JoinHandle<()>> = Vec::new();
         let mut grpc_addr = None;
@@ -199,6 +203,7 @@ impl Daemon {
             exporters.clone(),
             tick,
             stop_rx.clone(),
+            storage,
         ));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(policies = ?buffer.policies().names(), exporters = ?exporters.names(), "casefile started");
@@ -237,6 +242,30 @@ impl Daemon {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+/// With `storage.dir`: opens the write-ahead log and replays what it holds into the buffer,
+/// before any receiver listens (the decider decides and hands on the replayed traces once
+/// it runs).
+fn restore(config: &Config, buffer: &Buffer) -> Result<Option<Arc<Storage>>, RunError> {
+    let Some(cfg) = &config.storage else {
+        return Ok(None);
+    };
+    let storage = Storage::open(cfg, config.tail_sampling.decision_wait)?;
+    let r = storage.restore(buffer);
+    if r.segments > 0 {
+        tracing::info!(
+            dir = %cfg.dir.display(),
+            segments = r.segments,
+            records = r.records,
+            spans = r.spans,
+            damaged_segments = r.damaged,
+            "write-ahead log replayed; kept traces among them are exported again (duplicates possible)"
+        );
+    } else {
+        tracing::info!(dir = %cfg.dir.display(), fsync = ?cfg.fsync, "write-ahead log opened");
+    }
+    Ok(Some(Arc::new(storage)))
 }
 
 /// The stages shutdown stops, in data-flow order.
