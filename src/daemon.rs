@@ -203,7 +203,7 @@ impl Daemon {
             exporters.clone(),
             tick,
             stop_rx.clone(),
-            storage,
+            storage.clone(),
         ));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(policies = ?buffer.policies().names(), exporters = ?exporters.names(), "casefile started");
@@ -224,6 +224,7 @@ impl Daemon {
                 decider_task,
                 api_task,
                 desk: task_desk,
+                storage,
             };
             shutdown(stages, grace, drop_pending).await;
         });
@@ -276,6 +277,7 @@ struct Stages {
     decider_task: JoinHandle<()>,
     api_task: Option<JoinHandle<()>>,
     desk: Arc<Desk>,
+    storage: Option<Arc<Storage>>,
 }
 
 /// Adds the traces that complaint watches kept to their complaint records, once a second
@@ -302,6 +304,7 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
         decider_task,
         api_task,
         desk,
+        storage,
     } = stages;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!("shutting down: receivers stop, pending traces are decided, exporters drain");
@@ -324,6 +327,15 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
             spans = undelivered,
             "spans of kept traces could not be delivered before the grace period ended"
         );
+    }
+    // Receivers are stopped, every trace is decided and every kept span delivered: the log
+    // holds nothing a restart would need (kept otherwise, so a restart sends them again).
+    if let Some(s) = storage {
+        if undelivered == 0 {
+            s.clear();
+        } else {
+            tracing::warn!("the write-ahead log is kept: the next start replays it");
+        }
     }
     if let Some(t) = api_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;

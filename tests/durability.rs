@@ -187,6 +187,11 @@ async fn kill_9_loses_no_acknowledged_span_of_a_kept_trace() {
     })
     .await;
     second.stop();
+    assert_eq!(
+        segments(&data),
+        Vec::<String>::new(),
+        "a clean stop clears the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

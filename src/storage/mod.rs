@@ -278,6 +278,26 @@ impl Storage {
         gone.len()
     }
 
+    /// Deletes every segment, the active one included (after a clean shutdown that decided
+    /// and delivered everything; nothing may be appended afterwards).
+    pub fn clear(&self) {
+        let mut st = self.state.lock();
+        self.close_active(&mut st);
+        let n = st.closed.len();
+        for c in st.closed.drain(..) {
+            if let Err(e) = std::fs::remove_file(&c.path) {
+                tracing::warn!(file = %c.path.display(), error = %e, "cannot delete a write-ahead log segment");
+            }
+        }
+        drop(st);
+        metrics::counter!("casefile_wal_truncated_segments_total").increment(n as u64);
+        self.report();
+        tracing::info!(
+            segments = n,
+            "everything delivered: write-ahead log cleared"
+        );
+    }
+
     /// Segments on disk (closed ones and the active one) and their bytes.
     pub fn usage(&self) -> (usize, u64) {
         let st = self.state.lock();
