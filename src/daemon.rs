@@ -18,6 +18,7 @@ use crate::config::{Config, Problem, ServerTlsCfg};
 use crate::export::{ExportError, Exporters};
 use crate::policy::Policies;
 use crate::receiver::Intake;
+use crate::storage::Storage;
 use crate::support::complaints::Desk;
 use crate::support::store::StoreError;
 use crate::support::{self, Hooks};
@@ -38,6 +39,8 @@ pub enum RunError {
     Exporters(#[from] ExportError),
     #[error("cannot open the complaint store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the write-ahead log: {0}")]
+    Storage(#[from] crate::storage::WalError),
     #[error("TLS of the {what}: {source}")]
     Tls {
         what: &'static str,
@@ -124,6 +127,7 @@ impl Daemon {
             Err(e) => tracing::warn!(error = %e, "could not restore watches"),
         }
         let exporters = Exporters::start(&config.exporters)?;
+        let storage = restore(&config, &buffer)?;
         let (stop, stop_rx) = watch::channel(false);
 
         // Receivers refuse while the exporters are behind or kept spans pile up.
@@ -132,7 +136,7 @@ impl Daemon {
             let (b, e) = (Arc::clone(&buffer), exporters.clone());
             Arc::new(move || e.saturated() || b.outbox_bytes() > outbox_limit)
         };
-        let intake = Intake::new(Arc::clone(&buffer), backpressure);
+        let intake = Intake::new(Arc::clone(&buffer), backpressure).with_storage(storage.clone());
 
         let mut receivers: Vec<JoinHandle<()>> = Vec::new();
         let mut grpc_addr = None;
@@ -199,6 +203,7 @@ impl Daemon {
             exporters.clone(),
             tick,
             stop_rx.clone(),
+            storage.clone(),
         ));
         ready.store(true, Ordering::Relaxed);
         tracing::info!(policies = ?buffer.policies().names(), exporters = ?exporters.names(), "casefile started");
@@ -219,6 +224,7 @@ impl Daemon {
                 decider_task,
                 api_task,
                 desk: task_desk,
+                storage,
             };
             shutdown(stages, grace, drop_pending).await;
         });
@@ -239,6 +245,30 @@ impl Daemon {
     }
 }
 
+/// With `storage.dir`: opens the write-ahead log and replays what it holds into the buffer,
+/// before any receiver listens (the decider decides and hands on the replayed traces once
+/// it runs).
+fn restore(config: &Config, buffer: &Buffer) -> Result<Option<Arc<Storage>>, RunError> {
+    let Some(cfg) = &config.storage else {
+        return Ok(None);
+    };
+    let storage = Storage::open(cfg, config.tail_sampling.decision_wait)?;
+    let r = storage.restore(buffer);
+    if r.segments > 0 {
+        tracing::info!(
+            dir = %cfg.dir.display(),
+            segments = r.segments,
+            records = r.records,
+            spans = r.spans,
+            damaged_segments = r.damaged,
+            "write-ahead log replayed; kept traces among them are exported again (duplicates possible)"
+        );
+    } else {
+        tracing::info!(dir = %cfg.dir.display(), fsync = ?cfg.fsync, "write-ahead log opened");
+    }
+    Ok(Some(Arc::new(storage)))
+}
+
 /// The stages shutdown stops, in data-flow order.
 struct Stages {
     buffer: Arc<Buffer>,
@@ -247,6 +277,7 @@ struct Stages {
     decider_task: JoinHandle<()>,
     api_task: Option<JoinHandle<()>>,
     desk: Arc<Desk>,
+    storage: Option<Arc<Storage>>,
 }
 
 /// Adds the traces that complaint watches kept to their complaint records, once a second
@@ -273,6 +304,7 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
         decider_task,
         api_task,
         desk,
+        storage,
     } = stages;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!("shutting down: receivers stop, pending traces are decided, exporters drain");
@@ -295,6 +327,15 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
             spans = undelivered,
             "spans of kept traces could not be delivered before the grace period ended"
         );
+    }
+    // Receivers are stopped, every trace is decided and every kept span delivered: the log
+    // holds nothing a restart would need (kept otherwise, so a restart sends them again).
+    if let Some(s) = storage {
+        if undelivered == 0 {
+            s.clear();
+        } else {
+            tracing::warn!("the write-ahead log is kept: the next start replays it");
+        }
     }
     if let Some(t) = api_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;

@@ -10,6 +10,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::buffer::Buffer;
 use crate::export::{ExportBatch, Exporters};
+use crate::storage::Storage;
 use crate::wire::encode::encode_request;
 
 /// At most this many spans go into one export request.
@@ -21,12 +22,14 @@ pub fn tick_for(decision_wait: Duration) -> Duration {
 }
 
 /// Runs until `stop` turns true; then returns without deciding what is pending
-/// (shutdown does that, see [`finish`]).
+/// (shutdown does that, see [`finish`]). With `storage`, each tick ends with a
+/// checkpoint that lets the write-ahead log delete what is decided and exported.
 pub async fn run(
     buffer: Arc<Buffer>,
     exporters: Exporters,
     tick: Duration,
     mut stop: watch::Receiver<bool>,
+    storage: Option<Arc<Storage>>,
 ) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -41,6 +44,13 @@ pub async fn run(
             rescue.expire(now);
         }
         flush(&buffer, &exporters).await;
+        if let Some(s) = &storage {
+            s.checkpoint(
+                now,
+                exporters.peek_next_batch(),
+                exporters.oldest_unfinished(),
+            );
+        }
         metrics::gauge!("casefile_processor_tail_sampling_sampling_traces_on_memory")
             .set(buffer.held_traces() as f64);
         metrics::gauge!("casefile_processor_tail_sampling_sampling_bytes_on_memory")
@@ -61,6 +71,7 @@ pub async fn flush(buffer: &Buffer, exporters: &Exporters) {
             request: request.into(),
             spans: chunk.len(),
             traces: std::mem::take(&mut traces),
+            seq: exporters.next_batch(),
         };
         metrics::counter!("casefile_processor_tail_sampling_sampled_spans_total")
             .increment(chunk.len() as u64);

@@ -4,7 +4,8 @@
 //! (traces by id, deadlines, decision cache) → `policy` (the Collector's policies) →
 //! `decider` (ticks, hands kept spans on) → `export` (OTLP/gRPC, OTLP/HTTP, file).
 //! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics,
-//! `tls` puts receivers, API and exporters behind TLS.
+//! `tls` puts receivers, API and exporters behind TLS; `storage` is the write-ahead log
+//! between the receivers and the buffer when `storage.dir` is set.
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod policy;
 pub mod receiver;
 pub mod reload;
+pub mod storage;
 pub mod support;
 pub mod telemetry;
 pub mod tls;

@@ -73,6 +73,9 @@ impl Reader {
         let support = self
             .read_or_default::<raw::Support>(&mut root, "support")
             .map(|s| self.support(s));
+        let storage = self
+            .read_or_default::<raw::Storage>(&mut root, "storage")
+            .map(|s| self.storage(s));
         let logging = self
             .read_or_default::<raw::Logging>(&mut root, "logging")
             .and_then(|l| self.logging(l));
@@ -91,19 +94,25 @@ impl Reader {
                 "service" | "extensions" | "connectors" => {
                     " (casefile has one fixed pipeline; remove this Collector section)"
                 }
-                "storage" => " (storage.dir, the write-ahead log, is not implemented yet)",
                 _ => "",
             };
-            self.problem(key.clone(), format!("unknown field `{key}`, expected one of receivers, processors, exporters, support, logging, shutdown_timeout{hint}"));
+            self.problem(key.clone(), format!("unknown field `{key}`, expected one of receivers, processors, exporters, support, logging, storage, shutdown_timeout{hint}"));
+        }
+        let storage = storage?;
+        let mut support = support??;
+        if let (Some(st), None) = (&storage, &support.complaints.store) {
+            let db = st.dir.join("complaints.db");
+            support.complaints.store = Some(db.display().to_string());
         }
         Some(Config {
             source: source.to_owned(),
             receivers: receivers??,
             tail_sampling: tail_sampling?,
             exporters: exporters?,
-            support: support??,
+            support,
             logging: logging?,
             shutdown_grace: shutdown_grace?,
+            storage,
         })
     }
 
@@ -357,6 +366,26 @@ impl Reader {
                 rescue_max_bytes: s.complaints.rescue_max_bytes.0 as usize,
                 store: s.complaints.store,
             },
+        })
+    }
+
+    fn storage(&mut self, s: raw::Storage) -> Option<StorageCfg> {
+        let fsync = match s.fsync.as_str() {
+            "always" => Fsync::Always,
+            "never" => Fsync::Never,
+            other => {
+                self.problem("storage.fsync", format!("{other:?}: use always or never"));
+                Fsync::Never
+            }
+        };
+        if s.segment_size.0 < 4 << 10 {
+            self.problem("storage.segment_size", "must be at least 4KiB");
+        }
+        let dir = s.dir.filter(|d| !d.trim().is_empty())?;
+        Some(StorageCfg {
+            dir: dir.into(),
+            segment_size: s.segment_size.0,
+            fsync,
         })
     }
 

@@ -225,6 +225,28 @@ pub struct LoggingCfg {
     pub format: LogFormat,
 }
 
+/// When the write-ahead log is flushed to the device (`storage.fsync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every append, before the acknowledgement: survives power loss, costs a device
+    /// flush per request.
+    Always,
+    /// Never explicitly: the append's `write()` completes before the acknowledgement, so a
+    /// killed or crashed process loses nothing; the kernel writes the pages out on its own
+    /// schedule, so power loss can lose the last seconds.
+    Never,
+}
+
+/// `storage:`, present when `storage.dir` is set.
+#[derive(Debug, Clone)]
+pub struct StorageCfg {
+    /// Directory of the write-ahead log segments (created if missing).
+    pub dir: std::path::PathBuf,
+    /// Size at which a segment is closed and a new one started.
+    pub segment_size: u64,
+    pub fsync: Fsync,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -238,6 +260,8 @@ pub struct Config {
     pub logging: LoggingCfg,
     /// `shutdown_timeout`: how long shutdown may take to decide and drain.
     pub shutdown_grace: Duration,
+    /// None: spans and the export queue live in memory only.
+    pub storage: Option<StorageCfg>,
 }
 
 /// Reads and validates a config file.

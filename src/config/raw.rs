@@ -212,6 +212,28 @@ impl Default for Complaints {
     }
 }
 
+/// `storage:`: the write-ahead log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Unset: everything stays in memory.
+    pub dir: Option<String>,
+    /// A segment is closed and a new one started once it holds this much.
+    pub segment_size: ByteSize,
+    /// `never` (the default) or `always`.
+    pub fsync: String,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            dir: None,
+            segment_size: ByteSize(64 << 20),
+            fsync: "never".into(),
+        }
+    }
+}
+
 /// `logging:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -267,3 +267,33 @@ fn fuzz_regressions_load_or_report_problems() {
         }
     }
 }
+
+#[test]
+fn storage_dir_turns_on_the_log_and_places_the_complaint_store() {
+    let c = load_with_env(MINIMAL, "m.yaml", &env()).unwrap();
+    assert!(c.storage.is_none(), "in memory unless storage.dir is set");
+    assert_eq!(c.support.complaints.store, None);
+
+    let text = format!("{MINIMAL}storage: {{ dir: /var/lib/casefile }}\n");
+    let c = load_with_env(&text, "m.yaml", &env()).unwrap();
+    let s = c.storage.unwrap();
+    assert_eq!(s.dir, std::path::Path::new("/var/lib/casefile"));
+    assert_eq!((s.segment_size, s.fsync), (64 << 20, Fsync::Never));
+    assert_eq!(
+        c.support.complaints.store.as_deref(),
+        Some("/var/lib/casefile/complaints.db")
+    );
+
+    let text = format!("{MINIMAL}storage: {{ dir: /d, fsync: always, segment_size: 8MiB }}\nsupport: {{ complaints: {{ store: /e/c.db }} }}\n");
+    let c = load_with_env(&text, "m.yaml", &env()).unwrap();
+    assert_eq!(c.storage.as_ref().unwrap().fsync, Fsync::Always);
+    assert_eq!(c.storage.unwrap().segment_size, 8 << 20);
+    assert_eq!(c.support.complaints.store.as_deref(), Some("/e/c.db"));
+
+    let text = format!("{MINIMAL}storage: {{ dir: /d, fsync: sometimes, segment_size: 10 }}\n");
+    let Err(ConfigError::Invalid { problems, .. }) = load_with_env(&text, "m.yaml", &env()) else {
+        panic!("bad storage settings must be refused");
+    };
+    let paths: Vec<&str> = problems.iter().map(|p| p.problem.path.as_str()).collect();
+    assert_eq!(paths, ["storage.fsync", "storage.segment_size"]);
+}

@@ -41,6 +41,36 @@ pub struct ExportBatch {
     pub spans: usize,
     /// Traces whose spans are in `request` (or whose last spans are, see the decider).
     pub traces: usize,
+    /// Hand-over order, from [`Exporters::next_batch`]: the write-ahead log keeps a
+    /// segment until every batch numbered before its watermark is finished.
+    pub seq: u64,
+}
+
+/// Batches handed to the exporters and not yet finished (delivered, or given up on) by
+/// every one of them: the export side of the write-ahead log's watermark.
+#[derive(Default)]
+struct Tracker {
+    next: AtomicU64,
+    /// Batch number → exporters still working on it.
+    open: parking_lot::Mutex<std::collections::BTreeMap<u64, usize>>,
+}
+
+impl Tracker {
+    fn begin(&self, seq: u64, exporters: usize) {
+        if exporters > 0 {
+            *self.open.lock().entry(seq).or_default() += exporters;
+        }
+    }
+
+    fn finished(&self, seq: u64) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&seq) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&seq);
+            }
+        }
+    }
 }
 
 /// Why an exporter could not start, or why one export attempt failed.
@@ -184,6 +214,7 @@ struct Exporter {
     queue: Queue,
     counters: Counters,
     workers: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    tracker: Arc<Tracker>,
 }
 
 impl Exporter {
@@ -208,6 +239,7 @@ struct Inner {
     exporters: Vec<Arc<Exporter>>,
     /// Turns true when shutdown begins: sends are refused, workers stop once the queue is empty.
     closed: watch::Sender<bool>,
+    tracker: Arc<Tracker>,
 }
 
 /// Fan-out handle to all exporters; clones share them.
@@ -255,6 +287,7 @@ impl Exporters {
             built.push((name.clone(), sink, retry, queue));
         }
         let (closed, _) = watch::channel(false);
+        let tracker = Arc::new(Tracker::default());
         let mut exporters = Vec::with_capacity(built.len());
         for (name, sink, retry, qcfg) in built {
             // A disabled queue still needs a hand-over point: one slot, so sends wait for a worker.
@@ -271,6 +304,7 @@ impl Exporters {
                 queue: Queue::new(capacity),
                 counters: Counters::default(),
                 workers: parking_lot::Mutex::new(Vec::new()),
+                tracker: Arc::clone(&tracker),
             });
             metrics::gauge!("casefile_exporter_queue_capacity", "exporter" => name.clone())
                 .set(capacity as f64);
@@ -282,13 +316,20 @@ impl Exporters {
             exporters.push(ex);
         }
         Ok(Exporters {
-            inner: Arc::new(Inner { exporters, closed }),
+            inner: Arc::new(Inner {
+                exporters,
+                closed,
+                tracker,
+            }),
         })
     }
 
     /// Enqueues `batch` on every exporter, waiting while a queue is full. Never drops,
     /// except once shutdown has begun (then the batch is counted as failed).
     pub async fn send(&self, batch: Arc<ExportBatch>) {
+        self.inner
+            .tracker
+            .begin(batch.seq, self.inner.exporters.len());
         match self.inner.exporters.as_slice() {
             [] => {}
             [one] => self.enqueue(one, batch).await,
@@ -305,8 +346,25 @@ impl Exporters {
             Err(batch) => {
                 tracing::warn!(exporter = %ex.name, spans = batch.spans, "exporter is shutting down; batch not accepted");
                 ex.count_failed(batch.spans as u64);
+                ex.tracker.finished(batch.seq);
             }
         }
+    }
+
+    /// The number for the next batch handed on (see [`ExportBatch::seq`]).
+    pub fn next_batch(&self) -> u64 {
+        self.inner.tracker.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The number the next batch will get; every batch before it was numbered already.
+    pub fn peek_next_batch(&self) -> u64 {
+        self.inner.tracker.next.load(Ordering::Relaxed)
+    }
+
+    /// The oldest batch some exporter has not finished with (neither delivered nor given
+    /// up on), if any.
+    pub fn oldest_unfinished(&self) -> Option<u64> {
+        self.inner.tracker.open.lock().keys().next().copied()
     }
 
     /// True while any exporter's queue is at or above 90 % of its capacity.
@@ -348,8 +406,8 @@ impl Exporters {
         for (ex, before) in exporters.iter().zip(failed_before) {
             // Buffered file lines count as sent: write them out even if the worker was stopped.
             ex.sink.idle().await;
-            let abandoned =
-                ex.counters.in_flight.swap(0, Ordering::Relaxed) + ex.queue.drain_spans().await;
+            let abandoned = ex.counters.in_flight.swap(0, Ordering::Relaxed)
+                + ex.queue.drain_spans(&ex.tracker).await;
             if abandoned > 0 {
                 ex.count_failed(abandoned);
             }

@@ -73,11 +73,12 @@ impl Queue {
     }
 
     /// Empties the queue without waiting (after the workers stopped); returns its spans.
-    pub(super) async fn drain_spans(&self) -> u64 {
+    pub(super) async fn drain_spans(&self, tracker: &super::Tracker) -> u64 {
         let mut rx = self.rx.lock().await;
         let mut spans = 0;
         while let Ok(batch) = rx.try_recv() {
             spans += batch.spans as u64;
+            tracker.finished(batch.seq);
         }
         spans
     }
@@ -94,6 +95,7 @@ pub(super) async fn run_worker(ex: Arc<Exporter>, mut closed: watch::Receiver<bo
             .fetch_add(batch.spans as u64, Ordering::Relaxed);
         ex.queue.report_len(&ex.name);
         retry::deliver(&ex, &batch).await;
+        ex.tracker.finished(batch.seq);
         ex.counters
             .in_flight
             .fetch_sub(batch.spans as u64, Ordering::Relaxed);

@@ -92,7 +92,7 @@ fn status_of(e: &IntakeError) -> Status {
     match e {
         IntakeError::Malformed(_) | IntakeError::Json(_) => Status::invalid_argument(e.to_string()),
         // UNAVAILABLE is always retried by OTLP clients; RESOURCE_EXHAUSTED only with RetryInfo.
-        IntakeError::Busy => Status::unavailable(e.to_string()),
+        IntakeError::Busy | IntakeError::Storage(_) => Status::unavailable(e.to_string()),
     }
 }
 

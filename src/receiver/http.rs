@@ -72,7 +72,7 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
         }
     };
     if st.intake.busy() {
-        return refuse_busy(format);
+        return refuse_busy(format, &IntakeError::Busy.to_string());
     }
     let bytes = match to_bytes(body, st.max_body).await {
         Ok(b) => b,
@@ -106,17 +106,14 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
             };
             ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
-        Err(IntakeError::Busy) => refuse_busy(format),
+        Err(IntakeError::Busy) => refuse_busy(format, &IntakeError::Busy.to_string()),
+        Err(e @ IntakeError::Storage(_)) => refuse_busy(format, &e.to_string()),
         Err(e) => error(format, StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
-fn refuse_busy(format: Format) -> Response {
-    let mut r = error(
-        format,
-        StatusCode::SERVICE_UNAVAILABLE,
-        &IntakeError::Busy.to_string(),
-    );
+fn refuse_busy(format: Format, message: &str) -> Response {
+    let mut r = error(format, StatusCode::SERVICE_UNAVAILABLE, message);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r

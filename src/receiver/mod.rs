@@ -11,7 +11,9 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::buffer::Buffer;
+use crate::storage::Storage;
 use crate::wire::decode::decode_request;
+use crate::wire::encode::encode_request;
 use crate::wire::WireError;
 
 /// Why a request was not accepted. Converted to a gRPC status or an HTTP code in exactly
@@ -24,6 +26,8 @@ pub enum IntakeError {
     Json(#[from] crate::wire::json::JsonError),
     #[error("casefile is at capacity (the exporters are behind); retry later")]
     Busy,
+    #[error("casefile cannot write its write-ahead log; retry later")]
+    Storage(#[from] crate::storage::WalError),
 }
 
 /// What was accepted from one request.
@@ -43,6 +47,9 @@ pub type Backpressure = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Intake {
     buffer: Arc<Buffer>,
     backpressure: Backpressure,
+    /// With `storage.dir`: accepted spans are appended here before they are buffered
+    /// (and so before the success answer).
+    storage: Option<Arc<Storage>>,
 }
 
 impl Intake {
@@ -50,7 +57,14 @@ impl Intake {
         Intake {
             buffer,
             backpressure,
+            storage: None,
         }
+    }
+
+    /// Appends every accepted request to `storage` before buffering it.
+    pub fn with_storage(mut self, storage: Option<Arc<Storage>>) -> Intake {
+        self.storage = storage;
+        self
     }
 
     /// True while new data must be refused with a throttling code.
@@ -85,6 +99,20 @@ impl Intake {
         if accepted.rejected > 0 {
             metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "invalid").increment(accepted.rejected as u64);
             tracing::debug!(transport, rejected = accepted.rejected, reason = %accepted.message, "refused spans with invalid ids");
+        }
+        if let (Some(storage), false) = (&self.storage, decoded.spans.is_empty()) {
+            // The request as received when every span was accepted; otherwise only the
+            // accepted spans, so a replay never brings back a refused one.
+            let result = if decoded.rejected == 0 {
+                storage.append(request)
+            } else {
+                storage.append(&encode_request(&decoded.spans))
+            };
+            if let Err(e) = result {
+                metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "storage").increment(1);
+                metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "storage").increment(decoded.spans.len() as u64);
+                return Err(e.into());
+            }
         }
         metrics::counter!("casefile_receiver_accepted_spans_total", "transport" => transport)
             .increment(accepted.spans as u64);

@@ -96,6 +96,7 @@ async fn an_unrenderable_request_is_counted_failed() {
         request: Bytes::from_static(&[0x0a, 0x05, 0x01]),
         spans: 3,
         traces: 1,
+        seq: 0,
     });
     ex.send(junk).await;
     ex.send(batch_of(&request("fine", 1))).await;

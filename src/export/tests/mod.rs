@@ -87,6 +87,7 @@ pub(super) fn batch_of(req: &ExportTraceServiceRequest) -> Arc<ExportBatch> {
         request: Bytes::from(req.encode_to_vec()),
         spans,
         traces: 1,
+        seq: 0,
     })
 }
 
