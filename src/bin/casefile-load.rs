@@ -192,7 +192,8 @@ async fn main() {
             {
                 let (bytes, traces) = &requests[i % requests.len()];
                 // Fresh ids each round: XOR the high bytes of every trace id in the encoded bytes.
-                let salt = ((args_salt as u64) << 48 | (round as u64) << 16 | c as u64).to_be_bytes();
+                let salt =
+                    ((args_salt as u64) << 48 | (round as u64) << 16 | c as u64).to_be_bytes();
                 let mut req = bytes.clone();
                 for &off in &offsets[i % offsets.len()] {
                     for (b, x) in req[off..off + 8].iter_mut().zip(salt) {

@@ -421,9 +421,8 @@ fn run_lengths(spans: &[Span]) -> Vec<(usize, bool)> {
 
 fn record_decisions(delays: &[f64], decisions: &[[u64; 2]; 5]) {
     if !delays.is_empty() {
-        let h = metrics::histogram!(
-            "casefile_processor_tail_sampling_sampling_decision_delay_seconds"
-        );
+        let h =
+            metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds");
         delays.iter().for_each(|d| h.record(*d));
     }
     for (trigger, counts) in Trigger::ALL.iter().zip(decisions) {

@@ -112,7 +112,9 @@ impl Shard {
         }
         p.indexed |= indexed;
         p.spans.push(span);
-        p.bytes = p.bytes.saturating_add(u32::try_from(size).unwrap_or(u32::MAX));
+        p.bytes = p
+            .bytes
+            .saturating_add(u32::try_from(size).unwrap_or(u32::MAX));
         self.bytes += size;
         Added::Pending(id, p.bytes as usize)
     }
@@ -123,7 +125,6 @@ impl Shard {
         self.bytes -= p.spans.iter().map(Span::size).sum::<usize>();
         Some(p)
     }
-
 
     /// The next trace whose deadline has passed, if any.
     pub fn pop_due(&mut self, now: Instant) -> Option<TraceId> {

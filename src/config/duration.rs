@@ -9,6 +9,16 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GoDuration(pub Duration);
 
+/// The longest duration Go, and so the Collector, can hold: `i64::MAX` nanoseconds (about
+/// 292 years). A longer one is refused as Go refuses it, before it can overflow a deadline.
+pub const MAX: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// `d` (None: past even `Duration`'s range) if it is at most [`MAX`].
+fn at_most_max(d: Option<Duration>, written: &str) -> Result<Duration, String> {
+    d.filter(|d| *d <= MAX)
+        .ok_or_else(|| format!("duration {written:?} is too long (at most 2562047h, as in Go)"))
+}
+
 impl GoDuration {
     pub fn get(self) -> Duration {
         self.0
@@ -57,7 +67,7 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         total += n * scale;
         rest = &rest[unit_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    at_most_max(Duration::try_from_secs_f64(total).ok(), s)
 }
 
 impl<'de> Deserialize<'de> for GoDuration {
@@ -72,12 +82,13 @@ impl<'de> Deserialize<'de> for GoDuration {
                 parse(v).map(GoDuration).map_err(E::custom)
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<GoDuration, E> {
-                Ok(GoDuration(Duration::from_secs(v)))
+                at_most_max(Some(Duration::from_secs(v)), &v.to_string())
+                    .map(GoDuration)
+                    .map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<GoDuration, E> {
-                u64::try_from(v)
-                    .map(|v| GoDuration(Duration::from_secs(v)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                self.visit_u64(v)
             }
         }
         d.deserialize_any(V)
@@ -112,5 +123,21 @@ mod tests {
         assert!(parse("10").is_err());
         assert!(parse("10x").is_err());
         assert!(parse("").is_err());
+    }
+
+    /// Found by fuzzing (`tests/fuzz-regressions/config/huge-duration.yaml`): a duration
+    /// past `Duration`'s range panicked the loader; one past Go's could overflow a deadline.
+    #[test]
+    fn durations_longer_than_go_allows_are_errors() {
+        assert_eq!(
+            parse("2562047h").unwrap(),
+            Duration::from_secs(2562047 * 3600)
+        );
+        let long = format!("{}s", "9".repeat(400));
+        for s in ["2562048h", "30666666666666666666666666666666s", &long] {
+            assert!(parse(s).unwrap_err().contains("too long"), "{s}");
+        }
+        let plain: Result<GoDuration, _> = serde_yaml_ng::from_str("18446744073709551615");
+        assert!(plain.unwrap_err().to_string().contains("too long"));
     }
 }

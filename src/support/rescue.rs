@@ -23,7 +23,7 @@ use lz4_flex::block::{
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::model::{Shared, Origin, Span, StatusCode, TraceId};
+use crate::model::{Origin, Shared, Span, StatusCode, TraceId};
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
 use crate::wire::{put_varint, varint_len};

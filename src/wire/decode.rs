@@ -3,6 +3,7 @@
 //! of its own bytes (never a slice of the request, so a held span never pins a whole
 //! request buffer); resource and scope messages are copied once per block and shared.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -45,21 +46,20 @@ fn expect_len(n: u32, f: Field<'_>) -> Result<&[u8], WireError> {
 }
 
 fn decode_resource_spans(rs: &[u8], out: &mut Decoded) -> Result<(), WireError> {
-    let mut resource: &[u8] = &[];
+    let mut resource = Cow::Borrowed(&[][..]);
     let mut schema_url: &[u8] = &[];
     let mut scopes: Vec<&[u8]> = Vec::new();
     for f in Fields::new(rs) {
         let (n, f) = f?;
         match n {
-            1 => resource = expect_len(n, f)?,
+            1 => merge(&mut resource, expect_len(n, f)?)?,
             2 => scopes.push(expect_len(n, f)?),
             3 => schema_url = expect_len(n, f)?,
             _ => {}
         }
     }
-    check_message(resource)?;
     let resource = Shared::new(
-        Bytes::copy_from_slice(resource),
+        Bytes::copy_from_slice(&resource),
         Bytes::copy_from_slice(schema_url),
     );
     for ss in scopes {
@@ -73,21 +73,20 @@ fn decode_scope_spans(
     resource: &Arc<Shared>,
     out: &mut Decoded,
 ) -> Result<(), WireError> {
-    let mut scope: &[u8] = &[];
+    let mut scope = Cow::Borrowed(&[][..]);
     let mut schema_url: &[u8] = &[];
     let mut spans: Vec<&[u8]> = Vec::new();
     for f in Fields::new(ss) {
         let (n, f) = f?;
         match n {
-            1 => scope = expect_len(n, f)?,
+            1 => merge(&mut scope, expect_len(n, f)?)?,
             2 => spans.push(expect_len(n, f)?),
             3 => schema_url = expect_len(n, f)?,
             _ => {}
         }
     }
-    check_message(scope)?;
     let scope = Shared::new(
-        Bytes::copy_from_slice(scope),
+        Bytes::copy_from_slice(&scope),
         Bytes::copy_from_slice(schema_url),
     );
     let origin = Origin::new(Arc::clone(resource), scope);
@@ -100,6 +99,19 @@ fn decode_scope_spans(
                 out.first_rejection.get_or_insert(reason);
             }
         }
+    }
+    Ok(())
+}
+
+/// Adds an occurrence of a singular message field (resource, scope) to the earlier ones,
+/// after checking it is well formed at its top level: protobuf merges them, which is
+/// concatenating them. SDKs write one, which stays borrowed.
+fn merge<'a>(into: &mut Cow<'a, [u8]>, more: &'a [u8]) -> Result<(), WireError> {
+    check_message(more)?;
+    if into.is_empty() {
+        *into = Cow::Borrowed(more);
+    } else {
+        into.to_mut().extend_from_slice(more);
     }
     Ok(())
 }
@@ -124,7 +136,7 @@ fn decode_span(s: &[u8], origin: &Arc<Origin>) -> Result<Result<Span, String>, W
             (4, Field::Len(b)) => parent = b,
             (7, Field::I64(v)) => start = v,
             (8, Field::I64(v)) => end = v,
-            (15, Field::Len(b)) => status = status_code(b)?,
+            (15, Field::Len(b)) => status = status_code(b, status)?,
             (16, Field::I32(v)) => flags = v,
             (1 | 2 | 4 | 15, f) => return Err(mismatch(n, f, LEN)),
             (7 | 8, f) => return Err(mismatch(n, f, I64)),
@@ -193,8 +205,9 @@ fn id<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     (a != [0u8; N]).then_some(a)
 }
 
-fn status_code(b: &[u8]) -> Result<StatusCode, WireError> {
-    let mut code = StatusCode::Unset;
+/// The code of a `Status` occurrence; `code` is what earlier occurrences set (protobuf
+/// merges them: a later one without a code keeps it).
+fn status_code(b: &[u8], mut code: StatusCode) -> Result<StatusCode, WireError> {
     for f in Fields::new(b) {
         match f? {
             (3, Field::Varint(v)) => code = StatusCode::from_i32(v as i32),

@@ -4,6 +4,8 @@
 //! builds requests from kept spans, `json` maps OTLP/JSON to and from protobuf bytes.
 
 pub mod decode;
+#[doc(hidden)]
+pub mod differential;
 pub mod encode;
 pub mod json;
 pub mod json_schema;
@@ -33,6 +35,9 @@ pub const VARINT: u8 = 0;
 pub const I64: u8 = 1;
 pub const LEN: u8 = 2;
 pub const I32: u8 = 5;
+/// Start and end of a group (deprecated proto2 encoding; no OTLP field is one).
+const SGROUP: u8 = 3;
+const EGROUP: u8 = 4;
 
 /// Reads a varint at `*pos`, advancing it. Tags and most lengths are one byte: that case
 /// is a single compare.
@@ -98,14 +103,31 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The next field, or `None` for a group, which is skipped: protobuf readers skip
+    /// unknown fields of every wire type, and prost does.
     #[inline(always)]
-    fn next_field(&mut self) -> Result<(u32, Field<'a>), WireError> {
+    fn next_field(&mut self) -> Result<Option<(u32, Field<'a>)>, WireError> {
+        let (number, wire_type) = self.key()?;
+        if wire_type == SGROUP {
+            self.skip_group(number)?;
+            return Ok(None);
+        }
+        Ok(Some((number, self.value(wire_type)?)))
+    }
+
+    #[inline(always)]
+    fn key(&mut self) -> Result<(u32, u8), WireError> {
         let key = read_varint(self.buf, &mut self.pos)?;
         let number = u32::try_from(key >> 3).map_err(|_| WireError::VarintOverflow)?;
         if number == 0 {
             return Err(WireError::FieldZero);
         }
-        let field = match (key & 7) as u8 {
+        Ok((number, (key & 7) as u8))
+    }
+
+    #[inline(always)]
+    fn value(&mut self, wire_type: u8) -> Result<Field<'a>, WireError> {
+        Ok(match wire_type {
             VARINT => Field::Varint(read_varint(self.buf, &mut self.pos)?),
             I64 => {
                 let b = self.take(8)?;
@@ -121,8 +143,22 @@ impl<'a> Fields<'a> {
                 Field::I32(u32::from_le_bytes(b.try_into().expect("4 bytes")))
             }
             other => return Err(WireError::WireType(other)),
-        };
-        Ok((number, field))
+        })
+    }
+
+    /// Skips a group whose start key was just read, through the end key of the same
+    /// number, nested groups included (without recursion: any depth is safe).
+    #[cold]
+    fn skip_group(&mut self, number: u32) -> Result<(), WireError> {
+        let mut open = vec![number];
+        while let Some(&innermost) = open.last() {
+            match self.key()? {
+                (n, SGROUP) => open.push(n),
+                (n, EGROUP) if n == innermost => _ = open.pop(),
+                (_, wire_type) => _ = self.value(wire_type)?,
+            }
+        }
+        Ok(())
     }
 
     #[inline(always)]
@@ -139,14 +175,17 @@ impl<'a> Iterator for Fields<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.pos >= self.buf.len() {
-            return None;
+        while !self.failed && self.pos < self.buf.len() {
+            match self.next_field() {
+                Ok(Some(field)) => return Some(Ok(field)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
         }
-        let r = self.next_field();
-        if r.is_err() {
-            self.failed = true;
-        }
-        Some(r)
+        None
     }
 }
 
@@ -405,7 +444,10 @@ mod tests {
     #[test]
     fn key_value_fast_split_takes_only_the_plain_layout() {
         let plain = string_key_value("user.id", "usr_1");
-        assert_eq!(key_value_fast(&plain), Some((&b"user.id"[..], &plain[11..])));
+        assert_eq!(
+            key_value_fast(&plain),
+            Some((&b"user.id"[..], &plain[11..]))
+        );
         // Value first, a key only, an extra field, long keys: left to the general walk.
         let mut swapped = Vec::new();
         put_len(&mut swapped, 2, &plain[11..]);
@@ -439,6 +481,21 @@ mod tests {
             put_len(&mut span, 9, &kv);
             let (key, value) = Attributes::new(&span, 9).next_raw().unwrap();
             proptest::prop_assert_eq!((key, value), walk);
+        }
+    }
+
+    /// Found by fuzzing (`tests/fuzz-regressions/wire_protobuf/unknown-group.bin`): prost
+    /// skips a group in an unknown field, the fast path refused the request.
+    #[test]
+    fn groups_are_skipped_like_unknown_fields() {
+        // Group 14 holding group 2 and a varint, then field 1.
+        let msg = [0x73, 0x13, 0x08, 0x05, 0x14, 0x74, 0x08, 0x01];
+        let fields: Vec<_> = Fields::new(&msg).collect();
+        assert_eq!(fields, vec![Ok((1, Field::Varint(1)))]);
+        assert_eq!(Fields::new(&[0x73, 0x74]).count(), 0);
+        // An end without a start, an end of another group, a group never ended.
+        for bad in [&[0x74][..], &[0x73, 0x1c], &[0x73, 0x08, 0x01]] {
+            assert!(Fields::new(bad).any(|f| f.is_err()), "{bad:02x?}");
         }
     }
 
