@@ -252,7 +252,9 @@ fn restore(config: &Config, buffer: &Buffer) -> Result<Option<Arc<Storage>>, Run
     let Some(cfg) = &config.storage else {
         return Ok(None);
     };
-    let storage = Storage::open(cfg, config.tail_sampling.decision_wait)?;
+    let storage = Arc::new(Storage::open(cfg, config.tail_sampling.decision_wait)?);
+    // Decisions taken while replaying (bounds reached) are logged too.
+    buffer.set_decision_log(storage.clone());
     let r = storage.restore(buffer);
     if r.segments > 0 {
         tracing::info!(
@@ -261,12 +263,13 @@ fn restore(config: &Config, buffer: &Buffer) -> Result<Option<Arc<Storage>>, Run
             records = r.records,
             spans = r.spans,
             damaged_segments = r.damaged,
+            decisions = r.decisions,
             "write-ahead log replayed; kept traces among them are exported again (duplicates possible)"
         );
     } else {
         tracing::info!(dir = %cfg.dir.display(), fsync = ?cfg.fsync, "write-ahead log opened");
     }
-    Ok(Some(Arc::new(storage)))
+    Ok(Some(storage))
 }
 
 /// The stages shutdown stops, in data-flow order.

@@ -5,11 +5,13 @@
 //! When a bound is reached the oldest traces are decided early, never dropped unseen.
 
 mod cache;
+mod journal;
 mod shard;
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +23,7 @@ use crate::support::index::{Decision, Summary};
 use crate::support::Hooks;
 
 pub use cache::DecisionCache;
+pub use journal::{merge as merge_decision, Decided, DecisionLog};
 use shard::Shard;
 use support::mark_root;
 pub use support::Resolved;
@@ -109,6 +112,8 @@ struct Kept {
     /// recorded once the lock is released, a handful of metric calls per batch.
     delays: Vec<f64>,
     decisions: [[u64; 2]; 5],
+    /// For the decision log, when there is one.
+    decided: Vec<Decided>,
 }
 
 /// What one ingest call did.
@@ -137,6 +142,11 @@ pub struct Buffer {
     held_traces: AtomicUsize,
     /// The support layer's hooks (index, rescue buffer, complaint marks).
     hooks: Hooks,
+    /// Where decisions are made durable (the write-ahead log), if anywhere.
+    journal: OnceLock<Arc<dyn DecisionLog>>,
+    /// Decisions replayed from the log, applied instead of the policies.
+    presets: Mutex<HashMap<TraceId, Decided>>,
+    has_presets: AtomicBool,
 }
 
 impl Buffer {
@@ -156,6 +166,9 @@ impl Buffer {
             held_bytes: AtomicUsize::new(0),
             held_traces: AtomicUsize::new(0),
             hooks: Hooks::default(),
+            journal: OnceLock::new(),
+            presets: Mutex::new(HashMap::new()),
+            has_presets: AtomicBool::new(false),
         }
     }
 
@@ -243,7 +256,19 @@ impl Buffer {
                             too_large.push(id);
                         }
                     }
-                    shard::Added::LateKept(span) => kept.spans.push(span),
+                    shard::Added::LateKept(span) => {
+                        // Logged again after the late span, so a replay keeps it too.
+                        if self.journaling()
+                            && kept.decided.last().is_none_or(|d| d.id != span.trace_id())
+                        {
+                            kept.decided.push(Decided {
+                                id: span.trace_id(),
+                                sampled: true,
+                                reasons: Vec::new(),
+                            });
+                        }
+                        kept.spans.push(span)
+                    }
                     shard::Added::LateDropped => {}
                 }
             }
@@ -334,7 +359,13 @@ impl Buffer {
         let Some(pending) = shard.remove(id) else {
             return;
         };
-        let verdict = self.policies.read().evaluate(id, &pending.spans, now);
+        let verdict = match self.take_preset(id) {
+            Some(d) => crate::policy::Verdict {
+                sampled: d.sampled,
+                policies: d.reasons,
+            },
+            None => self.policies.read().evaluate(id, &pending.spans, now),
+        };
         let mark = self.mark_of(id);
         let sampled = verdict.sampled || mark.is_some();
         shard.cache.record(id, sampled);
@@ -342,8 +373,18 @@ impl Buffer {
         kept.delays.push(delay.as_secs_f64());
         kept.decisions[trigger as usize][sampled as usize] += 1;
         let mut reasons = verdict.policies;
-        if let Some(m) = &mark {
+        if let Some(m) = mark
+            .as_ref()
+            .filter(|m| !reasons.iter().any(|r| **r == *m.reason))
+        {
             reasons.push(m.reason.into());
+        }
+        if self.journaling() {
+            kept.decided.push(Decided {
+                id: *id,
+                sampled,
+                reasons: if sampled { reasons.clone() } else { Vec::new() },
+            });
         }
         if pending.indexed {
             let decision = if sampled {
@@ -367,6 +408,8 @@ impl Buffer {
     }
 
     fn push_outbox(&self, kept: Kept) {
+        // Durable before the exporters can see the spans.
+        self.journal_record(&kept.decided);
         record_decisions(&kept.delays, &kept.decisions);
         self.after_decisions(kept.summaries, kept.dropped);
         if kept.spans.is_empty() {

@@ -146,9 +146,19 @@ impl Buffer {
         if let Some(ix) = &self.hooks.index {
             ix.set_decision(id, Decision::Rescued, Some(mark.reason));
         }
+        let decided = if self.journaling() {
+            vec![super::Decided {
+                id: *id,
+                sampled: true,
+                reasons,
+            }]
+        } else {
+            Vec::new()
+        };
         self.push_outbox(Kept {
             spans,
             traces: 1,
+            decided,
             ..Kept::default()
         });
         Resolved::Rescued

@@ -13,7 +13,12 @@
 //! traces are handed on from spans that are in that segment or a later one, so the same
 //! rule covers them; rescue exports of dropped traces are not covered (the rescue buffer
 //! itself is in memory).
+//!
+//! Decisions are logged too ([`decisions`]): each batch of decisions is appended after
+//! the spans it decides and before the kept spans reach the exporters, and a replay
+//! decides those traces as they were decided, not by the policies again.
 
+mod decisions;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -43,6 +48,8 @@ pub struct Restored {
     pub spans: usize,
     /// Segments that ended in a torn or corrupt record.
     pub damaged: usize,
+    /// Decisions read back: traces that will be decided as they were before the restart.
+    pub decisions: usize,
 }
 
 /// A segment no longer appended to, waiting for its watermark.
@@ -118,21 +125,41 @@ impl Storage {
         Ok(storage)
     }
 
-    /// Replays every segment that was there at [`Storage::open`] into `buffer`: its spans
-    /// get a fresh decision window and are decided by the policies as usual. A torn or
-    /// corrupt record ends its segment's replay with a warning; it never fails the start.
+    /// Replays every segment that was there at [`Storage::open`] into `buffer`: first the
+    /// decisions (a trace decided before the crash is decided the same way again), then
+    /// the spans, which get a fresh decision window. A torn or corrupt record ends its
+    /// segment's replay with a warning; it never fails the start.
     pub fn restore(&self, buffer: &Buffer) -> Restored {
         let segments: Vec<(u64, PathBuf)> = {
             let st = self.state.lock();
             st.closed.iter().map(|c| (c.seq, c.path.clone())).collect()
         };
         let mut r = Restored::default();
+        let mut presets = std::collections::HashMap::new();
+        for (_, path) in &segments {
+            // Damage is reported by the second pass.
+            let _ = read_segment(path, |payload| {
+                if decisions::is_decisions(payload) {
+                    for d in decisions::decode(payload).unwrap_or_default() {
+                        crate::buffer::merge_decision(&mut presets, d);
+                    }
+                }
+            });
+        }
+        buffer.set_presets(presets);
         for (_, path) in &segments {
             r.segments += 1;
             let mut spans = 0;
             let mut records = 0;
             let result = read_segment(path, |payload| {
                 records += 1;
+                if decisions::is_decisions(payload) {
+                    if decisions::decode(payload).is_none() {
+                        metrics::counter!("casefile_wal_corrupt_records_total").increment(1);
+                        tracing::warn!(file = %path.display(), "unreadable decision record in the write-ahead log skipped");
+                    }
+                    return;
+                }
                 match decode_request(payload) {
                     Ok(d) => {
                         spans += d.spans.len();
@@ -161,6 +188,7 @@ impl Storage {
             r.records += records;
             r.spans += spans;
         }
+        r.decisions = buffer.settle_presets();
         metrics::counter!("casefile_wal_replayed_spans_total").increment(r.spans as u64);
         // The replayed traces were just given new deadlines: their segments wait as long.
         let due = Instant::now() + self.horizon;

@@ -180,3 +180,140 @@ fn restore_replays_spans_into_the_buffer_and_skips_a_damaged_tail() {
     assert_eq!((r.segments, r.records, r.spans, r.damaged), (1, 2, 7, 1));
     assert_eq!(buffer.held_traces(), 2);
 }
+
+/// A buffer fed by `s` as the daemon feeds it: requests appended, then ingested; its
+/// decisions logged to `s`.
+fn logged_buffer(s: &std::sync::Arc<Storage>, policies: &str) -> crate::buffer::Buffer {
+    use crate::buffer::{Buffer, BufferCfg};
+    let cfgs: Vec<crate::policy::PolicyCfg> = serde_yaml_ng::from_str(policies).unwrap();
+    let policies = crate::policy::Policies::build(&cfgs, false).unwrap();
+    let cfg = crate::config::embedded_default().tail_sampling;
+    let b = Buffer::new(BufferCfg::from_config(&cfg), policies);
+    b.set_decision_log(s.clone());
+    b
+}
+
+const KEEP_ALL: &str = "[{ name: everything, type: always_sample }]";
+const KEEP_NONE: &str =
+    "[{ name: errors_only, type: status_code, status_code: { status_codes: [ERROR] } }]";
+
+fn ingest_logged(s: &Storage, b: &crate::buffer::Buffer, t: &crate::fixture::Trace) {
+    use prost::Message;
+    let bytes = crate::fixture::request_for(std::slice::from_ref(t)).encode_to_vec();
+    s.append(&bytes).unwrap();
+    b.ingest(
+        crate::wire::decode::decode_request(&bytes).unwrap().spans,
+        Instant::now(),
+    );
+}
+
+#[test]
+fn a_replay_decides_as_before_not_by_the_policies_again() {
+    use crate::fixture::{Gen, Shape};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gen::new(11);
+    let (kept, dropped) = (g.trace(Shape::default(), 3), g.trace(Shape::ERROR, 2));
+    {
+        let s = Arc::new(Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap());
+        // Before the crash: everything kept; then the policies change (a reload, or a
+        // rate limit that would answer differently after the restart).
+        let b = logged_buffer(&s, KEEP_ALL);
+        ingest_logged(&s, &b, &kept);
+        b.decide_all(Instant::now(), false);
+        b.set_policies(crate::policy::Policies::build(&[], false).unwrap());
+        ingest_logged(&s, &b, &dropped);
+        b.decide_all(Instant::now(), false);
+        assert_eq!(b.take_outbox().spans.len(), 3, "only the first trace kept");
+    } // killed: nothing exported, nothing truncated
+    let s = Arc::new(Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap());
+    // After the restart the policies would keep the error trace and drop the other.
+    let b = logged_buffer(&s, KEEP_NONE);
+    let r = s.restore(&b);
+    assert_eq!((r.spans, r.decisions), (5, 2));
+    b.decide_all(Instant::now(), false);
+    let out = b.take_outbox();
+    let ids: std::collections::HashSet<_> = out.spans.iter().map(|s| s.trace_id()).collect();
+    assert_eq!(ids, [kept.trace_id].into(), "decided as before the crash");
+    assert_eq!(out.spans.len(), 3);
+    let root = out.spans.iter().find(|s| s.is_root()).unwrap();
+    assert_eq!(
+        root.attribute("casefile.policy").and_then(|v| v.as_str()),
+        Some("everything"),
+        "with the reasons given before the crash"
+    );
+}
+
+#[test]
+fn a_decision_whose_spans_are_gone_steers_late_spans() {
+    use crate::buffer::{Decided, DecisionLog};
+    use crate::fixture::{Gen, Shape};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gen::new(12);
+    let (kept, dropped) = (g.trace(Shape::default(), 2), g.trace(Shape::ERROR, 2));
+    {
+        let s = Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap();
+        s.record(&[
+            Decided {
+                id: kept.trace_id,
+                sampled: true,
+                reasons: vec![Arc::from("everything")],
+            },
+            Decided {
+                id: dropped.trace_id,
+                sampled: false,
+                reasons: vec![],
+            },
+        ]);
+    }
+    let s = Arc::new(Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap());
+    let b = logged_buffer(&s, KEEP_NONE);
+    let r = s.restore(&b);
+    assert_eq!((r.spans, r.decisions), (0, 0), "no pending trace to preset");
+    // Late spans after the restart follow the decisions from before it.
+    ingest_logged(&s, &b, &kept);
+    ingest_logged(&s, &b, &dropped);
+    assert_eq!(b.held_traces(), 0);
+    let out = b.take_outbox();
+    assert_eq!(out.spans.len(), 2);
+    assert!(out.spans.iter().all(|s| s.trace_id() == kept.trace_id));
+}
+
+#[test]
+fn rescues_and_late_kept_spans_are_logged_as_keeps() {
+    use crate::buffer::Decided;
+    use crate::fixture::{Gen, Shape};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gen::new(13);
+    let t = g.trace(Shape::ERROR, 4);
+    let (mut first, mut late) = (t.clone(), t.clone());
+    first.spans.truncate(2);
+    late.spans.drain(..2);
+    let s = Arc::new(Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap());
+    let b = logged_buffer(&s, KEEP_ALL);
+    ingest_logged(&s, &b, &first);
+    b.decide_all(Instant::now(), false);
+    ingest_logged(&s, &b, &late);
+    assert_eq!(b.take_outbox().spans.len(), 4);
+    drop(b);
+    let logged: Vec<Decided> = list_segments(dir.path())
+        .unwrap()
+        .iter()
+        .flat_map(|(_, p)| records(p).0)
+        .filter_map(|r| super::decisions::decode(&r))
+        .flatten()
+        .collect();
+    assert_eq!(
+        logged.len(),
+        2,
+        "the decision, then the keep after the late spans"
+    );
+    assert!(logged.iter().all(|d| d.id == t.trace_id && d.sampled));
+    assert_eq!(&*logged[0].reasons[0], "everything");
+    assert!(logged[1].reasons.is_empty());
+}

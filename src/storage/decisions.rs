@@ -1,0 +1,128 @@
+//! Decision records of the write-ahead log. The buffer hands each batch of decisions here
+//! (see `buffer::DecisionLog`) before the kept spans can reach the exporters; the record
+//! lands in the log after every span of the traces it names, so it is truncated no sooner
+//! than they are. On replay, these records are read first and become the buffer's presets.
+//!
+//! A span record is an encoded `ExportTraceServiceRequest`, whose first byte is a protobuf
+//! tag and never 0; a decision record starts with `0x00` and a version byte, then per
+//! trace: the 16-byte id, a flags byte (bit 0: kept), a little-endian u16 length and the
+//! reasons joined by commas.
+
+use std::sync::Arc;
+
+use crate::buffer::{Decided, DecisionLog};
+
+use super::Storage;
+
+const MARK: u8 = 0;
+const VERSION: u8 = 1;
+/// Reasons are policy names; a longer list is cut (the decision itself is kept).
+const MAX_REASONS: usize = u16::MAX as usize;
+
+/// Whether a record of the log holds decisions (rather than spans).
+pub fn is_decisions(payload: &[u8]) -> bool {
+    payload.first() == Some(&MARK)
+}
+
+pub fn encode(decided: &[Decided]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + decided.len() * 24);
+    out.extend_from_slice(&[MARK, VERSION]);
+    for d in decided {
+        out.extend_from_slice(&d.id);
+        out.push(d.sampled as u8);
+        let reasons = d.reasons.iter().map(|r| &**r).collect::<Vec<_>>().join(",");
+        let mut end = reasons.len().min(MAX_REASONS);
+        while !reasons.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.extend_from_slice(&(end as u16).to_le_bytes());
+        out.extend_from_slice(&reasons.as_bytes()[..end]);
+    }
+    out
+}
+
+/// The decisions of a record; `None` when it is not a decision record this version reads.
+pub fn decode(payload: &[u8]) -> Option<Vec<Decided>> {
+    let mut rest = payload.strip_prefix(&[MARK, VERSION])?;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let (head, tail) = rest.split_at_checked(19)?;
+        let id: [u8; 16] = head[..16].try_into().ok()?;
+        let len = u16::from_le_bytes([head[17], head[18]]) as usize;
+        let (reasons, tail) = tail.split_at_checked(len)?;
+        let reasons = std::str::from_utf8(reasons).ok()?;
+        out.push(Decided {
+            id,
+            sampled: head[16] & 1 == 1,
+            reasons: reasons
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(Arc::from)
+                .collect(),
+        });
+        rest = tail;
+    }
+    Some(out)
+}
+
+impl DecisionLog for Storage {
+    fn record(&self, decided: &[Decided]) {
+        // A failed append is logged and counted by `append`; the decision stands, and a
+        // replay would decide these traces by the policies again.
+        if self.append(&encode(decided)).is_ok() {
+            metrics::counter!("casefile_wal_decisions_total").increment(decided.len() as u64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn decisions_round_trip(
+            ds in proptest::collection::vec(
+                (any::<[u8; 16]>(), any::<bool>(), proptest::collection::vec("[a-z_.-]{1,12}", 0..4)),
+                0..20,
+            )
+        ) {
+            let ds: Vec<Decided> = ds
+                .into_iter()
+                .map(|(id, sampled, reasons)| Decided {
+                    id,
+                    sampled,
+                    reasons: reasons.iter().map(|r| Arc::from(r.as_str())).collect(),
+                })
+                .collect();
+            let bytes = encode(&ds);
+            prop_assert!(is_decisions(&bytes));
+            prop_assert_eq!(decode(&bytes), Some(ds));
+        }
+
+        #[test]
+        fn truncated_records_are_refused_not_misread(
+            n in 1usize..5, cut in 1usize..40,
+        ) {
+            let ds: Vec<Decided> = (0..n as u8)
+                .map(|i| Decided { id: [i; 16], sampled: true, reasons: vec![Arc::from("errors")] })
+                .collect();
+            let bytes = encode(&ds);
+            let cut = cut.min(bytes.len() - 2);
+            let short = &bytes[..bytes.len() - cut];
+            let entry = 16 + 1 + 2 + "errors".len();
+            if (short.len() - 2) % entry != 0 {
+                prop_assert_eq!(decode(short), None);
+            }
+        }
+    }
+
+    #[test]
+    fn a_span_record_is_not_a_decision_record() {
+        // An ExportTraceServiceRequest starts with field 1's tag.
+        assert!(!is_decisions(&[0x0a, 0x00]));
+        assert_eq!(decode(&[0x0a, 0x00]), None);
+        assert_eq!(decode(&[MARK, VERSION + 1]), None);
+    }
+}
