@@ -1,12 +1,13 @@
 //! The `casefile` binary itself: `--version`, `check` on good and bad files, and `run`
 //! stopped by SIGTERM, which must decide pending traces, flush the file exporter and exit 0.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
+
+use common::process::Process;
 
 use casefile::fixture::{self, Gen, Shape};
 use prost::Message;
@@ -89,21 +90,6 @@ fn check_reports_a_missing_file() {
         .contains("cannot read config file /nonexistent/casefile.yaml"));
 }
 
-/// Reads the daemon's log until it names the OTLP/HTTP address.
-fn http_addr(lines: &mut impl Iterator<Item = String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for line in lines {
-        if let Some(rest) = line.split("OTLP/HTTP receiver listening addr=Some(").nth(1) {
-            return rest.split(')').next().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon never said where it listens"
-        );
-    }
-    panic!("the daemon exited before listening");
-}
-
 fn post(addr: &str, body: Vec<u8>) -> u16 {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -147,70 +133,13 @@ shutdown_timeout: 10s
     path
 }
 
-/// The daemon binary running on a config, its log lines, and a watchdog that kills it
-/// (failing the test) if it has not stopped within 40 s.
-struct Running {
-    child: std::process::Child,
-    pid: String,
-    lines: Box<dyn Iterator<Item = String>>,
-    done: std::sync::mpsc::Sender<()>,
-}
-
-fn run_daemon(cfg: &Path) -> Running {
-    let mut child = bin()
-        .args(["run", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let (done, stopped) = std::sync::mpsc::channel::<()>();
-    let watchdog_pid = pid.clone();
-    std::thread::spawn(move || {
-        if stopped.recv_timeout(Duration::from_secs(40)).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &watchdog_pid]).status();
-        }
-    });
-    let lines = Box::new(
-        BufReader::new(child.stderr.take().unwrap())
-            .lines()
-            .map_while(Result::ok),
-    );
-    Running {
-        child,
-        pid,
-        lines,
-        done,
-    }
-}
-
-impl Running {
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill")
-            .args([sig, &self.pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// Sends SIGTERM and waits for the exit: whether it exited 0, and the rest of the log.
-    fn stop(mut self) -> (bool, Vec<String>) {
-        self.signal("-TERM");
-        let rest: Vec<String> = self.lines.by_ref().collect();
-        let ok = self.child.wait().unwrap().success();
-        let _ = self.done.send(());
-        (ok, rest)
-    }
-}
-
 #[test]
 fn sigterm_decides_pending_traces_flushes_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("kept.jsonl");
     let cfg = write_config(dir.path(), &out_file);
-    let mut daemon = run_daemon(&cfg);
-    let addr = http_addr(&mut daemon.lines);
+    let mut daemon = Process::start(&cfg);
+    let addr = daemon.wait_addr("OTLP/HTTP receiver");
 
     let mut g = Gen::new(21);
     let err = g.trace(Shape::ERROR, 6);
@@ -362,31 +291,17 @@ async fn lookup_and_complain_clients_talk_to_the_api() {
     daemon.shutdown().await;
 }
 
-/// Reads log lines until one satisfies `pred` (the watchdog ends a stuck daemon).
-fn wait_line(
-    lines: &mut impl Iterator<Item = String>,
-    what: &str,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    for line in lines {
-        if pred(&line) {
-            return line;
-        }
-    }
-    panic!("the daemon exited before logging {what}");
-}
-
 #[test]
 fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("kept.jsonl");
     let cfg = write_config(dir.path(), &out_file);
-    let mut daemon = run_daemon(&cfg);
-    let addr = http_addr(&mut daemon.lines);
+    let mut daemon = Process::start(&cfg);
+    let addr = daemon.wait_addr("OTLP/HTTP receiver");
 
     // SIGHUP with the file unchanged: reloaded, same policies.
     daemon.signal("-HUP");
-    let line = wait_line(&mut daemon.lines, "a reload", |l| {
+    let line = daemon.wait_line("a reload", |l| {
         l.contains("config reloaded")
     });
     assert!(line.contains("SIGHUP") && line.contains("errors"), "{line}");
@@ -398,7 +313,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         good.replace("decision_wait: 1h", "decision_wait: soon"),
     )
     .unwrap();
-    let line = wait_line(&mut daemon.lines, "a refused reload", |l| {
+    let line = daemon.wait_line("a refused reload", |l| {
         l.contains("reload rejected")
     });
     assert!(line.contains("decision_wait"), "{line}");
@@ -421,7 +336,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         ),
     )
     .unwrap();
-    let line = wait_line(&mut daemon.lines, "the new policy", |l| {
+    let line = daemon.wait_line("the new policy", |l| {
         l.contains("config reloaded")
     });
     assert!(

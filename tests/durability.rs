@@ -2,86 +2,17 @@
 //! directory, every acknowledged span of a kept trace reaches the downstream, including
 //! kept traces whose export had not finished; a damaged log tail is skipped at start.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
 
 use casefile::fixture::{self, Gen, Shape, Trace};
+use common::process::Process;
 use common::Downstream;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use parking_lot::Mutex;
 use prost::Message;
-
-/// The daemon binary on a config; its log is collected by a thread; a watchdog kills it
-/// (failing the test) if it still runs after 40 s.
-struct Running {
-    child: std::process::Child,
-    log: Arc<Mutex<Vec<String>>>,
-    done: std::sync::mpsc::Sender<()>,
-}
-
-impl Running {
-    fn start(cfg: &Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_casefile"))
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id().to_string();
-        let (done, stopped) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if stopped.recv_timeout(Duration::from_secs(40)).is_err() {
-                let _ = Command::new("kill").args(["-KILL", &pid]).status();
-            }
-        });
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (sink, stderr) = (Arc::clone(&log), child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().push(line);
-            }
-        });
-        Running { child, log, done }
-    }
-
-    /// Waits (at most 20 s) for a log line containing `needle`; returns it.
-    async fn line(&self, needle: &str) -> String {
-        for _ in 0..2000 {
-            if let Some(l) = self.log.lock().iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("no log line with {needle:?}: {:#?}", self.log.lock());
-    }
-
-    async fn grpc_addr(&self) -> String {
-        let l = self.line("OTLP/gRPC receiver listening").await;
-        let rest = l.split("addr=Some(").nth(1).unwrap();
-        rest.split(')').next().unwrap().to_owned()
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        let _ = self.done.send(());
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.child.wait().unwrap();
-        let _ = self.done.send(());
-    }
-}
 
 fn write_config(dir: &Path, data: &Path, wait: &str, downstream: SocketAddr) -> PathBuf {
     let path = dir.join(format!("run-{wait}.yaml"));
@@ -159,8 +90,8 @@ async fn kill_9_loses_no_acknowledged_span_of_a_kept_trace() {
     let mut g = Gen::new(41);
 
     // A long decision_wait: nothing is decided before the kill.
-    let first = Running::start(&write_config(dir.path(), &data, "30s", down_addr));
-    let mut c = client(&first.grpc_addr().await).await;
+    let mut first = Process::start(&write_config(dir.path(), &data, "30s", down_addr));
+    let mut c = client(&first.addr("OTLP/gRPC receiver").await).await;
     let (kept, plain) = send(&mut c, &mut g, 20).await;
     drop(c);
     first.kill9();
@@ -168,7 +99,7 @@ async fn kill_9_loses_no_acknowledged_span_of_a_kept_trace() {
     assert!(!before.is_empty());
     assert_eq!(down.span_count(), 0);
 
-    let second = Running::start(&write_config(dir.path(), &data, "200ms", down_addr));
+    let mut second = Process::start(&write_config(dir.path(), &data, "200ms", down_addr));
     second.line("write-ahead log replayed").await;
     down.wait_for("every kept trace", |d| all_arrived(d, &kept))
         .await;
@@ -202,13 +133,13 @@ async fn kept_traces_not_yet_exported_at_kill_9_are_exported_after_restart() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut g = Gen::new(42);
 
-    let first = Running::start(&write_config(
+    let mut first = Process::start(&write_config(
         dir.path(),
         &data,
         "100ms",
         silent.local_addr().unwrap(),
     ));
-    let mut c = client(&first.grpc_addr().await).await;
+    let mut c = client(&first.addr("OTLP/gRPC receiver").await).await;
     let (kept, _) = send(&mut c, &mut g, 10).await;
     drop(c);
     // Decided, handed to the exporter, and not delivered; then longer than decision_wait
@@ -220,7 +151,7 @@ async fn kept_traces_not_yet_exported_at_kill_9_are_exported_after_restart() {
     first.kill9();
 
     let (down, down_addr) = Downstream::start().await;
-    let second = Running::start(&write_config(dir.path(), &data, "200ms", down_addr));
+    let second = Process::start(&write_config(dir.path(), &data, "200ms", down_addr));
     down.wait_for("the kept traces of the first run", |d| {
         all_arrived(d, &kept)
     })
@@ -251,14 +182,14 @@ async fn a_corrupt_log_tail_is_skipped_and_the_daemon_serves() {
     std::fs::write(data.join("wal-0000000000000007.log"), &bytes).unwrap();
 
     let (down, down_addr) = Downstream::start().await;
-    let d = Running::start(&write_config(dir.path(), &data, "200ms", down_addr));
+    let mut d = Process::start(&write_config(dir.path(), &data, "200ms", down_addr));
     let warning = d.line("write-ahead log segment damaged").await;
     assert!(warning.contains("wal-0000000000000007.log"), "{warning}");
     assert!(
         warning.contains(&format!("offset={}", 8 + payload.len())),
         "{warning}"
     );
-    let mut c = client(&d.grpc_addr().await).await;
+    let mut c = client(&d.addr("OTLP/gRPC receiver").await).await;
     let (kept, _) = send(&mut c, &mut g, 2).await;
     down.wait_for("the old trace and the new ones", |d| {
         all_arrived(d, &kept) && all_arrived(d, std::slice::from_ref(&old))

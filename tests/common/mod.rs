@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod process;
 pub mod tls;
 
 use std::collections::HashMap;
