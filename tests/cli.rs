@@ -301,9 +301,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
 
     // SIGHUP with the file unchanged: reloaded, same policies.
     daemon.signal("-HUP");
-    let line = daemon.wait_line("a reload", |l| {
-        l.contains("config reloaded")
-    });
+    let line = daemon.wait_line("a reload", |l| l.contains("config reloaded"));
     assert!(line.contains("SIGHUP") && line.contains("errors"), "{line}");
 
     // A broken file is refused with its problem; the daemon keeps running.
@@ -313,9 +311,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         good.replace("decision_wait: 1h", "decision_wait: soon"),
     )
     .unwrap();
-    let line = daemon.wait_line("a refused reload", |l| {
-        l.contains("reload rejected")
-    });
+    let line = daemon.wait_line("a refused reload", |l| l.contains("reload rejected"));
     assert!(line.contains("decision_wait"), "{line}");
 
     // A new policy in the file applies without a restart, to traces already held.
@@ -336,9 +332,7 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         ),
     )
     .unwrap();
-    let line = daemon.wait_line("the new policy", |l| {
-        l.contains("config reloaded")
-    });
+    let line = daemon.wait_line("the new policy", |l| l.contains("config reloaded"));
     assert!(
         line.contains("file changed") && line.contains("everything"),
         "{line}"

@@ -10,6 +10,7 @@ mod common;
 
 use casefile::fixture::{self, Gen, Shape, Trace};
 use common::process::Process;
+use common::report::Row;
 use common::Downstream;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
@@ -111,6 +112,14 @@ async fn kill_9_loses_no_acknowledged_span_of_a_kept_trace() {
         );
     }
     assert!(got.values().map(Vec::len).sum::<usize>() >= 100);
+    Row {
+        test: "kill -9 with every trace pending, restart",
+        sent: 200,
+        accepted: 200,
+        ..Row::default()
+    }
+    .count(&down, &kept)
+    .report();
     // Decided and exported: the replayed segments are deleted (after decision_wait + 2 s).
     common::eventually("the old segments are truncated", || {
         let gone = before.iter().all(|s| !segments(&data).contains(s));
@@ -157,6 +166,14 @@ async fn kept_traces_not_yet_exported_at_kill_9_are_exported_after_restart() {
     })
     .await;
     second.stop();
+    Row {
+        test: "kill -9 with kept traces not yet exported, restart",
+        sent: 100,
+        accepted: 100,
+        ..Row::default()
+    }
+    .count(&down, &kept)
+    .report();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,4 +217,14 @@ async fn a_corrupt_log_tail_is_skipped_and_the_daemon_serves() {
         "appends go to a new segment after the damaged one"
     );
     d.stop();
+    // The intact record's trace and the new ones; the damaged record was never
+    // acknowledged by this log (written by hand above), so it is not counted.
+    Row {
+        test: "corrupt log tail, restart",
+        sent: 20 + old.spans.len(),
+        accepted: 20 + old.spans.len(),
+        ..Row::default()
+    }
+    .count(&down, &[kept, vec![old]].concat())
+    .report();
 }

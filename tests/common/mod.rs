@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod process;
+pub mod report;
 pub mod tls;
 
 use std::collections::HashMap;

@@ -99,7 +99,9 @@ impl Process {
 
     /// The address a listener logged, e.g. `listener = "OTLP/gRPC receiver"`.
     pub fn addr_in(line: &str, listener: &str) -> Option<String> {
-        let rest = line.split(&format!("{listener} listening addr=Some(")).nth(1)?;
+        let rest = line
+            .split(&format!("{listener} listening addr=Some("))
+            .nth(1)?;
         Some(rest.split(')').next()?.to_owned())
     }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The fault tests, counted: runs the end-to-end tests that break something (backend down,
+# full export queue, policy reload mid-stream, kill -9, corrupt log tail), each on loopback
+# and bounded, and prints RELIABILITY.md's table of spans accepted vs delivered from the
+# rows they write (tests/common/report.rs). The tests themselves fail on any loss.
+# usage: scripts/reliability.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench-out
+out="$PWD/bench-out/reliability.jsonl"
+rm -f "$out"
+CASEFILE_RELIABILITY_OUT="$out" cargo nextest run --no-fail-fast --test faults --test durability
+python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("| fault test | spans sent | acknowledged | refused (throttled) | acknowledged, of kept traces | delivered | lost | duplicates |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for r in sorted(rows, key=lambda r: r["test"]):
+    lost = r["kept_accepted"] - r["delivered"]
+    print(f"| {r['test']} | {r['sent']} | {r['accepted']} | {r['refused']} | {r['kept_accepted']} | {r['delivered']} | {lost} | {r['duplicates']} |")
+PY
