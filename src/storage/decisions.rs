@@ -68,8 +68,10 @@ pub fn decode(payload: &[u8]) -> Option<Vec<Decided>> {
 impl DecisionLog for Storage {
     fn record(&self, decided: &[Decided]) {
         // A failed append is logged and counted by `append`; the decision stands, and a
-        // replay would decide these traces by the policies again.
-        if self.append(&encode(decided)).is_ok() {
+        // replay would decide these traces by the policies again. Not flushed even with
+        // `fsync: always`: the spans are durable, and a decision lost to a power loss is
+        // only made again.
+        if self.append_with(&encode(decided), false).is_ok() {
             metrics::counter!("casefile_wal_decisions_total").increment(decided.len() as u64);
         }
     }

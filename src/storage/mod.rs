@@ -202,9 +202,15 @@ impl Storage {
     /// When this returns `Ok`, a killed process loses nothing of it (and, with
     /// `fsync: always`, neither does a power loss).
     pub fn append(&self, payload: &[u8]) -> Result<(), WalError> {
+        self.append_with(payload, self.sync)
+    }
+
+    /// As [`Storage::append`]; `sync` false skips the flush of `fsync: always` (decision
+    /// records: losing one to a power loss only means that trace is decided again).
+    fn append_with(&self, payload: &[u8], sync: bool) -> Result<(), WalError> {
         let framed = frame(payload)?;
         let mut st = self.state.lock();
-        let result = self.append_locked(&mut st, &framed);
+        let result = self.append_locked(&mut st, &framed, sync);
         drop(st);
         match &result {
             Ok(()) => metrics::counter!("casefile_wal_appends_total").increment(1),
@@ -216,14 +222,14 @@ impl Storage {
         result
     }
 
-    fn append_locked(&self, st: &mut State, framed: &[u8]) -> Result<(), WalError> {
+    fn append_locked(&self, st: &mut State, framed: &[u8], sync: bool) -> Result<(), WalError> {
         if st.active.is_none() {
             let seq = st.next_seq;
             st.next_seq += 1;
             st.active = Some(Active::create(&self.dir, seq)?);
         }
         let active = st.active.as_mut().expect("just opened");
-        if let Err(e) = active.append(framed, self.sync) {
+        if let Err(e) = active.append(framed, sync) {
             // What was written may end in a torn record: close the segment there.
             self.close_active(st);
             return Err(e);
