@@ -2,7 +2,9 @@
 //! OTLP client sends two traces of one user, and `tests/console/console.mjs` drives
 //! headless Chromium through the page (search, deep link, Complain on a row, the
 //! outcome in words). The complaint the browser filed is then read back over the API and
-//! the rescued trace must reach the downstream receiver.
+//! the rescued trace must reach the downstream receiver. `tests/console/token-watch.mjs`
+//! does the same against an API that requires a token (asked for, a wrong one refused in
+//! words) and files a complaint about a user, whose watch must keep that user's next trace.
 //!
 //! Needs /usr/bin/chromium (or `CASEFILE_CHROMIUM`) and tests/console/node_modules:
 //! `scripts/setup-tests.sh` installs both. Missing either fails the test; it never skips.
@@ -56,15 +58,21 @@ fn require_browser() {
     );
 }
 
-/// Runs the browser script with a timeout; returns its JSON line, or why it failed.
-fn run_browser(api: SocketAddr, trace_id: &str, out_dir: &Path) -> Result<Value, String> {
-    let script = root().join("tests/console/console.mjs");
+/// Runs a browser script of tests/console with `args` after the API's base URL, with a
+/// timeout; returns its JSON line, or why it failed.
+fn run_browser(
+    script: &str,
+    api: SocketAddr,
+    args: &[&str],
+    out_dir: &Path,
+) -> Result<Value, String> {
+    let script = root().join("tests/console").join(script);
     let stdout_path = out_dir.join("stdout");
     let stderr_path = out_dir.join("stderr");
     let mut child = Command::new("node")
         .arg(&script)
         .arg(format!("http://{api}"))
-        .args([USER, trace_id, TICKET])
+        .args(args)
         .current_dir(root())
         .env("CASEFILE_CHROMIUM", chromium())
         .env("CASEFILE_CONSOLE_TRACE_URL", TRACE_URL)
@@ -141,10 +149,12 @@ async fn the_console_finds_a_user_and_files_a_complaint_in_a_browser() {
     let api = daemon.api_addr.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (out_dir, id) = (dir.path().to_owned(), plain_id.clone());
-    let report = tokio::task::spawn_blocking(move || run_browser(api, &id, &out_dir))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let report = tokio::task::spawn_blocking(move || {
+        run_browser("console.mjs", api, &[USER, &id, TICKET], &out_dir)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["rows"], 2, "{report}");
     assert_eq!(
@@ -178,5 +188,65 @@ async fn the_console_finds_a_user_and_files_a_complaint_in_a_browser() {
         d.spans_by_trace().get(&want).map(Vec::len) == Some(4)
     })
     .await;
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_asks_for_the_token_and_opens_a_watch_on_a_user() {
+    require_browser();
+    const TOKEN: &str = "tok_console_2";
+    const USER2: &str = "usr_console_watch";
+    const TICKET2: &str = "cs_console_2";
+    let (down, addr) = Downstream::start().await;
+    let mut cfg = config(addr, "100ms", "");
+    cfg.support.api.auth_token = Some(TOKEN.into());
+    let daemon = start(cfg).await;
+    let mut client = client(&daemon).await;
+    let mut g = Gen::new(62);
+    let mut first = g.trace(Shape::default(), 3);
+    first.set_user(USER2);
+    client
+        .export(fixture::request_for(std::slice::from_ref(&first)))
+        .await
+        .unwrap();
+    until_all_decided(&daemon).await;
+
+    let api = daemon.api_addr.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_owned();
+    let report = tokio::task::spawn_blocking(move || {
+        run_browser("token-watch.mjs", api, &[USER2, TOKEN, TICKET2], &out_dir)
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["rows"], 1, "{report}");
+
+    // The watch the browser opened keeps the user's next trace, which the policies drop.
+    let (code, v) = api_get(
+        api,
+        &format!("/api/v1/complaints?ticket_id={TICKET2}"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["complaints"][0]["user_id"], USER2, "{v}");
+    assert!(v["complaints"][0]["watch_until"].is_string(), "{v}");
+    let mut next = g.trace(Shape::default(), 4);
+    next.set_user(USER2);
+    client
+        .export(fixture::request_for(std::slice::from_ref(&next)))
+        .await
+        .unwrap();
+    let id = hex::encode(next.trace_id);
+    down.wait_for("the watched user's next trace", |d| {
+        d.spans_by_trace().get(&id).map(Vec::len) == Some(4)
+    })
+    .await;
+    assert_eq!(
+        root_attr(&down.spans_by_trace()[&id], "casefile.ticket_id").as_deref(),
+        Some(TICKET2)
+    );
     daemon.shutdown().await;
 }
