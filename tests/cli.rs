@@ -346,3 +346,92 @@ fn sighup_and_file_changes_reload_policies_and_bad_files_are_refused() {
         "the held trace was kept by the reloaded policy: {text}"
     );
 }
+
+#[test]
+fn what_if_replays_a_capture_through_two_policy_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gen::new(24);
+    let errors: Vec<_> = (0..3).map(|_| g.trace(Shape::ERROR, 4)).collect();
+    let plain: Vec<_> = (0..5).map(|_| g.trace(Shape::default(), 2)).collect();
+    // What the file exporter writes: one OTLP/JSON request per line.
+    let capture = dir.path().join("capture.jsonl");
+    let lines: Vec<String> = errors
+        .iter()
+        .chain(&plain)
+        .map(|t| {
+            let proto = fixture::request_for(std::slice::from_ref(t)).encode_to_vec();
+            casefile::wire::json::request_to_json(&proto).unwrap()
+        })
+        .collect();
+    std::fs::write(&capture, lines.join("\n")).unwrap();
+    let policy_file = |name: &str, policies: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!("processors:\n  tail_sampling:\n    policies:\n      {policies}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let errors_only = policy_file(
+        "errors.yaml",
+        "- { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }",
+    );
+    let everything = policy_file("all.yaml", "- { name: all, type: always_sample }");
+
+    let out = bin()
+        .args(["what-if", "--json", "--config"])
+        .arg(&errors_only)
+        .arg("--against")
+        .arg(&everything)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"]["traces"], 8, "{v}");
+    assert_eq!(v["outcome"]["kept_traces"], 3, "{v}");
+    assert_eq!(v["outcome"]["kept_spans"], 12, "{v}");
+    assert_eq!(
+        v["outcome"]["by_policy"],
+        serde_json::json!([["errors", 3]])
+    );
+    assert_eq!(v["against"]["kept_traces"], 8, "{v}");
+    let changed: Vec<&str> = v["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["trace_id"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<String> = plain.iter().map(|t| hex::encode(t.trace_id)).collect();
+    want.sort();
+    let mut changed: Vec<String> = changed.into_iter().map(str::to_owned).collect();
+    changed.sort();
+    assert_eq!(changed, want, "the plain traces change decision");
+
+    // The table, for people.
+    let out = bin()
+        .args(["what-if", "--config"])
+        .arg(&errors_only)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("keeps 3 of 8 traces (37.5 %)"), "{text}");
+
+    // A bad capture: every problem with its file and line, exit 2.
+    std::fs::write(&capture, format!("{}\nnot json\n", lines[0])).unwrap();
+    let out = bin()
+        .args(["what-if", "--config"])
+        .arg(&errors_only)
+        .arg(&capture)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2: ", capture.display())), "{err}");
+}

@@ -1,7 +1,9 @@
-//! Command line: `casefile run`, `casefile check`, `casefile --version`, and the support
-//! client `casefile lookup` / `casefile complain` (in `client`).
+//! Command line: `casefile run`, `casefile check`, `casefile --version`, the support
+//! client `casefile lookup` / `casefile complain` (in `client`) and the offline policy
+//! replay `casefile what-if` (in `whatif`).
 
 mod client;
+mod whatif;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ pub enum Command {
     Lookup(client::LookupArgs),
     /// File a complaint: `casefile complain --ticket cs_441 --user usr_1 --label checkout`.
     Complain(client::ComplainArgs),
+    /// Replay captured traces through a config's policies offline (and compare two):
+    /// `casefile what-if --config new.yaml --against casefile.yaml data/kept-traces.jsonl`.
+    WhatIf(whatif::WhatIfArgs),
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
@@ -54,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(config.as_ref()),
         Command::Lookup(a) => client::lookup(a),
         Command::Complain(a) => client::complain(a),
+        Command::WhatIf(a) => whatif::what_if(a),
     }
 }
 

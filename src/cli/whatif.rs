@@ -1,0 +1,527 @@
+//! `casefile what-if`: captured traces through a config's policies, offline. Reads what the
+//! `file` exporter writes (OTLP/JSON, one request per line), single OTLP/JSON documents or
+//! binary `ExportTraceServiceRequest` files, groups the spans by trace, and decides each
+//! trace with the policies exactly as the daemon does — in the order the traces started,
+//! with the capture's own clock, so `rate_limiting` and `bytes_limiting` see the rate the
+//! traces had. With `--against` a second config decides the same traces and the traces
+//! whose decision changes are listed: an SRE sees what a policy change would keep before
+//! it ships.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config;
+use crate::model::{Span, TraceId};
+use crate::policy::Policies;
+use crate::support::index::{Decision, Summary};
+use crate::wire::decode::decode_request;
+use crate::wire::json::request_from_json;
+
+#[derive(Debug, clap::Args)]
+pub struct WhatIfArgs {
+    /// The config whose policies decide: a casefile config, or a Collector config with a
+    /// `tail_sampling` processor (only its policies are read).
+    #[arg(short, long)]
+    config: PathBuf,
+    /// A second config: both decide, and the traces whose decision differs are listed.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    /// Print every trace with its decision and reasons.
+    #[arg(long)]
+    traces: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Captured traces: OTLP/JSON lines (the file exporter's output), an OTLP/JSON
+    /// document, or a binary ExportTraceServiceRequest.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+/// Every span read, by trace, in the order traces were first seen.
+#[derive(Default)]
+pub struct Capture {
+    order: Vec<TraceId>,
+    traces: HashMap<TraceId, Vec<Span>>,
+    pub spans: usize,
+}
+
+impl Capture {
+    fn add(&mut self, spans: Vec<Span>) {
+        self.spans += spans.len();
+        for s in spans {
+            let id = s.trace_id();
+            self.traces
+                .entry(id)
+                .or_insert_with(|| {
+                    self.order.push(id);
+                    Vec::new()
+                })
+                .push(s);
+        }
+    }
+
+    /// Reads one input file; problems are returned as `file:line: what` lines.
+    pub fn read(&mut self, path: &Path) -> Result<(), Vec<String>> {
+        let bytes = std::fs::read(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+        let text_start = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if text_start != Some(&b'{') {
+            return match decode_request(&bytes) {
+                Ok(d) => Ok(self.add(d.spans)),
+                Err(e) => Err(vec![format!(
+                    "{}: neither OTLP/JSON nor a protobuf ExportTraceServiceRequest: {e}",
+                    path.display()
+                )]),
+            };
+        }
+        // One document (possibly pretty-printed), or one request per line.
+        if let Ok(proto) = request_from_json(&bytes) {
+            return self
+                .add_proto(&proto)
+                .map_err(|e| vec![format!("{}: {e}", path.display())]);
+        }
+        let mut problems = Vec::new();
+        for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let result = request_from_json(line)
+                .map_err(|e| e.to_string())
+                .and_then(|proto| self.add_proto(&proto));
+            if let Err(e) = result {
+                problems.push(format!("{}:{}: {e}", path.display(), i + 1));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn add_proto(&mut self, proto: &[u8]) -> Result<(), String> {
+        let d = decode_request(proto).map_err(|e| e.to_string())?;
+        self.add(d.spans);
+        Ok(())
+    }
+
+    /// Traces in the order they started (earliest span start), for a faithful clock.
+    fn by_start(&self) -> Vec<(TraceId, &[Span])> {
+        let mut v: Vec<(u64, TraceId, &[Span])> = self
+            .order
+            .iter()
+            .map(|id| {
+                let spans = self.traces[id].as_slice();
+                let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+                (start, *id, spans)
+            })
+            .collect();
+        v.sort_by_key(|(start, _, _)| *start);
+        v.into_iter().map(|(_, id, s)| (id, s)).collect()
+    }
+}
+
+/// One trace and how a policy set decided it.
+#[derive(Debug, Serialize)]
+pub struct Decided {
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// The decision of the `--against` policies, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against: Option<Vec<Arc<str>>>,
+}
+
+/// What a policy set did with the capture.
+#[derive(Debug, Default, Serialize)]
+pub struct Outcome {
+    pub config: String,
+    pub traces: usize,
+    pub spans: usize,
+    pub kept_traces: usize,
+    pub kept_spans: usize,
+    pub kept_bytes: usize,
+    /// Traces each policy sampled (a trace kept by several counts under each).
+    pub by_policy: Vec<(String, usize)>,
+}
+
+/// Decides every trace of `capture` with `policies`. Returns the outcome and, per trace,
+/// whether it was kept and why.
+pub fn decide(
+    capture: &Capture,
+    policies: &Policies,
+    source: &str,
+) -> (Outcome, Vec<(TraceId, bool, Vec<Arc<str>>)>) {
+    let mut out = Outcome {
+        config: source.to_owned(),
+        traces: capture.traces.len(),
+        spans: capture.spans,
+        by_policy: policies.names().into_iter().map(|n| (n, 0)).collect(),
+        ..Outcome::default()
+    };
+    let traces = capture.by_start();
+    let first = traces
+        .first()
+        .map(|(_, s)| s.iter().map(|s| s.start_unix_nano).min().unwrap_or(0))
+        .unwrap_or(0);
+    let base = tokio::time::Instant::now();
+    let mut each = Vec::with_capacity(traces.len());
+    for (id, spans) in traces {
+        let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+        let now = base + Duration::from_nanos(start.saturating_sub(first));
+        let v = policies.evaluate(&id, spans, now);
+        if v.sampled {
+            out.kept_traces += 1;
+            out.kept_spans += spans.len();
+            out.kept_bytes += spans.iter().map(|s| s.bytes.len()).sum::<usize>();
+            for p in &v.policies {
+                if let Some(slot) = out.by_policy.iter_mut().find(|(n, _)| **n == **p) {
+                    slot.1 += 1;
+                }
+            }
+        }
+        each.push((id, v.sampled, v.policies));
+    }
+    (out, each)
+}
+
+/// The policies of `path`: a whole casefile config, or any YAML with a
+/// `processors.tail_sampling` block (a Collector config: `tail_sampling/NAME` too), of which
+/// only the policies and `sample_on_first_match` are read.
+fn policies_of(path: &Path) -> Result<(Policies, String), Vec<String>> {
+    let full = match config::load_file(path) {
+        Ok(cfg) => Ok((
+            cfg.tail_sampling.policies,
+            cfg.tail_sampling.sample_on_first_match,
+        )),
+        Err(e) => tail_sampling_only(path).ok_or_else(|| vec![e.to_string()]),
+    };
+    let (cfgs, first_match) = full?;
+    let source = path.display().to_string();
+    let policies = Policies::build(&cfgs, first_match).map_err(|ps| {
+        ps.into_iter()
+            .map(|p| {
+                format!(
+                    "{source}: processors.tail_sampling.{}: {}",
+                    p.path, p.message
+                )
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok((policies, source))
+}
+
+fn tail_sampling_only(path: &Path) -> Option<(Vec<crate::policy::PolicyCfg>, bool)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
+    let processors = doc.get("processors")?.as_mapping()?;
+    let ts = processors.iter().find_map(|(k, v)| {
+        let k = k.as_str()?;
+        (k == "tail_sampling" || k.starts_with("tail_sampling/")).then_some(v)
+    })?;
+    let policies = serde_yaml_ng::from_value(ts.get("policies")?.clone()).ok()?;
+    let first_match = ts
+        .get("sample_on_first_match")
+        .and_then(serde_yaml_ng::Value::as_bool)
+        .unwrap_or(false);
+    Some((policies, first_match))
+}
+
+pub fn what_if(a: WhatIfArgs) -> ExitCode {
+    let mut problems = Vec::new();
+    let main = policies_of(&a.config).map_err(|p| problems.extend(p)).ok();
+    let against = a
+        .against
+        .as_deref()
+        .and_then(|p| policies_of(p).map_err(|p| problems.extend(p)).ok());
+    let mut capture = Capture::default();
+    for input in &a.inputs {
+        if let Err(p) = capture.read(input) {
+            problems.extend(p);
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        return ExitCode::from(2);
+    }
+    let (policies, source) = main.expect("no problems, so loaded");
+    let (outcome, decided) = decide(&capture, &policies, &source);
+    let (other, other_decided) = match &against {
+        Some((p, s)) => {
+            let (o, d) = decide(&capture, p, s);
+            (Some(o), Some(d))
+        }
+        None => (None, None),
+    };
+    let rows: Vec<Decided> = decided
+        .iter()
+        .enumerate()
+        .map(|(i, (id, sampled, reasons))| Decided {
+            summary: Summary::of(
+                *id,
+                &capture.traces[id],
+                if *sampled {
+                    Decision::Sampled
+                } else {
+                    Decision::Dropped
+                },
+                reasons.clone(),
+            ),
+            against: other_decided.as_ref().map(|d| {
+                let (_, kept, reasons) = &d[i];
+                if *kept {
+                    reasons.clone()
+                } else {
+                    Vec::new()
+                }
+            }),
+        })
+        .collect();
+    let changed: Vec<&Decided> = rows
+        .iter()
+        .filter(|r| {
+            r.against.as_ref().is_some_and(|reasons| {
+                (r.summary.decision == Decision::Sampled) != !reasons.is_empty()
+            })
+        })
+        .collect();
+    if a.json {
+        let v = serde_json::json!({
+            "outcome": outcome,
+            "against": other,
+            "changed": changed,
+            "traces": if a.traces { serde_json::to_value(&rows).unwrap_or_default() } else { serde_json::Value::Null },
+        });
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    print_outcome(&outcome);
+    if let Some(o) = &other {
+        print_outcome(o);
+        println!(
+            "{} trace(s) decided differently (kept by {} only: {}, by {} only: {})",
+            changed.len(),
+            outcome.config,
+            changed
+                .iter()
+                .filter(|r| r.summary.decision == Decision::Sampled)
+                .count(),
+            o.config,
+            changed
+                .iter()
+                .filter(|r| r.summary.decision != Decision::Sampled)
+                .count(),
+        );
+        for r in &changed {
+            print_row(r);
+        }
+    }
+    if a.traces {
+        println!("every trace ({}):", rows.len());
+        for r in &rows {
+            print_row(r);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn pct(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn print_outcome(o: &Outcome) {
+    println!(
+        "{}: keeps {} of {} traces ({:.1} %), {} of {} spans ({:.1} %), {} bytes",
+        o.config,
+        o.kept_traces,
+        o.traces,
+        pct(o.kept_traces, o.traces),
+        o.kept_spans,
+        o.spans,
+        pct(o.kept_spans, o.spans),
+        o.kept_bytes
+    );
+    for (name, n) in &o.by_policy {
+        println!("  {name:<24} {n:>8} trace(s)");
+    }
+}
+
+fn print_row(r: &Decided) {
+    let s = &r.summary;
+    let reasons = |rs: &[Arc<str>]| {
+        if rs.is_empty() {
+            "-".to_owned()
+        } else {
+            rs.iter().map(|r| &**r).collect::<Vec<_>>().join(",")
+        }
+    };
+    let mut line = format!(
+        "  {}  {:<7}  {:<20}  {:>4} spans  {:>9.1} ms  {:<5}  {} ({})",
+        hex::encode(s.trace_id),
+        if s.decision == Decision::Sampled {
+            "kept"
+        } else {
+            "dropped"
+        },
+        reasons(&s.reasons),
+        s.span_count,
+        s.duration_ms,
+        if s.error { "error" } else { "" },
+        s.root_name,
+        s.root_service,
+    );
+    if let Some(other) = &r.against {
+        line.push_str(&format!(
+            "  | against: {}",
+            if other.is_empty() {
+                "dropped".to_owned()
+            } else {
+                format!("kept {}", reasons(other))
+            }
+        ));
+    }
+    println!("{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{self, Gen, Shape};
+    use prost::Message;
+
+    fn policies(yaml: &str) -> Policies {
+        let cfgs: Vec<crate::policy::PolicyCfg> = serde_yaml_ng::from_str(yaml).unwrap();
+        Policies::build(&cfgs, false).unwrap()
+    }
+
+    #[test]
+    fn reads_json_lines_documents_and_protobuf_and_groups_by_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Gen::new(81);
+        let t = g.trace(Shape::ERROR, 4);
+        let (mut a, mut b) = (t.clone(), t.clone());
+        a.spans.truncate(2);
+        b.spans.drain(..2);
+        let other = g.trace(Shape::default(), 3);
+        let proto = |ts: &[fixture::Trace]| fixture::request_for(ts).encode_to_vec();
+        let json = |ts: &[fixture::Trace]| crate::wire::json::request_to_json(&proto(ts)).unwrap();
+        let lines = dir.path().join("kept.jsonl");
+        std::fs::write(
+            &lines,
+            format!("{}\n\n{}\n", json(&[a]), json(&[other.clone()])),
+        )
+        .unwrap();
+        let pb = dir.path().join("rest.pb");
+        std::fs::write(&pb, proto(&[b])).unwrap();
+        let mut c = Capture::default();
+        c.read(&lines).unwrap();
+        c.read(&pb).unwrap();
+        assert_eq!((c.traces.len(), c.spans), (2, 7));
+        assert_eq!(
+            c.traces[&t.trace_id].len(),
+            4,
+            "a trace split over files is one trace"
+        );
+
+        let (o, each) = decide(
+            &c,
+            &policies(
+                "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]",
+            ),
+            "x.yaml",
+        );
+        assert_eq!((o.kept_traces, o.kept_spans), (1, 4));
+        assert_eq!(o.by_policy, [("errors".to_owned(), 1)]);
+        let kept: Vec<_> = each
+            .iter()
+            .filter(|(_, k, _)| *k)
+            .map(|(id, _, r)| (*id, r.clone()))
+            .collect();
+        assert_eq!(kept, [(t.trace_id, vec![Arc::from("errors")])]);
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_file_and_line_all_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.jsonl");
+        std::fs::write(
+            &p,
+            "{\"resourceSpans\":[]}\n{oops\n{\"resourceSpans\": 7}\n",
+        )
+        .unwrap();
+        let problems = Capture::default().read(&p).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!("{}:2: ", p.display())),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with(&format!("{}:3: ", p.display())),
+            "{problems:?}"
+        );
+        let bin = dir.path().join("bad.pb");
+        std::fs::write(&bin, [0x0a, 0xff]).unwrap();
+        let problems = Capture::default().read(&bin).unwrap_err();
+        assert!(
+            problems[0].contains("neither OTLP/JSON nor a protobuf"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn rate_limiting_sees_the_capture_own_clock() {
+        // Ten 1-span traces a second apart: a 1-span-per-second limit keeps them all; the
+        // same traces decided "now" would keep one.
+        let mut g = Gen::new(82);
+        let mut c = Capture::default();
+        for i in 0..10u64 {
+            let mut t = g.trace(Shape::default(), 1);
+            let s = &mut t.spans[0].1;
+            s.start_time_unix_nano = 1_700_000_000_000_000_000 + i * 1_000_000_000;
+            s.end_time_unix_nano = s.start_time_unix_nano + 1_000;
+            c.add(
+                decode_request(&fixture::request_for(&[t]).encode_to_vec())
+                    .unwrap()
+                    .spans,
+            );
+        }
+        let (o, _) = decide(
+            &c,
+            &policies(
+                "[{ name: rl, type: rate_limiting, rate_limiting: { spans_per_second: 1 } }]",
+            ),
+            "x",
+        );
+        assert_eq!(o.kept_traces, 10);
+    }
+
+    #[test]
+    fn a_collector_config_gives_its_tail_sampling_policies() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("otelcol.yaml");
+        std::fs::write(
+            &p,
+            "receivers: { otlp: { protocols: { grpc: {} } } }\nprocessors:\n  batch: {}\n  tail_sampling/errors:\n    decision_wait: 10s\n    policies:\n      - { name: errs, type: status_code, status_code: { status_codes: [ERROR] } }\nservice: { pipelines: {} }\n",
+        )
+        .unwrap();
+        let (p, _) = policies_of(&p).unwrap();
+        assert_eq!(p.names(), ["errs"]);
+        let missing = dir.path().join("nothing.yaml");
+        std::fs::write(&missing, "receivers: {}\n").unwrap();
+        let problems = policies_of(&missing).err().unwrap();
+        assert!(
+            problems[0].contains("no receiver configured"),
+            "{problems:?}"
+        );
+    }
+}
