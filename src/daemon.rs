@@ -264,7 +264,8 @@ fn restore(config: &Config, buffer: &Buffer) -> Result<Option<Arc<Storage>>, Run
             spans = r.spans,
             damaged_segments = r.damaged,
             decisions = r.decisions,
-            "write-ahead log replayed; kept traces among them are exported again (duplicates possible)"
+            skipped_delivered_spans = r.delivered,
+            "write-ahead log replayed; kept spans not yet delivered are exported again"
         );
     } else {
         tracing::info!(dir = %cfg.dir.display(), fsync = ?cfg.fsync, "write-ahead log opened");

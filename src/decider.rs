@@ -43,7 +43,7 @@ pub async fn run(
         if let Some(rescue) = buffer.rescue_buffer() {
             rescue.expire(now);
         }
-        flush(&buffer, &exporters).await;
+        flush(&buffer, &exporters, storage.as_deref()).await;
         if let Some(s) = &storage {
             s.checkpoint(
                 now,
@@ -58,8 +58,9 @@ pub async fn run(
     }
 }
 
-/// Sends everything in the outbox to the exporters.
-pub async fn flush(buffer: &Buffer, exporters: &Exporters) {
+/// Sends everything in the outbox to the exporters; with `storage`, tells the log which
+/// spans each batch holds (so it can list them once delivered).
+pub async fn flush(buffer: &Buffer, exporters: &Exporters, storage: Option<&Storage>) {
     let out = buffer.take_outbox();
     if out.spans.is_empty() {
         return;
@@ -73,6 +74,9 @@ pub async fn flush(buffer: &Buffer, exporters: &Exporters) {
             traces: std::mem::take(&mut traces),
             seq: exporters.next_batch(),
         };
+        if let Some(s) = storage {
+            s.handed(batch.seq, chunk);
+        }
         metrics::counter!("casefile_processor_tail_sampling_sampled_spans_total")
             .increment(chunk.len() as u64);
         exporters.send(Arc::new(batch)).await;
@@ -83,6 +87,8 @@ pub async fn flush(buffer: &Buffer, exporters: &Exporters) {
 /// ones to the exporters.
 pub async fn finish(buffer: &Buffer, exporters: &Exporters, drop_pending: bool) -> usize {
     let n = buffer.decide_all(Instant::now(), drop_pending);
-    flush(buffer, exporters).await;
+    // Not logged as delivered: after shutdown no checkpoint runs, and a log kept because
+    // spans were left undelivered must replay them all.
+    flush(buffer, exporters, None).await;
     n
 }

@@ -228,3 +228,65 @@ async fn a_corrupt_log_tail_is_skipped_and_the_daemon_serves() {
     .count(&down, &[kept, vec![old]].concat())
     .report();
 }
+
+/// Whether a segment holds a delivery record (`00 02` + 24 bytes per span) listing at
+/// least `spans` spans in all.
+fn delivery_logged(data: &Path, spans: usize) -> bool {
+    let mut listed = 0;
+    for name in segments(data) {
+        let bytes = std::fs::read(data.join(name)).unwrap_or_default();
+        let mut at = 0;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
+                break;
+            };
+            if payload.starts_with(&[0, 2]) {
+                listed += (len - 2) / 24;
+            }
+            at += 8 + len;
+        }
+    }
+    listed >= spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_delivered_before_kill_9_are_not_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (down, down_addr) = Downstream::start().await;
+    let mut g = Gen::new(44);
+
+    let mut first = Process::start(&write_config(dir.path(), &data, "100ms", down_addr));
+    let mut c = client(&first.addr("OTLP/gRPC receiver").await).await;
+    let (kept, _) = send(&mut c, &mut g, 10).await;
+    drop(c);
+    down.wait_for("every kept trace", |d| all_arrived(d, &kept))
+        .await;
+    // The next checkpoint lists them as delivered; kill before their segments go (2 s on).
+    common::eventually("the delivery logged", || {
+        let logged = delivery_logged(&data, 50);
+        async move { logged }
+    })
+    .await;
+    first.kill9();
+
+    let mut second = Process::start(&write_config(dir.path(), &data, "100ms", down_addr));
+    let replayed = second.line("write-ahead log replayed").await;
+    assert!(
+        replayed.contains("skipped_delivered_spans=50"),
+        "every delivered span is skipped: {replayed}"
+    );
+    // Stopping decides and flushes whatever the replay brought back.
+    let (ok, log) = second.stop();
+    assert!(ok, "{}", log.join("\n"));
+    let row = Row {
+        test: "kill -9 after delivery, before truncation, restart",
+        sent: 100,
+        accepted: 100,
+        ..Row::default()
+    }
+    .count(&down, &kept);
+    assert_eq!(row.duplicates, 0, "nothing delivered is sent again");
+    row.report();
+}

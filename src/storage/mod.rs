@@ -14,11 +14,13 @@
 //! rule covers them; rescue exports of dropped traces are not covered (the rescue buffer
 //! itself is in memory).
 //!
-//! Decisions are logged too ([`decisions`]): each batch of decisions is appended after
-//! the spans it decides and before the kept spans reach the exporters, and a replay
-//! decides those traces as they were decided, not by the policies again.
+//! Decisions and deliveries are logged too ([`records`]): each batch of decisions is
+//! appended after the spans it decides and before the kept spans reach the exporters, so a
+//! replay decides those traces as they were decided, not by the policies again; and the
+//! spans of every batch all exporters have finished with are listed at the next
+//! checkpoint, so a replay does not export them again.
 
-mod decisions;
+mod records;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -33,6 +35,7 @@ use tokio::time::Instant;
 use crate::buffer::Buffer;
 use crate::config::{Fsync, StorageCfg};
 use crate::wire::decode::decode_request;
+use records::Meta;
 use wal::{frame, list_segments, read_segment, Active};
 pub use wal::{Damage, WalError};
 
@@ -50,6 +53,8 @@ pub struct Restored {
     pub damaged: usize,
     /// Decisions read back: traces that will be decided as they were before the restart.
     pub decisions: usize,
+    /// Spans not replayed because they had been delivered before the restart.
+    pub delivered: usize,
 }
 
 /// A segment no longer appended to, waiting for its watermark.
@@ -74,6 +79,9 @@ struct State {
     /// The previous checkpoint's time: every trace due by then is in a batch numbered
     /// below the current checkpoint's `next_batch`.
     prev_check: Option<Instant>,
+    /// Batches handed to the exporters and not yet finished: their number and the keys
+    /// of their spans ([`records::SpanKey`], concatenated).
+    inflight: VecDeque<(u64, Vec<u8>)>,
 }
 
 /// The write-ahead log. Shared by `Arc`; one lock, held for one `write()` (plus an fsync
@@ -119,6 +127,7 @@ impl Storage {
                 next_seq: next_seq + 1,
                 closed,
                 prev_check: None,
+                inflight: VecDeque::new(),
             }),
         };
         storage.report();
@@ -136,33 +145,44 @@ impl Storage {
         };
         let mut r = Restored::default();
         let mut presets = std::collections::HashMap::new();
+        let mut delivered = std::collections::HashSet::new();
         for (_, path) in &segments {
             // Damage is reported by the second pass.
-            let _ = read_segment(path, |payload| {
-                if decisions::is_decisions(payload) {
-                    for d in decisions::decode(payload).unwrap_or_default() {
+            let _ = read_segment(path, |payload| match records::decode_meta(payload) {
+                Some(Meta::Decisions(ds)) => {
+                    for d in ds {
                         crate::buffer::merge_decision(&mut presets, d);
                     }
                 }
+                Some(Meta::Delivered(keys)) => delivered.extend(keys),
+                None => {}
             });
         }
         buffer.set_presets(presets);
+        let mut skipped = 0;
         for (_, path) in &segments {
             r.segments += 1;
             let mut spans = 0;
             let mut records = 0;
             let result = read_segment(path, |payload| {
                 records += 1;
-                if decisions::is_decisions(payload) {
-                    if decisions::decode(payload).is_none() {
+                if records::is_meta(payload) {
+                    if records::decode_meta(payload).is_none() {
                         metrics::counter!("casefile_wal_corrupt_records_total").increment(1);
-                        tracing::warn!(file = %path.display(), "unreadable decision record in the write-ahead log skipped");
+                        tracing::warn!(file = %path.display(), "unreadable decision or delivery record in the write-ahead log skipped");
                     }
                     return;
                 }
                 match decode_request(payload) {
-                    Ok(d) => {
+                    Ok(mut d) => {
                         spans += d.spans.len();
+                        if !delivered.is_empty() {
+                            let before = d.spans.len();
+                            d.spans.retain(|s| {
+                                records::span_key(s).is_none_or(|k| !delivered.contains(&k))
+                            });
+                            skipped += before - d.spans.len();
+                        }
                         buffer.ingest(d.spans, Instant::now());
                     }
                     // The checksum matched, so this was written so: count it, go on.
@@ -189,7 +209,10 @@ impl Storage {
             r.spans += spans;
         }
         r.decisions = buffer.settle_presets();
-        metrics::counter!("casefile_wal_replayed_spans_total").increment(r.spans as u64);
+        r.delivered = skipped;
+        metrics::counter!("casefile_wal_replayed_spans_total")
+            .increment((r.spans - skipped) as u64);
+        metrics::counter!("casefile_wal_skipped_delivered_spans_total").increment(skipped as u64);
         // The replayed traces were just given new deadlines: their segments wait as long.
         let due = Instant::now() + self.horizon;
         for c in self.state.lock().closed.iter_mut() {
@@ -262,6 +285,17 @@ impl Storage {
         }
     }
 
+    /// Called by the decider for each batch it hands to the exporters: once they have all
+    /// finished with it, its spans are listed as delivered at the next checkpoint.
+    pub fn handed(&self, seq: u64, spans: &[crate::model::Span]) {
+        let keys: Vec<u8> = spans
+            .iter()
+            .filter_map(records::span_key)
+            .flatten()
+            .collect();
+        self.state.lock().inflight.push_back((seq, keys));
+    }
+
     /// Called by the decider after each tick's decisions were handed to the exporters:
     /// every trace due by `now` is in a batch numbered below `next_batch`, and
     /// `oldest_unfinished` is the first batch some exporter has not finished with.
@@ -285,6 +319,7 @@ impl Storage {
                 }
             }
             st.prev_check = Some(now);
+            self.log_delivered(&mut st, oldest_unfinished.unwrap_or(next_batch));
             while let Some(front) = st.closed.front() {
                 let done = front
                     .needs
@@ -310,6 +345,26 @@ impl Storage {
         }
         self.report();
         gone.len()
+    }
+
+    /// Appends the spans of the batches numbered below `done` (finished by every exporter:
+    /// delivered, or given up on after the retries, which a restart would not retry either).
+    fn log_delivered(&self, st: &mut State, done: u64) {
+        let mut keys = Vec::new();
+        while st.inflight.front().is_some_and(|(seq, _)| *seq < done) {
+            keys.extend(st.inflight.pop_front().expect("checked").1);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let n = keys.len() / 24;
+        let result = frame(&records::encode_delivered(&keys))
+            .and_then(|framed| self.append_locked(st, &framed, false));
+        match result {
+            Ok(()) => metrics::counter!("casefile_wal_delivered_spans_total").increment(n as u64),
+            // Not fatal: those spans would only be exported again after a crash.
+            Err(e) => tracing::warn!(error = %e, spans = n, "cannot log delivered spans"),
+        }
     }
 
     /// Deletes every segment, the active one included (after a clean shutdown that decided

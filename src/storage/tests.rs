@@ -305,7 +305,10 @@ fn rescues_and_late_kept_spans_are_logged_as_keeps() {
         .unwrap()
         .iter()
         .flat_map(|(_, p)| records(p).0)
-        .filter_map(|r| super::decisions::decode(&r))
+        .filter_map(|r| match super::records::decode_meta(&r) {
+            Some(super::records::Meta::Decisions(d)) => Some(d),
+            _ => None,
+        })
         .flatten()
         .collect();
     assert_eq!(
@@ -316,4 +319,44 @@ fn rescues_and_late_kept_spans_are_logged_as_keeps() {
     assert!(logged.iter().all(|d| d.id == t.trace_id && d.sampled));
     assert_eq!(&*logged[0].reasons[0], "everything");
     assert!(logged[1].reasons.is_empty());
+}
+
+#[test]
+fn spans_delivered_before_a_crash_are_not_replayed() {
+    use crate::fixture::{Gen, Shape};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gen::new(14);
+    let (a, b, c) = (
+        g.trace(Shape::default(), 3),
+        g.trace(Shape::default(), 2),
+        g.trace(Shape::default(), 4),
+    );
+    {
+        let s = Arc::new(Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap());
+        let buf = logged_buffer(&s, KEEP_ALL);
+        ingest_logged(&s, &buf, &a);
+        ingest_logged(&s, &buf, &b);
+        buf.decide_all(Instant::now(), false);
+        s.handed(0, &buf.take_outbox().spans);
+        ingest_logged(&s, &buf, &c);
+        buf.decide_all(Instant::now(), false);
+        s.handed(1, &buf.take_outbox().spans);
+        // Batch 0 finished by every exporter, batch 1 still in flight.
+        s.checkpoint(Instant::now(), 2, Some(1));
+    } // killed
+    let s = Arc::new(Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap());
+    let buf = logged_buffer(&s, KEEP_ALL);
+    let r = s.restore(&buf);
+    assert_eq!((r.spans, r.delivered), (9, 5));
+    assert_eq!(
+        buf.held_traces(),
+        1,
+        "only the undelivered trace is replayed"
+    );
+    buf.decide_all(Instant::now(), false);
+    let out = buf.take_outbox();
+    assert_eq!(out.spans.len(), 4);
+    assert!(out.spans.iter().all(|s| s.trace_id() == c.trace_id));
 }

@@ -1,12 +1,19 @@
-//! Decision records of the write-ahead log. The buffer hands each batch of decisions here
-//! (see `buffer::DecisionLog`) before the kept spans can reach the exporters; the record
-//! lands in the log after every span of the traces it names, so it is truncated no sooner
-//! than they are. On replay, these records are read first and become the buffer's presets.
+//! The write-ahead log's records about spans, beside the span records themselves.
+//!
+//! - **Decisions.** The buffer hands each batch of decisions here (see
+//!   `buffer::DecisionLog`) before the kept spans can reach the exporters; the record lands
+//!   in the log after every span of the traces it names, so it is truncated no sooner than
+//!   they are. On replay they become the buffer's presets.
+//! - **Deliveries.** Once every exporter has finished with a batch, the ids of its spans
+//!   are appended; a replay skips those spans instead of exporting them a second time.
+//!   Only a crash between a delivery and the next checkpoint (one decider tick) leaves
+//!   duplicates.
 //!
 //! A span record is an encoded `ExportTraceServiceRequest`, whose first byte is a protobuf
-//! tag and never 0; a decision record starts with `0x00` and a version byte, then per
-//! trace: the 16-byte id, a flags byte (bit 0: kept), a little-endian u16 length and the
-//! reasons joined by commas.
+//! tag and never 0. These records start with `0x00` and a kind byte. Decisions (kind 1),
+//! per trace: the 16-byte id, a flags byte (bit 0: kept), a little-endian u16 length and
+//! the reasons joined by commas. Deliveries (kind 2): 24 bytes per span, trace id then
+//! span id.
 
 use std::sync::Arc;
 
@@ -16,12 +23,51 @@ use super::Storage;
 
 const MARK: u8 = 0;
 const VERSION: u8 = 1;
+const DELIVERED: u8 = 2;
+
+/// A delivered span: trace id, then span id.
+pub type SpanKey = [u8; 24];
 /// Reasons are policy names; a longer list is cut (the decision itself is kept).
 const MAX_REASONS: usize = u16::MAX as usize;
 
-/// Whether a record of the log holds decisions (rather than spans).
-pub fn is_decisions(payload: &[u8]) -> bool {
+/// Whether a record of the log is one of these (rather than spans).
+pub fn is_meta(payload: &[u8]) -> bool {
     payload.first() == Some(&MARK)
+}
+
+/// What a record of this module holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Meta {
+    Decisions(Vec<Decided>),
+    Delivered(Vec<SpanKey>),
+}
+
+/// `None` when the record is not one this version reads (or is damaged).
+pub fn decode_meta(payload: &[u8]) -> Option<Meta> {
+    match payload {
+        [MARK, VERSION, ..] => decode(payload).map(Meta::Decisions),
+        [MARK, DELIVERED, rest @ ..] if rest.len() % 24 == 0 => Some(Meta::Delivered(
+            rest.chunks_exact(24)
+                .map(|c| c.try_into().expect("24 bytes"))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
+pub fn encode_delivered(keys: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + keys.len());
+    out.extend_from_slice(&[MARK, DELIVERED]);
+    out.extend_from_slice(keys);
+    out
+}
+
+/// The key of a span in a delivery record (`None` without a span id).
+pub fn span_key(s: &crate::model::Span) -> Option<SpanKey> {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&s.trace_id());
+    k[16..].copy_from_slice(&s.span_id()?);
+    Some(k)
 }
 
 pub fn encode(decided: &[Decided]) -> Vec<u8> {
@@ -99,8 +145,8 @@ mod tests {
                 })
                 .collect();
             let bytes = encode(&ds);
-            prop_assert!(is_decisions(&bytes));
-            prop_assert_eq!(decode(&bytes), Some(ds));
+            prop_assert!(is_meta(&bytes));
+            prop_assert_eq!(decode_meta(&bytes), Some(Meta::Decisions(ds)));
         }
 
         #[test]
@@ -121,10 +167,22 @@ mod tests {
     }
 
     #[test]
-    fn a_span_record_is_not_a_decision_record() {
+    fn a_span_record_is_not_one_of_these() {
         // An ExportTraceServiceRequest starts with field 1's tag.
-        assert!(!is_decisions(&[0x0a, 0x00]));
-        assert_eq!(decode(&[0x0a, 0x00]), None);
-        assert_eq!(decode(&[MARK, VERSION + 1]), None);
+        assert!(!is_meta(&[0x0a, 0x00]));
+        assert_eq!(decode_meta(&[0x0a, 0x00]), None);
+        assert_eq!(decode_meta(&[MARK, 9]), None);
+    }
+
+    #[test]
+    fn delivery_records_round_trip_and_refuse_a_partial_key() {
+        let keys: Vec<u8> = (0..48).collect();
+        let bytes = encode_delivered(&keys);
+        let want: Vec<SpanKey> = vec![
+            keys[..24].try_into().unwrap(),
+            keys[24..].try_into().unwrap(),
+        ];
+        assert_eq!(decode_meta(&bytes), Some(Meta::Delivered(want)));
+        assert_eq!(decode_meta(&bytes[..bytes.len() - 1]), None);
     }
 }
