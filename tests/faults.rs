@@ -199,7 +199,7 @@ shutdown_timeout: 5s
         .wait_for("every accepted kept trace", |d| {
             let got = d.spans_by_trace();
             kept.iter()
-                .all(|t| got.get(&hex::encode(t.trace_id)).is_some())
+                .all(|t| got.contains_key(&hex::encode(t.trace_id)))
         })
         .await;
     daemon.shutdown().await;

@@ -72,7 +72,10 @@ impl Capture {
         let text_start = bytes.iter().find(|b| !b.is_ascii_whitespace());
         if text_start != Some(&b'{') {
             return match decode_request(&bytes) {
-                Ok(d) => Ok(self.add(d.spans)),
+                Ok(d) => {
+                    self.add(d.spans);
+                    Ok(())
+                }
                 Err(e) => Err(vec![format!(
                     "{}: neither OTLP/JSON nor a protobuf ExportTraceServiceRequest: {e}",
                     path.display()
@@ -126,6 +129,9 @@ impl Capture {
     }
 }
 
+/// Per trace, in the order decided: its id, whether it was kept, and why.
+pub type Verdicts = Vec<(TraceId, bool, Vec<Arc<str>>)>;
+
 /// One trace and how a policy set decided it.
 #[derive(Debug, Serialize)]
 pub struct Decided {
@@ -151,11 +157,7 @@ pub struct Outcome {
 
 /// Decides every trace of `capture` with `policies`. Returns the outcome and, per trace,
 /// whether it was kept and why.
-pub fn decide(
-    capture: &Capture,
-    policies: &Policies,
-    source: &str,
-) -> (Outcome, Vec<(TraceId, bool, Vec<Arc<str>>)>) {
+pub fn decide(capture: &Capture, policies: &Policies, source: &str) -> (Outcome, Verdicts) {
     let mut out = Outcome {
         config: source.to_owned(),
         traces: capture.traces.len(),
@@ -287,7 +289,7 @@ pub fn what_if(a: WhatIfArgs) -> ExitCode {
         .iter()
         .filter(|r| {
             r.against.as_ref().is_some_and(|reasons| {
-                (r.summary.decision == Decision::Sampled) != !reasons.is_empty()
+                (r.summary.decision == Decision::Sampled) == reasons.is_empty()
             })
         })
         .collect();
@@ -418,7 +420,7 @@ mod tests {
         let lines = dir.path().join("kept.jsonl");
         std::fs::write(
             &lines,
-            format!("{}\n\n{}\n", json(&[a]), json(&[other.clone()])),
+            format!("{}\n\n{}\n", json(&[a]), json(std::slice::from_ref(&other))),
         )
         .unwrap();
         let pb = dir.path().join("rest.pb");

@@ -160,7 +160,7 @@ mod tests {
             let cut = cut.min(bytes.len() - 2);
             let short = &bytes[..bytes.len() - cut];
             let entry = 16 + 1 + 2 + "errors".len();
-            if (short.len() - 2) % entry != 0 {
+            if !(short.len() - 2).is_multiple_of(entry) {
                 prop_assert_eq!(decode(short), None);
             }
         }
