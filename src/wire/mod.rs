@@ -58,6 +58,10 @@ fn read_varint_slow(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     for i in 0..10 {
         let b = *buf.get(*pos).ok_or(WireError::Truncated)?;
         *pos += 1;
+        // The tenth byte holds the 64th bit only: more would overflow (prost refuses it).
+        if i == 9 && b > 1 {
+            return Err(WireError::VarintOverflow);
+        }
         value |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
             return Ok(value);
@@ -118,7 +122,9 @@ impl<'a> Fields<'a> {
     #[inline(always)]
     fn key(&mut self) -> Result<(u32, u8), WireError> {
         let key = read_varint(self.buf, &mut self.pos)?;
-        let number = u32::try_from(key >> 3).map_err(|_| WireError::VarintOverflow)?;
+        // A key is a uint32 (field numbers up to 2^29 - 1), as prost and protoc read it.
+        let key = u32::try_from(key).map_err(|_| WireError::VarintOverflow)?;
+        let number = key >> 3;
         if number == 0 {
             return Err(WireError::FieldZero);
         }
@@ -414,6 +420,31 @@ mod tests {
             let mut pos = 0;
             assert_eq!(read_varint(&out, &mut pos).unwrap(), v);
             assert_eq!(pos, out.len());
+        }
+    }
+
+    #[test]
+    fn what_prost_refuses_at_the_key_and_varint_level_is_refused() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        // An 11th-bit-set tenth byte (overflows 64 bits), then a field number above
+        // 2^29 - 1 (a key past u32), then the largest valid field number (skipped).
+        let overflow = [
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ];
+        let big_field = [0x80, 0x80, 0x80, 0x80, 0x20, 0x00];
+        let mut max_field = Vec::new();
+        put_key(&mut max_field, (1 << 29) - 1, VARINT);
+        put_varint(&mut max_field, 7);
+        for (bytes, ok) in [
+            (&overflow[..], false),
+            (&big_field[..], false),
+            (&max_field[..], true),
+        ] {
+            let fast: Result<Vec<_>, _> = Fields::new(bytes).collect();
+            let prost = ExportTraceServiceRequest::decode(bytes);
+            assert_eq!(fast.is_ok(), ok, "{bytes:02x?}: {fast:?}");
+            assert_eq!(prost.is_ok(), ok, "{bytes:02x?}: {prost:?}");
         }
     }
 
