@@ -54,6 +54,12 @@ pub struct Daemon {
     pub http_addr: Option<SocketAddr>,
     pub api_addr: Option<SocketAddr>,
     pub buffer: Arc<Buffer>,
+    /// The API's live settings (token, rate limit, trace URL); None when the API is off.
+    pub(crate) api_settings: Option<api::LiveSettings>,
+    /// Files complaints; a reload changes its `watch_for`.
+    pub(crate) desk: Arc<Desk>,
+    /// The support settings in force, to name what a reload changed.
+    pub(crate) support: parking_lot::Mutex<crate::config::SupportCfg>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -79,10 +85,8 @@ fn server_tls(
         .map_err(|source| RunError::Tls { what, source })
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 impl Daemon {
@@ -172,19 +176,21 @@ impl Daemon {
         let ready = Arc::new(AtomicBool::new(false));
         let mut api_addr = None;
         let mut api_task = None;
+        let mut api_settings = None;
         if let Some(endpoint) = config.support.api.endpoint.as_deref() {
             let l = bind("support API", endpoint).await?;
             api_addr = l.local_addr().ok();
             tracing::info!(addr = ?api_addr, tls = api_tls.is_some(), "support API listening");
+            let settings =
+                api::LiveSettings::new(api::Settings::from_config(&config.support, None));
+            api_settings = Some(settings.clone());
             let state = api::ApiState {
                 ready: Arc::clone(&ready),
                 metrics,
                 buffer: Arc::clone(&buffer),
                 exporters: exporters.names(),
-                trace_url: config.support.trace_url.clone(),
-                auth_token: config.support.api.auth_token.as_deref().map(Arc::from),
                 desk: Some(Arc::clone(&desk)),
-                limiter: api::Limiter::new(config.support.api.max_requests_per_second),
+                settings,
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {
@@ -233,6 +239,9 @@ impl Daemon {
             http_addr,
             api_addr,
             buffer,
+            api_settings,
+            desk,
+            support: parking_lot::Mutex::new(config.support.clone()),
             stop,
             task,
         })

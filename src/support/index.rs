@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -156,10 +157,16 @@ impl Inner {
 /// The index. Cheap to share by `Arc`; one short lock per request and per decision batch.
 pub struct Index {
     attributes: Vec<String>,
-    retention: Duration,
-    max_traces: usize,
+    /// `retention` in milliseconds; a reload may change it (applied at the next eviction).
+    retention_ms: AtomicU64,
+    /// `max_traces` (at least 1); a reload may change it (applied at the next eviction).
+    max_traces: AtomicUsize,
     hmac_key: Option<Vec<u8>>,
     inner: Mutex<Inner>,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
 fn now_ms() -> u64 {
@@ -173,13 +180,21 @@ impl Index {
     pub fn new(cfg: &IndexCfg) -> Index {
         Index {
             attributes: cfg.attributes.clone(),
-            retention: cfg.retention,
-            max_traces: cfg.max_traces.max(1),
+            retention_ms: AtomicU64::new(millis(cfg.retention)),
+            max_traces: AtomicUsize::new(cfg.max_traces.max(1)),
             hmac_key: cfg
                 .hash_values
                 .then(|| cfg.hash_key.clone().unwrap_or_default().into_bytes()),
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Changes `retention` and `max_traces`; traces past the new bounds leave with the next
+    /// traces indexed.
+    pub fn set_bounds(&self, retention: Duration, max_traces: usize) {
+        self.retention_ms
+            .store(millis(retention), Ordering::Relaxed);
+        self.max_traces.store(max_traces.max(1), Ordering::Relaxed);
     }
 
     /// The indexed attribute names, in config order.
@@ -312,9 +327,10 @@ impl Index {
     }
 
     fn evict(&self, inner: &mut Inner, now: u64) {
-        let horizon = now.saturating_sub(self.retention.as_millis() as u64);
+        let horizon = now.saturating_sub(self.retention_ms.load(Ordering::Relaxed));
+        let max_traces = self.max_traces.load(Ordering::Relaxed);
         while let Some(front) = inner.ring.front() {
-            if front.at >= horizon && inner.ring.len() <= self.max_traces {
+            if front.at >= horizon && inner.ring.len() <= max_traces {
                 break;
             }
             let entry = inner.ring.pop_front().expect("front exists");
@@ -427,12 +443,15 @@ impl Found {
     }
 }
 
+/// Indexed values found: (attribute position, value).
+type Values<'a> = Vec<(usize, Cow<'a, str>)>;
+
 /// Reads the indexed values of a batch, one trace (its spans side by side) at a time.
 /// Resource attributes are read once per resource block; the values of other attributes
 /// are not parsed; a value repeated on the spans of a trace is keyed (and hashed) once.
 pub struct KeyScan<'i, 'a> {
     index: &'i Index,
-    resources: Vec<(u64, Vec<(usize, Cow<'a, str>)>)>,
+    resources: Vec<(u64, Values<'a>)>,
     found: Vec<(usize, Cow<'a, str>)>,
     scratch: Vec<(usize, Cow<'a, str>)>,
 }

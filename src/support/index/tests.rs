@@ -151,3 +151,22 @@ fn hashed_values_never_hold_the_raw_id() {
         "keyed hash"
     );
 }
+
+#[test]
+fn new_bounds_apply_at_the_next_eviction() {
+    let ix = Index::new(&cfg());
+    let mut g = Gen::new(21);
+    for i in 0..5 {
+        ix.add_at(
+            ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))),
+            1_000 + i,
+        );
+    }
+    assert_eq!(ix.len(), 5);
+    ix.set_bounds(Duration::from_secs(3600), 2);
+    ix.add_at(ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))), 2_000);
+    assert_eq!(ix.len(), 2, "max_traces now 2");
+    ix.set_bounds(Duration::from_secs(1), 1000);
+    ix.add_at(ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))), 10_000);
+    assert_eq!(ix.len(), 1, "retention now 1 s: only the newest is left");
+}

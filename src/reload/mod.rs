@@ -1,9 +1,10 @@
 //! Live reload: on SIGHUP, or when the config file changes on disk, the file is read and
 //! validated with the same code as `casefile check`. A valid file replaces the sampling
 //! policies at once (traces already buffered are decided with the new ones; nothing is
-//! lost); an invalid one is rejected with every problem logged, and the running config
-//! stays. Settings that need new listeners or connections are reported as waiting for a
-//! restart.
+//! lost) and the support settings that have a live form (`apply`); an invalid one is
+//! rejected with every problem logged, and the running config stays. Settings that need
+//! new listeners, connections or stores are named key by key as waiting for a restart
+//! (`restart`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,11 @@ use thiserror::Error;
 
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::daemon::Daemon;
-use crate::policy::Policies;
+
+mod apply;
+mod restart;
+
+pub use apply::live_support_keys;
 
 /// How often the config file's modification time is checked.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -30,51 +35,11 @@ pub enum ReloadError {
 pub struct Reloaded {
     /// The policy names now in force.
     pub policies: Vec<String>,
-    /// Sections that differ from the running config but apply only after a restart.
-    pub needs_restart: Vec<&'static str>,
-}
-
-impl Daemon {
-    /// Applies what can change while running: the sampling policies (and
-    /// `sample_on_first_match`). `started` is the config the daemon was started with.
-    pub fn reload(&self, started: &Config, new: &Config) -> Result<Reloaded, ReloadError> {
-        let running = started;
-        let ts = &new.tail_sampling;
-        let policies = Policies::build(&ts.policies, ts.sample_on_first_match)
-            .map_err(ReloadError::Policies)?;
-        let names = policies.names();
-        self.buffer.set_policies(policies);
-        let mut needs_restart = Vec::new();
-        let differs =
-            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        if differs(&running.receivers, &new.receivers) {
-            needs_restart.push("receivers");
-        }
-        if differs(&running.exporters, &new.exporters) {
-            needs_restart.push("exporters");
-        }
-        if differs(&running.support, &new.support) {
-            needs_restart.push("support");
-        }
-        let (a, b) = (&running.tail_sampling, &new.tail_sampling);
-        if (
-            a.decision_wait,
-            a.num_traces,
-            a.max_buffer_bytes,
-            a.num_shards,
-        ) != (
-            b.decision_wait,
-            b.num_traces,
-            b.max_buffer_bytes,
-            b.num_shards,
-        ) {
-            needs_restart.push("processors.tail_sampling (bounds and windows)");
-        }
-        Ok(Reloaded {
-            policies: names,
-            needs_restart,
-        })
-    }
+    /// Live support keys whose values changed, now in force (names only, never values).
+    pub applied: Vec<&'static str>,
+    /// Keys that differ from the config the daemon started with but apply only after a
+    /// restart, each exact (`support.api.endpoint`, `receivers.otlp.protocols.grpc.tls`, ...).
+    pub needs_restart: Vec<String>,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -137,9 +102,9 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             .and_then(|new| daemon.reload(&started, &new))
         {
             Ok(r) => {
-                tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, "config reloaded: new policies in force");
+                tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, changed = ?r.applied, "config reloaded: policies and support settings in force");
                 if !r.needs_restart.is_empty() {
-                    tracing::warn!(sections = ?r.needs_restart, "these changes apply after a restart");
+                    tracing::warn!(keys = ?r.needs_restart, "these changes apply after a restart");
                 }
             }
             Err(e) => {
