@@ -7,19 +7,26 @@ use crate::config::{Config, SupportCfg};
 use crate::daemon::Daemon;
 use crate::policy::Policies;
 
+use super::certs::CertError;
 use super::{restart, ReloadError, Reloaded};
 
 impl Daemon {
     /// Applies what can change while running: the sampling policies (and
     /// `sample_on_first_match`), the support settings that have a live form (see
-    /// [`live_support_keys`]). `started` is the config the daemon was started with: what
+    /// [`live_support_keys`]), and the certificate files of every `tls:` block (read again;
+    /// a server block may name new files). `started` is the config the daemon was started with: what
     /// differs from it in restart-only keys is named in [`Reloaded::needs_restart`].
     pub fn reload(&self, started: &Config, new: &Config) -> Result<Reloaded, ReloadError> {
         let ts = &new.tail_sampling;
         let policies = Policies::build(&ts.policies, ts.sample_on_first_match)
             .map_err(ReloadError::Policies)?;
         let names = policies.names();
+        let certificates = self
+            .certs
+            .stage_all(Some(new))
+            .map_err(ReloadError::Certificates)?;
         self.buffer.set_policies(policies);
+        let certificates = certificates.commit();
         let applied = {
             let mut running = self.support.lock();
             let applied = live_support_keys(&running, &new.support);
@@ -30,8 +37,26 @@ impl Daemon {
         Ok(Reloaded {
             policies: names,
             applied,
+            certificates,
             needs_restart: restart::needs_restart(started, new),
         })
+    }
+
+    /// Reads the certificate files of every `tls:` block again (as a reload does, without
+    /// a config file): all in force, or none with every problem.
+    pub fn reload_certificates(&self) -> Result<Vec<String>, ReloadError> {
+        let staged = self
+            .certs
+            .stage_all(None)
+            .map_err(ReloadError::Certificates)?;
+        Ok(staged.commit())
+    }
+
+    /// Reads again the certificate files that changed since they were last read (a poll
+    /// between reloads), each block on its own: the blocks now in force with new files,
+    /// and the problems of those refused (they keep the certificate they have).
+    pub fn reload_changed_certificates(&self) -> (Vec<String>, Vec<CertError>) {
+        self.certs.reload_changed()
     }
 
     /// Puts the live support settings of `new` in force: the API's token, rate limit and

@@ -15,6 +15,7 @@ use crate::config::{self, Config, ConfigError, Problem};
 use crate::daemon::Daemon;
 
 mod apply;
+pub mod certs;
 mod restart;
 
 pub use apply::live_support_keys;
@@ -28,6 +29,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("invalid policies: {}", .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
     Policies(Vec<Problem>),
+    #[error("certificate files that do not load: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Certificates(Vec<certs::CertError>),
 }
 
 /// What a reload changed.
@@ -37,6 +40,8 @@ pub struct Reloaded {
     pub policies: Vec<String>,
     /// Live support keys whose values changed, now in force (names only, never values).
     pub applied: Vec<&'static str>,
+    /// The `tls:` blocks whose files were read again, now in force for new handshakes.
+    pub certificates: Vec<String>,
     /// Keys that differ from the config the daemon started with but apply only after a
     /// restart, each exact (`support.api.endpoint`, `receivers.otlp.protocols.grpc.tls`, ...).
     pub needs_restart: Vec<String>,
@@ -73,8 +78,9 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Reloads on SIGHUP and whenever the file's modification time changes, until the
-/// returned future is dropped. Every attempt is logged; a bad file never stops casefile.
+/// Reloads on SIGHUP and whenever the file's modification time changes, and reads again
+/// the certificate files that changed in between, until the returned future is dropped.
+/// Every attempt is logged; a bad file never stops casefile.
 pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
     let mut seen = source.path.as_deref().and_then(modified);
     let mut every = tokio::time::interval(POLL);
@@ -84,6 +90,7 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             _ = every.tick() => {
                 let now = source.path.as_deref().and_then(modified);
                 if now == seen {
+                    certificates_changed(daemon);
                     continue;
                 }
                 seen = now;
@@ -93,8 +100,17 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
         let Some(path) = &source.path else {
             tracing::warn!(
                 trigger = why,
-                "running on the embedded default config: there is no file to reload"
+                "running on the embedded default config: there is no file to reload; certificate files are read again"
             );
+            match daemon.reload_certificates() {
+                Ok(blocks) => {
+                    tracing::info!(trigger = why, ?blocks, "certificate files read again")
+                }
+                Err(e) => tracing::error!(
+                    trigger = why,
+                    "certificates not reloaded, the running ones stay: {e}"
+                ),
+            }
             continue;
         };
         match config::load_file(path)
@@ -102,7 +118,7 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             .and_then(|new| daemon.reload(&started, &new))
         {
             Ok(r) => {
-                tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, changed = ?r.applied, "config reloaded: policies and support settings in force");
+                tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, changed = ?r.applied, certificates = ?r.certificates, "config reloaded: policies, support settings and certificates in force");
                 if !r.needs_restart.is_empty() {
                     tracing::warn!(keys = ?r.needs_restart, "these changes apply after a restart");
                 }
@@ -113,5 +129,16 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
                 tracing::error!(trigger = why, config = %path.display(), "config reload rejected, the running config stays: {problems}")
             }
         }
+    }
+}
+
+/// Reads again the certificate files that changed since the last look, and logs it.
+fn certificates_changed(daemon: &Daemon) {
+    let (done, refused) = daemon.reload_changed_certificates();
+    if !done.is_empty() {
+        tracing::info!(blocks = ?done, "certificate files changed: read again, in force for new connections");
+    }
+    for e in refused {
+        tracing::error!(block = %e.block, "certificate files changed but do not load; the running certificate stays until they change again: {e}");
     }
 }
