@@ -1,7 +1,9 @@
 //! Command line: `casefile run`, `casefile check`, `casefile --version`, and the support
-//! client `casefile lookup` / `casefile complain` (in `client`).
+//! client `casefile lookup` / `casefile complain` (in `client`, over http or https with
+//! `https`).
 
 mod client;
+mod https;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
