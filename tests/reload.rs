@@ -196,16 +196,13 @@ async fn live_and_restart_only_support_keys_are_named_exactly() {
     for key in [
         "support.api.auth_token",
         "support.trace_url",
+        "support.index.attributes",
         "support.index.retention",
         "support.index.max_traces",
     ] {
         assert!(r.applied.contains(&key), "{key} not in {:?}", r.applied);
     }
-    for key in [
-        "support.api.endpoint",
-        "support.index.attributes",
-        "receivers.otlp.protocols.http",
-    ] {
+    for key in ["support.api.endpoint", "receivers.otlp.protocols.http"] {
         assert!(
             r.needs_restart.iter().any(|k| k == key),
             "{key} not in {:?}",
@@ -217,5 +214,62 @@ async fn live_and_restart_only_support_keys_are_named_exactly() {
         "{:?}",
         r.needs_restart
     );
+    daemon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_index_attribute_applies_to_spans_arriving_after_the_reload() {
+    let (_down, addr) = Downstream::start().await;
+    let yaml = |attributes: &str| {
+        support_yaml(addr, "tok", "http://x/{trace_id}", "1h").replace(
+            "index: { attributes: [user.id] }",
+            &format!("index: {{ attributes: [{attributes}] }}"),
+        )
+    };
+    let started = config::load_str(&yaml("user.id"), "a.yaml").unwrap();
+    let daemon = start(started.clone()).await;
+    let api = daemon.api_addr.unwrap();
+    let mut client = client(&daemon).await;
+    let mut g = Gen::new(9);
+    let mut send = async |user: &str| {
+        let mut t = g.trace(Shape::default(), 2);
+        t.set_user(user);
+        t.spans[0].1.attributes.push(fixture::kv("order.id", "o-1"));
+        client
+            .export(fixture::request_for(std::slice::from_ref(&t)))
+            .await
+            .unwrap();
+        hex::encode(t.trace_id)
+    };
+    let found = async |query: &str| {
+        let (code, v) = api_get(api, &format!("/api/v1/traces?{query}"), Some("tok")).await;
+        let ids: Vec<String> = v["traces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["trace_id"].as_str().map(str::to_owned))
+            .collect();
+        (code, ids)
+    };
+    let before = send("u1").await;
+    assert_eq!(found("order.id=o-1").await.0, 400, "not indexed yet");
+
+    let new = config::load_str(&yaml("user.id, order.id"), "b.yaml").unwrap();
+    let r = daemon.reload(&started, &new).unwrap();
+    assert_eq!(r.applied, ["support.index.attributes"]);
+    assert!(r.needs_restart.is_empty(), "{:?}", r.needs_restart);
+    let after = send("u2").await;
+    assert_eq!(found("order.id=o-1").await, (200, vec![after.clone()]));
+    assert_eq!(
+        found("user.id=u1").await,
+        (200, vec![before]),
+        "old keys stay"
+    );
+    assert_eq!(found("user.id=u2").await, (200, vec![after]));
+
+    // Turning the index off takes a restart.
+    let off = config::load_str(&yaml(""), "c.yaml").unwrap();
+    let r = daemon.reload(&started, &off).unwrap();
+    assert_eq!(r.needs_restart, ["support.index.attributes"]);
     daemon.shutdown().await;
 }

@@ -60,8 +60,9 @@ impl Daemon {
     }
 
     /// Puts the live support settings of `new` in force: the API's token, rate limit and
-    /// trace URL for the next request, `watch_for` for the next complaint, the index's and
-    /// the rescue buffer's bounds at their next eviction.
+    /// trace URL for the next request, `watch_for` for the next complaint, the index's
+    /// attributes for the spans that arrive from now on, the index's and the rescue
+    /// buffer's bounds at their next eviction.
     fn apply_support(&self, new: &SupportCfg) {
         if let Some(api) = &self.api_settings {
             let previous = api.get();
@@ -70,6 +71,10 @@ impl Daemon {
         self.desk.set_watch_for(new.complaints.watch_for);
         if let Some(index) = self.buffer.index() {
             index.set_bounds(new.index.retention, new.index.max_traces);
+            let attributes = &new.index.attributes;
+            if !attributes.is_empty() && !index.set_attributes(attributes) {
+                tracing::warn!("support.index.attributes: the index has indexed 256 distinct attributes since start; the new list applies after a restart");
+            }
         }
         if let Some(rescue) = self.buffer.rescue_buffer() {
             let c = &new.complaints;
@@ -96,6 +101,12 @@ pub fn live_support_keys(a: &SupportCfg, b: &SupportCfg) -> Vec<&'static str> {
         a.api.max_requests_per_second != b.api.max_requests_per_second,
     );
     check("support.trace_url", a.trace_url != b.trace_url);
+    check(
+        "support.index.attributes",
+        a.index.attributes != b.index.attributes
+            && !a.index.attributes.is_empty()
+            && !b.index.attributes.is_empty(),
+    );
     check(
         "support.index.retention",
         a.index.retention != b.index.retention,

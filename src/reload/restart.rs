@@ -61,9 +61,10 @@ pub(super) fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
         "support.api.tls",
         a.api.tls.is_some() != b.api.tls.is_some(),
     );
+    // A new list applies live; turning the index on or off does not.
     check(
         "support.index.attributes",
-        a.index.attributes != b.index.attributes,
+        a.index.attributes.is_empty() != b.index.attributes.is_empty(),
     );
     check(
         "support.index.hash_values",
