@@ -18,11 +18,12 @@ use crate::config::{Config, Problem, ServerTlsCfg};
 use crate::export::{ExportError, Exporters};
 use crate::policy::Policies;
 use crate::receiver::Intake;
+use crate::reload::certs::{self, Certs};
 use crate::storage::Storage;
 use crate::support::complaints::Desk;
 use crate::support::store::StoreError;
 use crate::support::{self, Hooks};
-use crate::tls::{self, Alpn};
+use crate::tls::{Alpn, ServerTls};
 use crate::{api, decider, receiver, telemetry};
 
 #[derive(Debug, Error)]
@@ -54,6 +55,14 @@ pub struct Daemon {
     pub http_addr: Option<SocketAddr>,
     pub api_addr: Option<SocketAddr>,
     pub buffer: Arc<Buffer>,
+    /// The API's live settings (token, rate limit, trace URL); None when the API is off.
+    pub(crate) api_settings: Option<api::LiveSettings>,
+    /// Files complaints; a reload changes its `watch_for`.
+    pub(crate) desk: Arc<Desk>,
+    /// The TLS blocks whose files a reload reads again.
+    pub(crate) certs: Certs,
+    /// The support settings in force, to name what a reload changed.
+    pub(crate) support: parking_lot::Mutex<crate::config::SupportCfg>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -68,21 +77,21 @@ async fn bind(what: &'static str, endpoint: &str) -> Result<TcpListener, RunErro
         })
 }
 
-/// The rustls configuration of a listener with `tls:`, its files read now.
+/// The live TLS side of a listener with `tls:` (at `block` in the config), its files read
+/// now.
 fn server_tls(
     what: &'static str,
+    block: &'static str,
     cfg: Option<&ServerTlsCfg>,
     alpn: Alpn,
-) -> Result<Option<Arc<rustls::ServerConfig>>, RunError> {
-    cfg.map(|c| tls::server_config(c, alpn))
+) -> Result<Option<Arc<ServerTls>>, RunError> {
+    cfg.map(|c| ServerTls::load(block, c, alpn))
         .transpose()
         .map_err(|source| RunError::Tls { what, source })
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 impl Daemon {
@@ -90,23 +99,29 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, RunError> {
         let metrics = telemetry::metrics_handle();
         // Certificate files are read before anything starts, so a bad one starts nothing.
-        let r = &config.receivers;
         let grpc_tls = server_tls(
             "OTLP/gRPC receiver",
-            r.grpc.as_ref().and_then(|g| g.tls.as_ref()),
+            certs::GRPC,
+            certs::server_block(&config, certs::GRPC),
             Alpn::Grpc,
         )?;
         let http_tls = server_tls(
             "OTLP/HTTP receiver",
-            r.http.as_ref().and_then(|h| h.tls.as_ref()),
+            certs::HTTP,
+            certs::server_block(&config, certs::HTTP),
             Alpn::Http,
         )?;
-        let api_cfg = &config.support.api;
         let api_tls = server_tls(
             "support API",
-            api_cfg.endpoint.as_ref().and(api_cfg.tls.as_ref()),
+            certs::API,
+            certs::server_block(&config, certs::API),
             Alpn::Http,
         )?;
+        let tls_servers: Vec<Arc<ServerTls>> = [&grpc_tls, &http_tls, &api_tls]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         let policies = Policies::build(
             &config.tail_sampling.policies,
             config.tail_sampling.sample_on_first_match,
@@ -127,6 +142,7 @@ impl Daemon {
             Err(e) => tracing::warn!(error = %e, "could not restore watches"),
         }
         let exporters = Exporters::start(&config.exporters)?;
+        let exporters_tls = exporters.certificates();
         let storage = restore(&config, &buffer)?;
         let (stop, stop_rx) = watch::channel(false);
 
@@ -172,19 +188,21 @@ impl Daemon {
         let ready = Arc::new(AtomicBool::new(false));
         let mut api_addr = None;
         let mut api_task = None;
+        let mut api_settings = None;
         if let Some(endpoint) = config.support.api.endpoint.as_deref() {
             let l = bind("support API", endpoint).await?;
             api_addr = l.local_addr().ok();
             tracing::info!(addr = ?api_addr, tls = api_tls.is_some(), "support API listening");
+            let settings =
+                api::LiveSettings::new(api::Settings::from_config(&config.support, None));
+            api_settings = Some(settings.clone());
             let state = api::ApiState {
                 ready: Arc::clone(&ready),
                 metrics,
                 buffer: Arc::clone(&buffer),
                 exporters: exporters.names(),
-                trace_url: config.support.trace_url.clone(),
-                auth_token: config.support.api.auth_token.as_deref().map(Arc::from),
                 desk: Some(Arc::clone(&desk)),
-                limiter: api::Limiter::new(config.support.api.max_requests_per_second),
+                settings,
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {
@@ -233,6 +251,13 @@ impl Daemon {
             http_addr,
             api_addr,
             buffer,
+            api_settings,
+            desk,
+            certs: Certs {
+                servers: tls_servers,
+                clients: exporters_tls,
+            },
+            support: parking_lot::Mutex::new(config.support.clone()),
             stop,
             task,
         })

@@ -5,7 +5,8 @@
 //! `decider` (ticks, hands kept spans on) → `export` (OTLP/gRPC, OTLP/HTTP, file).
 //! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics,
 //! `tls` puts receivers, API and exporters behind TLS; `storage` is the write-ahead log
-//! between the receivers and the buffer when `storage.dir` is set.
+//! between the receivers and the buffer when `storage.dir` is set; `reload` applies a new
+//! config and rotated certificates to the running daemon.
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -35,14 +35,59 @@ pub struct ApiState {
     pub metrics: PrometheusHandle,
     pub buffer: Arc<Buffer>,
     pub exporters: Vec<String>,
+    /// Files complaints; None when the support layer is off.
+    pub desk: Option<Arc<Desk>>,
+    /// Token, rate limit and trace URL: a reload swaps them while the API serves.
+    pub settings: LiveSettings,
+}
+
+/// The settings of the API a reload may change, replaced as a whole.
+#[derive(Default)]
+pub struct Settings {
     /// `support.trace_url`, with `{trace_id}` to fill.
     pub trace_url: Option<String>,
     /// `support.api.auth_token`: when set, `/api/*` requires it as a bearer token.
     pub auth_token: Option<Arc<str>>,
-    /// Files complaints; None when the support layer is off.
-    pub desk: Option<Arc<Desk>>,
     /// `support.api.max_requests_per_second` for `/api/*`, shared by all clients.
     pub limiter: Option<Arc<Limiter>>,
+}
+
+impl Settings {
+    /// The settings `support:` asks for. The rate limiter of `previous` is kept when the
+    /// rate is the same, so a reload does not refill its bucket.
+    pub fn from_config(cfg: &crate::config::SupportCfg, previous: Option<&Settings>) -> Settings {
+        let rate = cfg.api.max_requests_per_second;
+        let kept = previous
+            .and_then(|p| p.limiter.as_ref())
+            .filter(|l| l.rate == f64::from(rate))
+            .cloned();
+        Settings {
+            trace_url: cfg.trace_url.clone(),
+            auth_token: cfg.api.auth_token.as_deref().map(Arc::from),
+            limiter: kept.or_else(|| Limiter::new(rate)),
+        }
+    }
+}
+
+/// The API's [`Settings`] behind a lock taken once per request, only to clone the `Arc`;
+/// a reload replaces the whole value, so a request never sees half of one.
+#[derive(Clone, Default)]
+pub struct LiveSettings(Arc<parking_lot::RwLock<Arc<Settings>>>);
+
+impl LiveSettings {
+    pub fn new(settings: Settings) -> LiveSettings {
+        LiveSettings(Arc::new(parking_lot::RwLock::new(Arc::new(settings))))
+    }
+
+    /// The settings in force now.
+    pub fn get(&self) -> Arc<Settings> {
+        Arc::clone(&self.0.read())
+    }
+
+    /// Puts `settings` in force for the requests that arrive from now on.
+    pub fn set(&self, settings: Settings) {
+        *self.0.write() = Arc::new(settings);
+    }
 }
 
 /// A token bucket: `rate` requests a second, bursts of twice that.
@@ -105,7 +150,7 @@ pub fn router(state: ApiState) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::ServerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state);
@@ -141,7 +186,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// Rate limit, then bearer token, for every `/api/*` route.
 async fn guard(State(st): State<ApiState>, req: Request, next: Next) -> Response {
-    if st.limiter.as_ref().is_some_and(|l| !l.admit()) {
+    let settings = st.settings.get();
+    if settings.limiter.as_ref().is_some_and(|l| !l.admit()) {
         metrics::counter!("casefile_api_throttled_requests_total").increment(1);
         let mut r = ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -154,7 +200,7 @@ async fn guard(State(st): State<ApiState>, req: Request, next: Next) -> Response
         );
         return r;
     }
-    if let Some(token) = &st.auth_token {
+    if let Some(token) = &settings.auth_token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

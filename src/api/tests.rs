@@ -56,14 +56,16 @@ fn state(buffer: Arc<Buffer>, token: Option<&str>) -> ApiState {
         metrics: crate::telemetry::metrics_handle(),
         buffer: Arc::clone(&buffer),
         exporters: vec!["file".into()],
-        trace_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
-        auth_token: token.map(Arc::from),
         desk: Some(Arc::new(Desk::new(
             Arc::clone(&buffer),
             Arc::new(ComplaintStore::in_memory().unwrap()),
             Duration::from_secs(3600),
         ))),
-        limiter: None,
+        settings: LiveSettings::new(Settings {
+            trace_url: Some("http://jaeger:16686/trace/{trace_id}".into()),
+            auth_token: token.map(Arc::from),
+            limiter: None,
+        }),
     }
 }
 
@@ -440,8 +442,11 @@ async fn the_console_page_is_served_without_a_token() {
 
 #[tokio::test]
 async fn the_api_is_rate_limited_with_429_and_retry_after() {
-    let mut st = state(buffer(true), None);
-    st.limiter = Limiter::new(2);
+    let st = state(buffer(true), None);
+    st.settings.set(Settings {
+        limiter: Limiter::new(2),
+        ..Settings::default()
+    });
     // A burst of twice the rate goes through, the next is refused.
     for _ in 0..4 {
         assert_eq!(

@@ -10,7 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::ApiState;
+use super::{ApiState, Settings};
 use crate::model::TraceId;
 use crate::support::index::Summary;
 use crate::wire::encode::encode_request;
@@ -43,9 +43,9 @@ pub fn parse_time(name: &str, s: &str) -> Result<u64, ApiError> {
         .unwrap_or(0))
 }
 
-fn with_url(st: &ApiState, s: &Summary) -> Value {
+fn with_url(settings: &Settings, s: &Summary) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
-    let url = st
+    let url = settings
         .trace_url
         .as_ref()
         .map(|u| u.replace("{trace_id}", &hex::encode(s.trace_id)));
@@ -84,7 +84,7 @@ pub async fn search(
                     )))
                 }
             },
-            "limit" => limit = super::parse_limit(&v, MAX_LIMIT)?,
+            "limit" => limit = super::parse_limit(v, MAX_LIMIT)?,
             attr => {
                 let k = index.query_key(attr, v).ok_or_else(|| {
                     ApiError::bad_request(format!(
@@ -123,10 +123,11 @@ pub async fn search(
         }
     }
     // Newest first by the traces' own start times (arrival order can differ).
-    out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+    out.sort_by_key(|s| std::cmp::Reverse(s.start_unix_nano));
     out.truncate(limit);
+    let settings = st.settings.get();
     Ok(Json(
-        json!({ "traces": out.iter().map(|s| with_url(&st, s)).collect::<Vec<_>>() }),
+        json!({ "traces": out.iter().map(|s| with_url(&settings, s)).collect::<Vec<_>>() }),
     ))
 }
 
@@ -140,7 +141,7 @@ pub async fn one(
             "trace {trace_id} is not held or indexed by casefile"
         ))
     })?;
-    let mut v = with_url(&st, &s);
+    let mut v = with_url(&st.settings.get(), &s);
     if let Some(spans) = st.buffer.pending_spans(&id) {
         let json = request_to_json(&encode_request(&spans))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -6,16 +6,26 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
+use super::https::{self, TlsFiles};
 use crate::config::duration;
 
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// Base URL of casefile's support API.
+    /// Base URL of casefile's support API: http:// or https://.
     #[arg(long, env = "CASEFILE_API", default_value = "http://127.0.0.1:8990")]
     api: String,
+    /// PEM CA bundle that signed the API's certificate (https://); without it, the
+    /// system trust store.
+    #[arg(long, env = "CASEFILE_API_CA_FILE")]
+    ca_file: Option<String>,
+    /// PEM client certificate, for an API that requires one (mTLS); needs --key-file.
+    #[arg(long, env = "CASEFILE_API_CERT_FILE", requires = "key_file")]
+    cert_file: Option<String>,
+    /// PEM private key of --cert-file (unencrypted).
+    #[arg(long, env = "CASEFILE_API_KEY_FILE", requires = "cert_file")]
+    key_file: Option<String>,
     /// Bearer token, when the API requires one.
     #[arg(long, env = "CASEFILE_API_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -108,12 +118,15 @@ fn call(
         let req = req
             .body(body)
             .map_err(|e| format!("bad URL {url:?}: {e}"))?;
-        let client: Client<_, Full<bytes::Bytes>> =
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-        let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        let files = TlsFiles {
+            ca_file: api.ca_file.clone(),
+            cert_file: api.cert_file.clone(),
+            key_file: api.key_file.clone(),
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(30), https::send(req, &files)?)
             .await
             .map_err(|_| format!("{url}: no answer within 30s"))?
-            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+            .map_err(|e| format!("cannot reach {url}: {}", https::explain(&e)))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()

@@ -1,8 +1,9 @@
 //! Command line: `casefile run`, `casefile check`, `casefile --version`, the support
-//! client `casefile lookup` / `casefile complain` (in `client`) and the offline policy
-//! replay `casefile what-if` (in `whatif`).
+//! client `casefile lookup` / `casefile complain` (in `client`, over http or https with
+//! `https`) and the offline policy replay `casefile what-if` (in `whatif`).
 
 mod client;
+mod https;
 mod whatif;
 
 use std::path::PathBuf;

@@ -11,6 +11,10 @@ use super::*;
 use crate::export::config::{ExporterCfg, FileCfg, OtlpCfg};
 use crate::policy::PolicyCfg;
 
+/// Attributes `support.index` may read (each key names its attribute in one byte, and a
+/// reload may add attributes: the index has room for 256 over its life).
+pub const MAX_INDEXED_ATTRIBUTES: usize = 64;
+
 fn join(path: &str, rest: &str) -> String {
     match (path.is_empty(), rest.is_empty() || rest == ".") {
         (_, true) => path.to_owned(),
@@ -335,6 +339,12 @@ impl Reader {
             self.problem(
                 "support.index.hash_key",
                 "hash_values needs a key, e.g. hash_key: ${env:CASEFILE_INDEX_KEY}",
+            );
+        }
+        if s.index.attributes.len() > MAX_INDEXED_ATTRIBUTES {
+            self.problem(
+                "support.index.attributes",
+                format!("at most {MAX_INDEXED_ATTRIBUTES} attributes"),
             );
         }
         if let Some(url) = &s.trace_url {

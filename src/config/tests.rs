@@ -248,6 +248,26 @@ fn secrets_never_show_in_debug_output() {
     assert!(shown.contains("<set>"));
 }
 
+#[test]
+fn at_most_64_index_attributes() {
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("a{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let with = |n: usize| {
+        let index = format!(
+            "support:\n  index: {{ attributes: [{}] }}\nexporters:",
+            list(n)
+        );
+        load_with_env(&MINIMAL.replace("exporters:", &index), "i.yaml", &env())
+    };
+    assert!(with(64).is_ok());
+    let e = with(65).unwrap_err().to_string();
+    assert!(e.contains("support.index.attributes: at most 64"), "{e}");
+}
+
 /// Inputs fuzzing once failed on (`scripts/fuzz.sh config`; each is added to
 /// `tests/fuzz-regressions/config/`): each loads, or is refused with its problems.
 #[test]

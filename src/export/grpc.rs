@@ -10,8 +10,9 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use std::sync::Arc;
+
+use crate::tls::ClientTls;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 
@@ -64,6 +65,8 @@ impl Decoder for RawRequestCodec {
 
 pub(super) struct GrpcSink {
     channel: Channel,
+    /// With TLS: its files, read again on a reload.
+    pub(super) tls: Option<Arc<ClientTls>>,
     compression: Option<CompressionEncoding>,
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     timeout: Duration,
@@ -158,15 +161,19 @@ impl GrpcSink {
             })?
             .tcp_nodelay(true)
             .connect_timeout(connect_timeout);
-        let channel = match security {
-            Security::Plaintext => endpoint.connect_lazy(),
+        let (channel, tls) = match security {
+            Security::Plaintext => (endpoint.connect_lazy(), None),
             Security::Tls => {
-                let connector = tls_connector(name, &cfg.tls, true, connect_timeout)?;
-                endpoint.connect_with_connector_lazy(connector)
+                let tls = tls_connector(name, &cfg.tls, true, connect_timeout)?;
+                (
+                    endpoint.connect_with_connector_lazy(tls.connector()),
+                    Some(tls),
+                )
             }
         };
         Ok(GrpcSink {
             channel,
+            tls,
             compression,
             metadata,
             timeout,
@@ -222,25 +229,19 @@ pub(super) fn tls_error(name: &str, problems: Vec<(String, String)>) -> ExportEr
     }
 }
 
-/// The HTTPS connector of a TLS exporter (HTTP/2 in ALPN for gRPC, HTTP/1.1 for otlphttp),
-/// logging how the server is authenticated.
+/// The live TLS side of an exporter (HTTP/2 in ALPN for gRPC, HTTP/1.1 for otlphttp),
+/// logging how the server is authenticated. Its files are read again on a reload.
 pub(super) fn tls_connector(
     name: &str,
     tls: &TlsCfg,
     http2: bool,
     connect_timeout: Duration,
-) -> Result<HttpsConnector<HttpConnector>, ExportError> {
-    let err = |e: crate::tls::TlsError| ExportError::Tls {
-        name: name.to_owned(),
-        reason: e.to_string(),
-    };
-    let config = crate::tls::client_config(tls).map_err(err)?;
-    let server_name = tls
-        .server_name_override
-        .as_deref()
-        .filter(|n| !n.trim().is_empty());
-    let connector =
-        crate::tls::https_connector(config, server_name, http2, connect_timeout).map_err(err)?;
+) -> Result<Arc<ClientTls>, ExportError> {
+    let live = ClientTls::load(format!("exporters.{name}.tls"), tls, http2, connect_timeout)
+        .map_err(|e| ExportError::Tls {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
     let client_cert = tls
         .cert_file
         .as_deref()
@@ -255,7 +256,7 @@ pub(super) fn tls_connector(
         };
         tracing::info!(exporter = %name, verified_with, client_cert, "exporter speaks TLS");
     }
-    Ok(connector)
+    Ok(live)
 }
 
 fn status_error(status: Status) -> ExportError {

@@ -2,6 +2,7 @@
 //! when configured) to `<endpoint>/v1/traces` or `traces_endpoint`.
 
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +11,6 @@ use http::header::{
 };
 use http::{HeaderMap, Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use super::config::{OtlpCfg, Security};
 use super::grpc::{tls_connector, tls_error};
 use super::{Accepted, ExportBatch, ExportError};
+use crate::tls::{ClientTls, LiveConnector};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// Most of a response body read (for a partial success or an error message).
@@ -31,7 +32,7 @@ const BLOCKING_GZIP_ABOVE: usize = 256 * 1024;
 /// The same legacy client over plain TCP or over TLS.
 enum HttpClient {
     Plain(Client<HttpConnector, Full<Bytes>>),
-    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Tls(Client<LiveConnector, Full<Bytes>>),
 }
 
 impl HttpClient {
@@ -45,6 +46,8 @@ impl HttpClient {
 
 pub(super) struct HttpSink {
     client: HttpClient,
+    /// With TLS: its files, read again on a reload.
+    pub(super) tls: Option<Arc<ClientTls>>,
     uri: Uri,
     headers: HeaderMap,
     gzip: bool,
@@ -129,6 +132,7 @@ impl HttpSink {
             timeout
         };
         let builder = Client::builder(TokioExecutor::new());
+        let mut tls = None;
         let client = match security {
             Security::Plaintext => {
                 let mut connector = HttpConnector::new();
@@ -136,15 +140,15 @@ impl HttpSink {
                 connector.set_connect_timeout(Some(connect_timeout));
                 HttpClient::Plain(builder.build(connector))
             }
-            Security::Tls => HttpClient::Tls(builder.build(tls_connector(
-                name,
-                &cfg.tls,
-                false,
-                connect_timeout,
-            )?)),
+            Security::Tls => {
+                let live = tls_connector(name, &cfg.tls, false, connect_timeout)?;
+                tls = Some(Arc::clone(&live));
+                HttpClient::Tls(builder.build(live.connector()))
+            }
         };
         Ok(HttpSink {
             client,
+            tls,
             uri,
             headers,
             gzip,

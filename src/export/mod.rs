@@ -324,6 +324,20 @@ impl Exporters {
         })
     }
 
+    /// The TLS sides of the exporters that speak TLS (their files are read again on a
+    /// reload; new connections use them).
+    pub fn certificates(&self) -> Vec<Arc<crate::tls::ClientTls>> {
+        self.inner
+            .exporters
+            .iter()
+            .filter_map(|e| match &e.sink {
+                Sink::Grpc(g) => g.tls.clone(),
+                Sink::Http(h) => h.tls.clone(),
+                Sink::File(_) => None,
+            })
+            .collect()
+    }
+
     /// Enqueues `batch` on every exporter, waiting while a queue is full. Never drops,
     /// except once shutdown has begun (then the batch is counted as failed).
     pub async fn send(&self, batch: Arc<ExportBatch>) {

@@ -6,6 +6,7 @@
 //! with the trace ids it resolved to; live watches are restored at start.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -65,11 +66,18 @@ pub fn parse_time(s: &str) -> Option<u64> {
         .map(|d| d.as_nanos() as u64)
 }
 
+/// A duration in nanoseconds, saturating (584 years).
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
 /// Files complaints against a running buffer.
 pub struct Desk {
     buffer: Arc<Buffer>,
     store: Arc<ComplaintStore>,
-    watch_for: Duration,
+    /// `support.complaints.watch_for` in nanoseconds; a reload changes it for the
+    /// complaints filed from then on.
+    watch_for: AtomicU64,
 }
 
 impl Desk {
@@ -77,8 +85,19 @@ impl Desk {
         Desk {
             buffer,
             store,
-            watch_for,
+            watch_for: AtomicU64::new(nanos(watch_for)),
         }
+    }
+
+    /// How long a complaint filed from now on watches its keys.
+    pub fn watch_for(&self) -> Duration {
+        Duration::from_nanos(self.watch_for.load(Ordering::Relaxed))
+    }
+
+    /// Changes [`Desk::watch_for`] for the complaints filed from now on; running watches
+    /// keep their end.
+    pub fn set_watch_for(&self, watch_for: Duration) {
+        self.watch_for.store(nanos(watch_for), Ordering::Relaxed);
     }
 
     pub fn store(&self) -> &ComplaintStore {
@@ -194,8 +213,8 @@ impl Desk {
             }
         }
         let now = SystemTime::now();
-        let watch_until =
-            (!keys.is_empty() && !self.watch_for.is_zero()).then(|| now + self.watch_for);
+        let watch_for = self.watch_for();
+        let watch_until = (!keys.is_empty() && !watch_for.is_zero()).then(|| now + watch_for);
         if let Some(until) = watch_until {
             for key in keys {
                 self.buffer.hooks().marks.watch(

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -153,13 +154,61 @@ impl Inner {
     }
 }
 
+/// The indexed attributes. A key starts with its attribute's slot, and a slot never
+/// changes its attribute: a reload that drops an attribute only marks its slot unused
+/// (its entries stay until evicted, out of reach of lookups), one that adds an attribute
+/// gives it a new slot (or its old one back), so no key ever changes its meaning.
+#[derive(Debug, Default)]
+pub struct Slots {
+    /// Every attribute ever indexed, by slot (at most 256).
+    names: Vec<String>,
+    /// The attributes indexed now, in config order: (slot, name).
+    active: Vec<(u8, String)>,
+}
+
+impl Slots {
+    /// The slot of `name` when it is indexed now.
+    fn of(&self, name: &[u8]) -> Option<u8> {
+        self.active
+            .iter()
+            .find(|(_, a)| a.as_bytes() == name)
+            .map(|(slot, _)| *slot)
+    }
+
+    /// Slots for `attributes`, reusing those of `self`; None past 256 slots.
+    fn with(&self, attributes: &[String]) -> Option<Slots> {
+        let mut names = self.names.clone();
+        let mut active = Vec::with_capacity(attributes.len());
+        for a in attributes {
+            let slot = match names.iter().position(|n| n == a) {
+                Some(i) => i,
+                None => {
+                    names.push(a.clone());
+                    names.len() - 1
+                }
+            };
+            if !active.iter().any(|(_, n)| n == a) {
+                active.push((u8::try_from(slot).ok()?, a.clone()));
+            }
+        }
+        Some(Slots { names, active })
+    }
+}
+
 /// The index. Cheap to share by `Arc`; one short lock per request and per decision batch.
 pub struct Index {
-    attributes: Vec<String>,
-    retention: Duration,
-    max_traces: usize,
+    /// Read once per batch of spans and per lookup; a reload replaces it.
+    slots: parking_lot::RwLock<Arc<Slots>>,
+    /// `retention` in milliseconds; a reload may change it (applied at the next eviction).
+    retention_ms: AtomicU64,
+    /// `max_traces` (at least 1); a reload may change it (applied at the next eviction).
+    max_traces: AtomicUsize,
     hmac_key: Option<Vec<u8>>,
     inner: Mutex<Inner>,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
 }
 
 fn now_ms() -> u64 {
@@ -171,10 +220,13 @@ fn now_ms() -> u64 {
 
 impl Index {
     pub fn new(cfg: &IndexCfg) -> Index {
+        // Validation allows 64 attributes; past 256 the rest would not fit a key's byte.
+        let first = &cfg.attributes[..cfg.attributes.len().min(256)];
+        let slots = Slots::default().with(first).unwrap_or_default();
         Index {
-            attributes: cfg.attributes.clone(),
-            retention: cfg.retention,
-            max_traces: cfg.max_traces.max(1),
+            slots: parking_lot::RwLock::new(Arc::new(slots)),
+            retention_ms: AtomicU64::new(millis(cfg.retention)),
+            max_traces: AtomicUsize::new(cfg.max_traces.max(1)),
             hmac_key: cfg
                 .hash_values
                 .then(|| cfg.hash_key.clone().unwrap_or_default().into_bytes()),
@@ -182,21 +234,48 @@ impl Index {
         }
     }
 
-    /// The indexed attribute names, in config order.
-    pub fn attributes(&self) -> &[String] {
-        &self.attributes
+    /// Changes `retention` and `max_traces`; traces past the new bounds leave with the next
+    /// traces indexed.
+    pub fn set_bounds(&self, retention: Duration, max_traces: usize) {
+        self.retention_ms
+            .store(millis(retention), Ordering::Relaxed);
+        self.max_traces.store(max_traces.max(1), Ordering::Relaxed);
     }
 
-    /// The key of `value` for the attribute at `attr` (its position in the config).
-    fn key(&self, attr: usize, value: &[u8]) -> Key {
+    /// Indexes `attributes` from now on: spans that arrive later are read for them; traces
+    /// indexed before keep their keys (those of a dropped attribute are out of reach of
+    /// lookups until they leave). False, and nothing changed, when the index has seen
+    /// 256 distinct attributes (a restart starts over).
+    pub fn set_attributes(&self, attributes: &[String]) -> bool {
+        let mut slots = self.slots.write();
+        match slots.with(attributes) {
+            Some(new) => {
+                *slots = Arc::new(new);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn slots(&self) -> Arc<Slots> {
+        Arc::clone(&self.slots.read())
+    }
+
+    /// The indexed attribute names, in config order.
+    pub fn attributes(&self) -> Vec<String> {
+        self.slots().active.iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    /// The key of `value` for the attribute in slot `attr`.
+    fn key(&self, attr: u8, value: &[u8]) -> Key {
         let mut k = Vec::with_capacity(33);
         self.write_key(attr, value, &mut k);
         Arc::from(k)
     }
 
-    /// Appends the key bytes of `value` for the attribute at `attr` to `out`.
-    fn write_key(&self, attr: usize, value: &[u8], out: &mut Vec<u8>) {
-        out.push(attr as u8);
+    /// Appends the key bytes of `value` for the attribute in slot `attr` to `out`.
+    fn write_key(&self, attr: u8, value: &[u8], out: &mut Vec<u8>) {
+        out.push(attr);
         match &self.hmac_key {
             Some(secret) => {
                 let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
@@ -210,19 +289,15 @@ impl Index {
 
     /// The key for a lookup of `attribute` = `value`, or None when it is not indexed.
     pub fn query_key(&self, attribute: &str, value: &str) -> Option<Key> {
-        let i = self.attributes.iter().position(|a| a == attribute)?;
-        Some(self.key(i, value.as_bytes()))
+        let slot = self.slots().of(attribute.as_bytes())?;
+        Some(self.key(slot, value.as_bytes()))
     }
 
     /// Indexed values of one attribute list (span or resource attributes), borrowed; the
     /// values of other attributes are not read.
-    fn scan<'a>(
-        &self,
-        mut attrs: crate::wire::Attributes<'a>,
-        out: &mut Vec<(usize, Cow<'a, str>)>,
-    ) {
+    fn scan<'a>(slots: &Slots, mut attrs: crate::wire::Attributes<'a>, out: &mut Values<'a>) {
         while let Some((k, v)) = attrs.next_raw() {
-            if let Some(i) = self.attributes.iter().position(|a| a.as_bytes() == k) {
+            if let Some(i) = slots.of(k) {
                 let value = match AnyValueRef::parse(v) {
                     AnyValueRef::Str(s) => Cow::Borrowed(s),
                     other => Cow::Owned(other.to_display_string()),
@@ -251,6 +326,7 @@ impl Index {
     pub fn scanner<'a>(&self) -> KeyScan<'_, 'a> {
         KeyScan {
             index: self,
+            slots: self.slots(),
             resources: Vec::new(),
             found: Vec::new(),
             scratch: Vec::new(),
@@ -312,9 +388,10 @@ impl Index {
     }
 
     fn evict(&self, inner: &mut Inner, now: u64) {
-        let horizon = now.saturating_sub(self.retention.as_millis() as u64);
+        let horizon = now.saturating_sub(self.retention_ms.load(Ordering::Relaxed));
+        let max_traces = self.max_traces.load(Ordering::Relaxed);
         while let Some(front) = inner.ring.front() {
-            if front.at >= horizon && inner.ring.len() <= self.max_traces {
+            if front.at >= horizon && inner.ring.len() <= max_traces {
                 break;
             }
             let entry = inner.ring.pop_front().expect("front exists");
@@ -427,14 +504,19 @@ impl Found {
     }
 }
 
+/// Indexed values found: (attribute slot, value).
+type Values<'a> = Vec<(u8, Cow<'a, str>)>;
+
 /// Reads the indexed values of a batch, one trace (its spans side by side) at a time.
 /// Resource attributes are read once per resource block; the values of other attributes
 /// are not parsed; a value repeated on the spans of a trace is keyed (and hashed) once.
 pub struct KeyScan<'i, 'a> {
     index: &'i Index,
-    resources: Vec<(u64, Vec<(usize, Cow<'a, str>)>)>,
-    found: Vec<(usize, Cow<'a, str>)>,
-    scratch: Vec<(usize, Cow<'a, str>)>,
+    /// The attributes indexed when the batch began (one read of the lock per batch).
+    slots: Arc<Slots>,
+    resources: Vec<(u64, Values<'a>)>,
+    found: Values<'a>,
+    scratch: Values<'a>,
 }
 
 impl<'a> KeyScan<'_, 'a> {
@@ -453,7 +535,11 @@ impl<'a> KeyScan<'_, 'a> {
                 Some(i) => i,
                 None => {
                     let mut vals = Vec::new();
-                    ix.scan(span.resource().resource_attributes(), &mut vals);
+                    Index::scan(
+                        &self.slots,
+                        span.resource().resource_attributes(),
+                        &mut vals,
+                    );
                     self.resources.push((rid, vals));
                     self.resources.len() - 1
                 }
@@ -463,7 +549,7 @@ impl<'a> KeyScan<'_, 'a> {
                     self.found.push(v.clone());
                 }
             }
-            ix.scan(span.attributes(), &mut self.scratch);
+            Index::scan(&self.slots, span.attributes(), &mut self.scratch);
             for v in self.scratch.drain(..) {
                 if !self.found.contains(&v) {
                     self.found.push(v);

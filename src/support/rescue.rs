@@ -106,6 +106,7 @@ enum Reason {
 }
 
 struct State {
+    limits: Limits,
     /// First (oldest) chunk of every held trace.
     map: HashMap<TraceId, Loc>,
     /// Later chunks of traces inserted more than once (late spans), oldest first. Rare.
@@ -126,12 +127,31 @@ struct State {
     evicted_bytes: u64,
 }
 
-/// The ring of dropped traces. All methods take `&self`; one mutex guards the state.
-pub struct RescueBuffer {
+/// How long and how much the ring holds; a reload may change them (under the state lock).
+#[derive(Clone, Copy)]
+struct Limits {
     window: Duration,
     max_bytes: usize,
+    /// The block size asked for at creation (before the cap by `max_bytes`).
+    wanted_block_size: usize,
     block_size: usize,
     seal_after: Duration,
+}
+
+impl Limits {
+    fn new(window: Duration, max_bytes: usize, wanted_block_size: usize) -> Limits {
+        Limits {
+            window,
+            max_bytes,
+            wanted_block_size,
+            block_size: wanted_block_size.min(max_bytes / 4).max(1),
+            seal_after: SEAL_AFTER.min(window),
+        }
+    }
+}
+
+/// The ring of dropped traces. All methods take `&self`; one mutex guards the state.
+pub struct RescueBuffer {
     enabled: bool,
     state: Mutex<State>,
 }
@@ -147,14 +167,10 @@ impl RescueBuffer {
     /// at a quarter of `max_bytes`, so the ring always holds several blocks.
     pub fn with_block_size(window: Duration, max_bytes: usize, block_size: usize) -> RescueBuffer {
         let enabled = !window.is_zero() && max_bytes > 0;
-        let block_size = block_size.min(max_bytes / 4).max(1);
         RescueBuffer {
-            window,
-            max_bytes,
-            block_size,
-            seal_after: SEAL_AFTER.min(window),
             enabled,
             state: Mutex::new(State {
+                limits: Limits::new(window, max_bytes, block_size),
                 map: HashMap::new(),
                 extra: HashMap::new(),
                 blocks: VecDeque::new(),
@@ -184,7 +200,18 @@ impl RescueBuffer {
     }
 
     pub fn window(&self) -> Duration {
-        self.window
+        self.state.lock().limits.window
+    }
+
+    /// Changes the window and the byte bound of an enabled buffer (a disabled one stays
+    /// off: zero values are ignored). Traces past the new bounds leave at the next insert
+    /// or expiry.
+    pub fn set_limits(&self, window: Duration, max_bytes: usize) {
+        if !self.enabled || window.is_zero() || max_bytes == 0 {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.limits = Limits::new(window, max_bytes, st.limits.wanted_block_size);
     }
 
     /// Keeps one dropped trace. Inserting a trace id already held adds the spans to it.
@@ -214,7 +241,7 @@ impl RescueBuffer {
                 .map(|s| s.bytes.len() + 4 + varint_len(s.bytes.len() as u64))
                 .sum();
             // A trace that alone would take most of the bound is not kept.
-            if len > self.max_bytes / 2 || len > (u32::MAX / 2) as usize {
+            if len > st.limits.max_bytes / 2 || len > (u32::MAX / 2) as usize {
                 st.evicted_bytes += 1;
                 evicted[1] += 1;
                 continue;
@@ -252,7 +279,7 @@ impl RescueBuffer {
                 }
             }
             // Offsets fit in u32: a block is sealed before it would pass u32::MAX.
-            if st.staging.buf.len() >= self.block_size {
+            if st.staging.buf.len() >= st.limits.block_size {
                 seal(&mut st);
                 evicted[1] += self.evict_bytes(&mut st) as u64;
             }
@@ -391,7 +418,7 @@ impl RescueBuffer {
 
     fn seal_if_older(&self, st: &mut State, now: Instant) {
         if let Some(first) = st.staging.first {
-            if now.saturating_duration_since(first) >= self.seal_after {
+            if now.saturating_duration_since(first) >= st.limits.seal_after {
                 seal(st);
             }
         }
@@ -400,7 +427,7 @@ impl RescueBuffer {
     fn evict_window(&self, st: &mut State, now: Instant) -> usize {
         let mut n = 0;
         while let Some(front) = st.blocks.front() {
-            if now.saturating_duration_since(front.newest) < self.window {
+            if now.saturating_duration_since(front.newest) < st.limits.window {
                 break;
             }
             n += evict_front(st, Reason::Window);
@@ -410,7 +437,7 @@ impl RescueBuffer {
 
     fn evict_bytes(&self, st: &mut State) -> usize {
         let mut n = 0;
-        while self.held_bytes_of(st) > self.max_bytes {
+        while self.held_bytes_of(st) > st.limits.max_bytes {
             if st.blocks.is_empty() {
                 if st.staging.ids.is_empty() {
                     break;

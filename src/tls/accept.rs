@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
-use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use super::ServerTls;
 
 /// A handshake not finished in this time is abandoned (a client that connects and says
 /// nothing must not hold a handshake slot).
@@ -36,14 +37,15 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `listener` (on the current tokio runtime). `name` labels logs
-    /// and metrics: `otlp_grpc`, `otlp_http`, `api`.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>, name: &'static str) -> Self {
+    /// Starts accepting on `listener` (on the current tokio runtime). Each connection's
+    /// handshake uses the configuration `tls` has in force when it is accepted. `name`
+    /// labels logs and metrics: `otlp_grpc`, `otlp_http`, `api`.
+    pub fn new(listener: TcpListener, tls: Arc<ServerTls>, name: &'static str) -> Self {
         let local = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx, name));
+        tokio::spawn(accept_loop(listener, tls, tx, name));
         TlsListener { ready, local }
     }
 
@@ -77,7 +79,7 @@ impl axum::serve::Listener for TlsListener {
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<ServerTls>,
     tx: mpsc::Sender<Conn>,
     name: &'static str,
 ) {
@@ -102,7 +104,8 @@ async fn accept_loop(
             _ = tx.closed() => return,
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, tx, refusals) = (acceptor.clone(), tx.clone(), Arc::clone(&refusals));
+        let acceptor = TlsAcceptor::from(tls.current());
+        let (tx, refusals) = (tx.clone(), Arc::clone(&refusals));
         tokio::spawn(async move {
             let _permit = permit;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

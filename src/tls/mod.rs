@@ -3,14 +3,17 @@
 //! `otlphttp` exporters connect with it. This module reads the PEM files named in `tls:`
 //! blocks into rustls configurations on the ring provider; the config layer calls the same
 //! loaders, so `casefile check` reports a missing or broken file with its path. `accept`
-//! runs the server handshakes in front of tonic and axum.
+//! runs the server handshakes in front of tonic and axum; `live` reads the files again on
+//! a reload or when they change, and swaps the configuration for new handshakes.
 //!
 //! No key material is ever logged or printed: errors name the file and what is wrong.
 
 mod accept;
+mod live;
 mod verify;
 
 pub use accept::TlsListener;
+pub use live::{ClientTls, LiveConnector, ServerTls, Staged};
 
 use std::io::Read as _;
 use std::sync::Arc;

@@ -106,3 +106,61 @@ impl Certs {
 pub fn s(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A leaf certificate like [`leaf`] whose common name is `cn` (to tell two apart).
+fn leaf_cn(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    names: &[&str],
+    cn: &str,
+    usage: ExtendedKeyUsagePurpose,
+) -> (String, String) {
+    let mut p =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![usage];
+    let key = KeyPair::generate().unwrap();
+    let issuer: &Issuer<'static, KeyPair> = issuer;
+    let cert = p.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A CA kept to issue more certificates later (rotation tests).
+pub struct TestCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        TestCa {
+            issuer: make_ca(name),
+        }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A server certificate for `localhost` and `127.0.0.1` named `cn`: (cert, key) PEM.
+    pub fn server(&self, cn: &str) -> (String, String) {
+        leaf_cn(
+            &self.issuer,
+            &["localhost", "127.0.0.1"],
+            cn,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate named `cn`: (cert, key) PEM.
+    pub fn client(&self, cn: &str) -> (String, String) {
+        leaf_cn(&self.issuer, &[cn], cn, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// Writes `content` to `path` as cert-manager or a deploy tool does: a new file renamed
+/// over the old one.
+pub fn replace(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

@@ -261,3 +261,87 @@ impl Downstream {
         (d, addr)
     }
 }
+
+/// A client trusting the CA in `ca` (PEM file), showing the certificate and key in
+/// `identity` (PEM files) when given.
+pub fn client_trusting(ca: &Path, identity: Option<(&Path, &Path)>) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca) {
+        roots.add(cert).unwrap();
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key_file)) => builder
+            .with_client_auth_cert(certs(cert), key(key_file))
+            .unwrap(),
+    }
+}
+
+/// The first certificate of a PEM file, DER (to compare with a peer's).
+pub fn first_cert_der(path: &Path) -> Vec<u8> {
+    certs(path).remove(0).to_vec()
+}
+
+/// An HTTP/1.1 connection over TLS to `localhost:<port>`, kept open: its sender and the
+/// DER of the certificate the server showed. Bounded to 5 s.
+pub async fn https_connection(
+    addr: SocketAddr,
+    tls: ClientConfig,
+) -> Result<
+    (
+        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        Vec<u8>,
+    ),
+    String,
+> {
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let peer = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok((send, peer))
+    };
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .unwrap_or_else(|_| Err("no connection within 5s".into()))
+}
+
+/// GET `path` on an open connection: the status. Bounded to 5 s.
+pub async fn get_on(
+    send: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> Result<u16, String> {
+    let req = http::Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let call = async {
+        send.ready().await.map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let _ = resp.into_body().collect().await;
+        Ok(status)
+    };
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 5s".into()))
+}

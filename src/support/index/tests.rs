@@ -151,3 +151,69 @@ fn hashed_values_never_hold_the_raw_id() {
         "keyed hash"
     );
 }
+
+#[test]
+fn new_bounds_apply_at_the_next_eviction() {
+    let ix = Index::new(&cfg());
+    let mut g = Gen::new(21);
+    for i in 0..5 {
+        ix.add_at(
+            ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))),
+            1_000 + i,
+        );
+    }
+    assert_eq!(ix.len(), 5);
+    ix.set_bounds(Duration::from_secs(3600), 2);
+    ix.add_at(ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))), 2_000);
+    assert_eq!(ix.len(), 2, "max_traces now 2");
+    ix.set_bounds(Duration::from_secs(1), 1000);
+    ix.add_at(ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))), 10_000);
+    assert_eq!(ix.len(), 1, "retention now 1 s: only the newest is left");
+}
+
+#[test]
+fn a_new_attribute_list_applies_to_spans_indexed_from_then_on() {
+    let ix = Index::new(&IndexCfg {
+        attributes: vec!["user.id".into()],
+        ..cfg()
+    });
+    let mut g = Gen::new(31);
+    let mut a = g.trace(Shape::default(), 2);
+    a.spans[0].1.attributes.push(kv("order.id", "o-1"));
+    ix.add_at(ix.keys_of(&spans_of(&a)), 1_000);
+    assert!(ix.query_key("order.id", "o-1").is_none(), "not indexed yet");
+    let user_a = ix.query_key("user.id", &a.user_id).unwrap();
+
+    assert!(ix.set_attributes(&["order.id".into(), "user.id".into()]));
+    assert_eq!(ix.attributes(), ["order.id", "user.id"]);
+    let mut b = g.trace(Shape::default(), 2);
+    b.spans[0].1.attributes.push(kv("order.id", "o-1"));
+    ix.add_at(ix.keys_of(&spans_of(&b)), 2_000);
+    let order = ix.query_key("order.id", "o-1").unwrap();
+    assert_eq!(
+        ids(&ix.lookup(&order)),
+        vec![b.trace_id],
+        "only spans from then on"
+    );
+    assert_eq!(
+        ix.query_key("user.id", &a.user_id).unwrap(),
+        user_a,
+        "an attribute keeps its slot, so its keys keep their meaning"
+    );
+    assert_eq!(ids(&ix.lookup(&user_a)), vec![a.trace_id]);
+
+    // Dropped: out of reach; added back: its old entries with it.
+    assert!(ix.set_attributes(&["user.id".into()]));
+    assert!(ix.query_key("order.id", "o-1").is_none());
+    assert!(ix.set_attributes(&["user.id".into(), "order.id".into()]));
+    assert_eq!(ids(&ix.lookup(&order)), vec![b.trace_id]);
+}
+
+#[test]
+fn the_index_refuses_a_257th_distinct_attribute() {
+    let ix = Index::new(&cfg());
+    let many: Vec<String> = (0..253).map(|i| format!("a{i}")).collect();
+    assert!(ix.set_attributes(&many), "3 + 253 = 256 slots");
+    assert!(!ix.set_attributes(&["one.more".into()]));
+    assert_eq!(ix.attributes().len(), 253, "unchanged");
+}

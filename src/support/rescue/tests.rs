@@ -309,3 +309,19 @@ fn inserts_from_threads() {
         assert_same(&r.take(id).unwrap(), s);
     }
 }
+
+#[test]
+fn new_limits_apply_at_the_next_expiry_and_zero_values_are_ignored() {
+    let r = RescueBuffer::with_block_size(10 * MIN, 256 << 20, 4096);
+    let now = Instant::now();
+    for (id, s) in traces(13, 50) {
+        r.insert(id, &s, now);
+    }
+    assert_eq!(r.held_traces(), 50);
+    r.set_limits(Duration::ZERO, 0);
+    assert_eq!(r.window(), 10 * MIN, "zero values do not turn it off");
+    r.set_limits(MIN, 256 << 20);
+    assert_eq!(r.window(), MIN);
+    r.expire(now + 2 * MIN);
+    assert_eq!(r.held_traces(), 0, "the shorter window evicted them");
+}

@@ -1,9 +1,10 @@
 //! Live reload: on SIGHUP, or when the config file changes on disk, the file is read and
 //! validated with the same code as `casefile check`. A valid file replaces the sampling
 //! policies at once (traces already buffered are decided with the new ones; nothing is
-//! lost); an invalid one is rejected with every problem logged, and the running config
-//! stays. Settings that need new listeners or connections are reported as waiting for a
-//! restart.
+//! lost) and the support settings that have a live form (`apply`); an invalid one is
+//! rejected with every problem logged, and the running config stays. Settings that need
+//! new listeners, connections or stores are named key by key as waiting for a restart
+//! (`restart`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,12 @@ use thiserror::Error;
 
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::daemon::Daemon;
-use crate::policy::Policies;
+
+mod apply;
+pub mod certs;
+mod restart;
+
+pub use apply::live_support_keys;
 
 /// How often the config file's modification time is checked.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -23,6 +29,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("invalid policies: {}", .0.iter().map(|p| format!("{}: {}", p.path, p.message)).collect::<Vec<_>>().join("; "))]
     Policies(Vec<Problem>),
+    #[error("certificate files that do not load: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Certificates(Vec<certs::CertError>),
 }
 
 /// What a reload changed.
@@ -30,51 +38,13 @@ pub enum ReloadError {
 pub struct Reloaded {
     /// The policy names now in force.
     pub policies: Vec<String>,
-    /// Sections that differ from the running config but apply only after a restart.
-    pub needs_restart: Vec<&'static str>,
-}
-
-impl Daemon {
-    /// Applies what can change while running: the sampling policies (and
-    /// `sample_on_first_match`). `started` is the config the daemon was started with.
-    pub fn reload(&self, started: &Config, new: &Config) -> Result<Reloaded, ReloadError> {
-        let running = started;
-        let ts = &new.tail_sampling;
-        let policies = Policies::build(&ts.policies, ts.sample_on_first_match)
-            .map_err(ReloadError::Policies)?;
-        let names = policies.names();
-        self.buffer.set_policies(policies);
-        let mut needs_restart = Vec::new();
-        let differs =
-            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        if differs(&running.receivers, &new.receivers) {
-            needs_restart.push("receivers");
-        }
-        if differs(&running.exporters, &new.exporters) {
-            needs_restart.push("exporters");
-        }
-        if differs(&running.support, &new.support) {
-            needs_restart.push("support");
-        }
-        let (a, b) = (&running.tail_sampling, &new.tail_sampling);
-        if (
-            a.decision_wait,
-            a.num_traces,
-            a.max_buffer_bytes,
-            a.num_shards,
-        ) != (
-            b.decision_wait,
-            b.num_traces,
-            b.max_buffer_bytes,
-            b.num_shards,
-        ) {
-            needs_restart.push("processors.tail_sampling (bounds and windows)");
-        }
-        Ok(Reloaded {
-            policies: names,
-            needs_restart,
-        })
-    }
+    /// Live support keys whose values changed, now in force (names only, never values).
+    pub applied: Vec<&'static str>,
+    /// The `tls:` blocks whose files were read again, now in force for new handshakes.
+    pub certificates: Vec<String>,
+    /// Keys that differ from the config the daemon started with but apply only after a
+    /// restart, each exact (`support.api.endpoint`, `receivers.otlp.protocols.grpc.tls`, ...).
+    pub needs_restart: Vec<String>,
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -108,8 +78,9 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Reloads on SIGHUP and whenever the file's modification time changes, until the
-/// returned future is dropped. Every attempt is logged; a bad file never stops casefile.
+/// Reloads on SIGHUP and whenever the file's modification time changes, and reads again
+/// the certificate files that changed in between, until the returned future is dropped.
+/// Every attempt is logged; a bad file never stops casefile.
 pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
     let mut seen = source.path.as_deref().and_then(modified);
     let mut every = tokio::time::interval(POLL);
@@ -119,6 +90,7 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             _ = every.tick() => {
                 let now = source.path.as_deref().and_then(modified);
                 if now == seen {
+                    certificates_changed(daemon);
                     continue;
                 }
                 seen = now;
@@ -128,8 +100,17 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
         let Some(path) = &source.path else {
             tracing::warn!(
                 trigger = why,
-                "running on the embedded default config: there is no file to reload"
+                "running on the embedded default config: there is no file to reload; certificate files are read again"
             );
+            match daemon.reload_certificates() {
+                Ok(blocks) => {
+                    tracing::info!(trigger = why, ?blocks, "certificate files read again")
+                }
+                Err(e) => tracing::error!(
+                    trigger = why,
+                    "certificates not reloaded, the running ones stay: {e}"
+                ),
+            }
             continue;
         };
         match config::load_file(path)
@@ -137,9 +118,9 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             .and_then(|new| daemon.reload(&started, &new))
         {
             Ok(r) => {
-                tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, "config reloaded: new policies in force");
+                tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, changed = ?r.applied, certificates = ?r.certificates, "config reloaded: policies, support settings and certificates in force");
                 if !r.needs_restart.is_empty() {
-                    tracing::warn!(sections = ?r.needs_restart, "these changes apply after a restart");
+                    tracing::warn!(keys = ?r.needs_restart, "these changes apply after a restart");
                 }
             }
             Err(e) => {
@@ -148,5 +129,16 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
                 tracing::error!(trigger = why, config = %path.display(), "config reload rejected, the running config stays: {problems}")
             }
         }
+    }
+}
+
+/// Reads again the certificate files that changed since the last look, and logs it.
+fn certificates_changed(daemon: &Daemon) {
+    let (done, refused) = daemon.reload_changed_certificates();
+    if !done.is_empty() {
+        tracing::info!(blocks = ?done, "certificate files changed: read again, in force for new connections");
+    }
+    for e in refused {
+        tracing::error!(block = %e.block, "certificate files changed but do not load; the running certificate stays until they change again: {e}");
     }
 }
