@@ -273,3 +273,42 @@ async fn a_new_index_attribute_applies_to_spans_arriving_after_the_reload() {
     assert_eq!(r.needs_restart, ["support.index.attributes"]);
     daemon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_in_force_without_a_reload_signal() {
+    let (_down, addr) = Downstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    replace_file(&token, "first-token\n");
+    let path = dir.path().join("casefile.yaml");
+    let yaml = support_yaml(addr, "unused", "http://x/{trace_id}", "1h").replace(
+        r#"auth_token: "unused""#,
+        &format!(r#"auth_token_file: "{}""#, token.display()),
+    );
+    replace_file(&path, &yaml);
+    let started = config::load_file(&path).unwrap();
+    let daemon = start(started.clone()).await;
+    let api = daemon.api_addr.unwrap();
+    let status = |t: &'static str| async move {
+        api_get(api, "/api/v1/traces?user.id=nobody", Some(t))
+            .await
+            .0
+    };
+    let body = async {
+        assert_eq!(status("first-token").await, 200);
+        assert_eq!(status("second-token").await, 401);
+        // The secret is rotated in place (as a mounted Kubernetes secret is); the config
+        // file does not change.
+        replace_file(&token, "second-token\n");
+        eventually("the rotated token", || async {
+            status("second-token").await == 200
+        })
+        .await;
+        assert_eq!(status("first-token").await, 401);
+    };
+    tokio::select! {
+        _ = reload::watch(&daemon, Source::new(Some(path.clone())), started) => unreachable!(),
+        _ = body => {}
+    }
+    daemon.shutdown().await;
+}

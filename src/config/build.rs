@@ -355,10 +355,32 @@ impl Reader {
                 );
             }
         }
+        let auth_token_file = s.api.auth_token_file.filter(|f| !f.is_empty());
+        let mut auth_token = s.api.auth_token.filter(|t| !t.is_empty());
+        if let Some(file) = &auth_token_file {
+            if auth_token.is_some() {
+                self.problem(
+                    "support.api.auth_token_file",
+                    "set auth_token or auth_token_file, not both",
+                );
+            }
+            match std::fs::read_to_string(file) {
+                Ok(t) if !t.trim().is_empty() => auth_token = Some(t.trim().to_owned()),
+                Ok(_) => self.problem(
+                    "support.api.auth_token_file",
+                    format!("{file} is empty: the API would accept no token"),
+                ),
+                Err(e) => self.problem(
+                    "support.api.auth_token_file",
+                    format!("cannot read {file}: {e}"),
+                ),
+            }
+        }
         Some(SupportCfg {
             api: ApiCfg {
                 endpoint,
-                auth_token: s.api.auth_token.filter(|t| !t.is_empty()),
+                auth_token,
+                auth_token_file: auth_token_file.map(std::path::PathBuf::from),
                 max_requests_per_second: s.api.max_requests_per_second,
                 tls,
             },

@@ -145,8 +145,11 @@ pub struct TailSamplingCfg {
 pub struct ApiCfg {
     /// None: the API is off.
     pub endpoint: Option<String>,
-    /// A secret: never printed (see the `Debug` impl).
+    /// A secret: never printed (see the `Debug` impl). From `auth_token`, or read from
+    /// `auth_token_file`.
     pub auth_token: Option<String>,
+    /// Where the token was read from, watched for changes by `reload`.
+    pub auth_token_file: Option<std::path::PathBuf>,
     /// Requests a second to `/api/*`, bursts of twice that; 0 = no limit.
     pub max_requests_per_second: u32,
     /// None: plaintext HTTP.
@@ -167,6 +170,7 @@ impl std::fmt::Debug for ApiCfg {
         f.debug_struct("ApiCfg")
             .field("endpoint", &self.endpoint)
             .field("auth_token", &redacted(&self.auth_token))
+            .field("auth_token_file", &self.auth_token_file)
             .field("max_requests_per_second", &self.max_requests_per_second)
             .field("tls", &self.tls)
             .finish()

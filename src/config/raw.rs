@@ -152,6 +152,9 @@ pub struct Api {
     /// Empty or null turns the API off.
     pub endpoint: Option<String>,
     pub auth_token: Option<String>,
+    /// A file holding the token (a mounted secret); read at start and on every reload,
+    /// and watched: a new token is in force a second after the file changes.
+    pub auth_token_file: Option<String>,
     /// Requests a second to `/api/*` (bursts of twice that); 0 = no limit.
     pub max_requests_per_second: u32,
     pub tls: Option<ServerTls>,
@@ -162,6 +165,7 @@ impl Default for Api {
         Api {
             endpoint: Some("127.0.0.1:8990".into()),
             auth_token: None,
+            auth_token_file: None,
             max_requests_per_second: 100,
             tls: None,
         }

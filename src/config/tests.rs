@@ -249,6 +249,41 @@ fn secrets_never_show_in_debug_output() {
 }
 
 #[test]
+fn the_api_token_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "tok_FROM_FILE\n").unwrap();
+    let with =
+        |api: &str| MINIMAL.replace("exporters:", &format!("support:\n  api: {api}\nexporters:"));
+    let c = load_with_env(
+        &with(&format!("{{ auth_token_file: {} }}", file.display())),
+        "t.yaml",
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(c.support.api.auth_token.as_deref(), Some("tok_FROM_FILE"));
+    assert_eq!(
+        c.support.api.auth_token_file.as_deref(),
+        Some(file.as_path())
+    );
+    assert!(!format!("{c:?}").contains("FROM_FILE"));
+
+    let both = format!("{{ auth_token: x, auth_token_file: {} }}", file.display());
+    let missing = format!("{{ auth_token_file: {}/none }}", dir.path().display());
+    std::fs::write(dir.path().join("empty"), " \n").unwrap();
+    let empty = format!("{{ auth_token_file: {}/empty }}", dir.path().display());
+    for (api, want) in [
+        (both, "not both"),
+        (missing, "cannot read"),
+        (empty, "is empty"),
+    ] {
+        let e = load_with_env(&with(&api), "t.yaml", &env()).unwrap_err();
+        assert!(e.to_string().contains(want), "{api}: {e}");
+        assert!(e.to_string().contains("support.api.auth_token_file"), "{e}");
+    }
+}
+
+#[test]
 fn at_most_64_index_attributes() {
     let list = |n: usize| {
         (0..n)

@@ -78,23 +78,28 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Reloads on SIGHUP and whenever the file's modification time changes, and reads again
-/// the certificate files that changed in between, until the returned future is dropped.
-/// Every attempt is logged; a bad file never stops casefile.
+/// Reloads on SIGHUP and whenever the file's modification time changes (or that of
+/// `support.api.auth_token_file`, a mounted secret), and reads again the certificate files
+/// that changed in between, until the returned future is dropped. Every attempt is
+/// logged; a bad file never stops casefile.
 pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
+    let token_file = || daemon.support.lock().api.auth_token_file.clone();
     let mut seen = source.path.as_deref().and_then(modified);
+    let mut seen_token = token_file().as_deref().and_then(modified);
     let mut every = tokio::time::interval(POLL);
     loop {
         let why = tokio::select! {
             _ = hangup(&mut source.hup) => "SIGHUP",
             _ = every.tick() => {
                 let now = source.path.as_deref().and_then(modified);
-                if now == seen {
+                let token_now = token_file().as_deref().and_then(modified);
+                if now == seen && token_now == seen_token {
                     certificates_changed(daemon);
                     continue;
                 }
-                seen = now;
-                "file changed"
+                let why = if now != seen { "file changed" } else { "token file changed" };
+                (seen, seen_token) = (now, token_now);
+                why
             }
         };
         let Some(path) = &source.path else {
@@ -118,6 +123,8 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             .and_then(|new| daemon.reload(&started, &new))
         {
             Ok(r) => {
+                // The token file may have moved with the config.
+                seen_token = token_file().as_deref().and_then(modified);
                 tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, changed = ?r.applied, certificates = ?r.certificates, "config reloaded: policies, support settings and certificates in force");
                 if !r.needs_restart.is_empty() {
                     tracing::warn!(keys = ?r.needs_restart, "these changes apply after a restart");
