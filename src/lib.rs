@@ -5,7 +5,8 @@
 //! `decider` (ticks, hands kept spans on) → `export` (OTLP/gRPC, OTLP/HTTP, file).
 //! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics,
 //! `tls` puts receivers, API and exporters behind TLS; `storage` is the write-ahead log
-//! between the receivers and the buffer when `storage.dir` is set.
+//! between the receivers and the buffer when `storage.dir` is set; `memory` resolves the
+//! memory budget and guards it (receivers refuse past the limit).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod decider;
 pub mod export;
 pub mod fixture;
+pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod receiver;

@@ -70,6 +70,9 @@ impl Daemon {
         ) {
             needs_restart.push("processors.tail_sampling (bounds and windows)");
         }
+        if running.memory_limiter != new.memory_limiter {
+            needs_restart.push("processors.memory_limiter");
+        }
         Ok(Reloaded {
             policies: names,
             needs_restart,
