@@ -53,10 +53,9 @@ impl Config {
             .map(|d| format!(", {} after the root span", secs(d)))
             .unwrap_or_default();
         out.push(format!(
-            "decisions: {} after a trace's first span{after_root}; at most {} traces and {} pending (then the oldest are decided early)",
+            "decisions: {} after a trace's first span{after_root}; at most {} traces and the buffer bound below pending (then the oldest are decided early)",
             secs(t.decision_wait),
             t.num_traces,
-            ByteSize(budget.max_buffer_bytes as u64)
         ));
         out.extend(budget.lines());
         out.extend(
