@@ -77,8 +77,9 @@ fn tightest(top: &Path, cgroup_path: &str, file: &str) -> Result<Option<Limit>, 
     }
 }
 
-/// The memory limit of this process's cgroup: v2 when `/proc/self/cgroup` has a `0::`
-/// line, else v1's `memory` hierarchy. `Ok(None)`: no cgroup, or no limit.
+/// The memory limit of this process's cgroup: v1's `memory` hierarchy when a line of
+/// `/proc/self/cgroup` names it (hybrid systems list a controller-less `0::` line too),
+/// else v2's `0::` line. `Ok(None)`: no cgroup, or no limit.
 pub fn cgroup_limit(host: &Host) -> Result<Option<Limit>, MemoryError> {
     let own = host.proc_dir.join("self/cgroup");
     let text = match std::fs::read_to_string(&own) {
@@ -86,28 +87,34 @@ pub fn cgroup_limit(host: &Host) -> Result<Option<Limit>, MemoryError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(MemoryError::Read { path: own, source }),
     };
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
-            continue;
+    let lines: Vec<(&str, &str, &str)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            Some((parts.next()?, parts.next()?, parts.next()?))
+        })
+        .collect();
+    if let Some((_, _, path)) = lines
+        .iter()
+        .find(|(_, controllers, _)| controllers.split(',').any(|c| c == "memory"))
+    {
+        let top = host.cgroup_dir.join("memory");
+        // Inside a container the hierarchy is often mounted at the container's own
+        // cgroup, so the path named in /proc/self/cgroup does not exist below it.
+        let path = if top.join(path.trim_start_matches('/')).is_dir() {
+            path
+        } else {
+            "/"
         };
-        if id == "0" && controllers.is_empty() {
-            return tightest(&host.cgroup_dir, path, "memory.max");
-        }
-        if controllers.split(',').any(|c| c == "memory") {
-            let top = host.cgroup_dir.join("memory");
-            // Inside a container the hierarchy is often mounted at the container's own
-            // cgroup, so the path named in /proc/self/cgroup does not exist below it.
-            let path = if top.join(path.trim_start_matches('/')).is_dir() {
-                path
-            } else {
-                "/"
-            };
-            return tightest(&top, path, "memory.limit_in_bytes");
-        }
+        return tightest(&top, path, "memory.limit_in_bytes");
     }
-    Ok(None)
+    match lines
+        .iter()
+        .find(|(id, controllers, _)| *id == "0" && controllers.is_empty())
+    {
+        Some((_, _, path)) => tightest(&host.cgroup_dir, path, "memory.max"),
+        None => Ok(None),
+    }
 }
 
 /// The host's memory (`MemTotal` of `/proc/meminfo`).

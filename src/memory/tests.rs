@@ -76,6 +76,19 @@ fn cgroup_v1_limit_and_its_unlimited_value() {
 }
 
 #[test]
+fn a_hybrid_system_reads_the_v1_memory_hierarchy() {
+    let d = tempfile::tempdir().unwrap();
+    let h = host(&d);
+    write(&h.proc_dir, "self/cgroup", "0::/\n4:memory:/svc\n");
+    write(
+        &h.cgroup_dir,
+        "memory/svc/memory.limit_in_bytes",
+        "209715200\n",
+    );
+    assert_eq!(host::cgroup_limit(&h).unwrap().unwrap().bytes, 200 << 20);
+}
+
+#[test]
 fn cgroup_v1_mounted_at_the_container_root() {
     let d = tempfile::tempdir().unwrap();
     let h = host(&d);
