@@ -252,7 +252,7 @@ impl Buffer {
         // their length, and whether the trace carries an indexed value.
         let mut runs: Vec<Vec<(usize, bool)>> = Vec::with_capacity(buckets.len());
         for bucket in &mut buckets {
-            bucket.sort_by(|a, b| a.trace_id().cmp(&b.trace_id()));
+            bucket.sort_by_key(|s| s.trace_id());
             runs.push(run_lengths(bucket));
         }
         if let Some(index) = &self.hooks.index {

@@ -168,8 +168,3 @@ fn report(
         *last_log = Some(now);
     }
 }
-
-#[cfg(test)]
-pub(super) fn set_for_test(guard: &MemoryGuard, level: Level) {
-    guard.set(level, 0);
-}
