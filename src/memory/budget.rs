@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use super::host::{self, Host};
-use crate::config::size::ByteSize;
 use crate::config::{Config, MemoryAmount};
 
 /// The buffer bound when no memory limit is known.
@@ -51,6 +50,11 @@ pub struct Budget {
     pub reserved: u64,
     /// Things the operator should know (an unreadable cgroup file, a budget too small).
     pub warnings: Vec<String>,
+}
+
+/// A size for people: `118.3MiB`.
+fn mib(b: u64) -> String {
+    format!("{:.1}MiB", b as f64 / (1 << 20) as f64)
 }
 
 fn pct(total: u64, p: u32) -> u64 {
@@ -102,15 +106,11 @@ impl Budget {
             if let Some(c) = &cgroup {
                 return Some((
                     c.bytes,
-                    format!(
-                        "the cgroup limit {} in {}",
-                        ByteSize(c.bytes),
-                        c.file.display()
-                    ),
+                    format!("the cgroup limit {} in {}", mib(c.bytes), c.file.display()),
                 ));
             }
             host::host_total(host)
-                .map(|t| (t, format!("the host's {}", ByteSize(t))))
+                .map(|t| (t, format!("the host's {}", mib(t))))
                 .ok()
         };
         let (limit, limit_from) = match m.limit {
@@ -127,7 +127,7 @@ impl Budget {
                     Some(c.bytes * CGROUP_SHARE_PERCENT / 100),
                     format!(
                         "{CGROUP_SHARE_PERCENT}% of the cgroup limit {} in {}",
-                        ByteSize(c.bytes),
+                        mib(c.bytes),
                         c.file.display()
                     ),
                 ),
@@ -146,8 +146,8 @@ impl Budget {
             if spike >= l {
                 warnings.push(format!(
                     "the spike limit {} is not below the memory limit {}: the soft level is half the limit",
-                    ByteSize(spike),
-                    ByteSize(l)
+                    mib(spike),
+                    mib(l)
                 ));
                 l / 2
             } else {
@@ -164,9 +164,9 @@ impl Budget {
                 if derived < MIN_BUFFER_BYTES {
                     warnings.push(format!(
                         "the memory limit leaves {} for traces after {} for the index, rescue buffer, decision caches and requests in flight: the buffer gets {}; lower support.index.max_traces or support.complaints.rescue_max_bytes, or raise the limit",
-                        ByteSize(room),
-                        ByteSize(reserved),
-                        ByteSize(MIN_BUFFER_BYTES as u64)
+                        mib(room),
+                        mib(reserved),
+                        mib(MIN_BUFFER_BYTES as u64)
                     ));
                 }
                 (derived.max(MIN_BUFFER_BYTES), "derived")
@@ -177,9 +177,9 @@ impl Budget {
             if needs > soft {
                 warnings.push(format!(
                     "max_buffer_bytes {} and the other bounds may take about {}, over the soft memory level {}: traces will often be decided early for memory",
-                    ByteSize(max_buffer_bytes as u64),
-                    ByteSize(needs),
-                    ByteSize(soft)
+                    mib(max_buffer_bytes as u64),
+                    mib(needs),
+                    mib(soft)
                 ));
             }
         }
@@ -198,7 +198,6 @@ impl Budget {
 
     /// The figures in words: one line for the limit, one for the buffer bound.
     pub fn lines(&self) -> Vec<String> {
-        let mib = |b: u64| format!("{:.1}MiB", b as f64 / (1 << 20) as f64);
         let mut out = Vec::new();
         match (self.limit, self.soft) {
             (Some(l), Some(s)) => out.push(format!(

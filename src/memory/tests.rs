@@ -164,7 +164,7 @@ fn the_buffer_is_derived_from_the_cgroup_limit() {
     assert_eq!(b.buffer_from, "derived");
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     let text = b.lines().join("\n");
-    assert!(text.contains("80% of the cgroup limit 1GiB"), "{text}");
+    assert!(text.contains("80% of the cgroup limit 1024.0MiB"), "{text}");
 }
 
 #[test]
