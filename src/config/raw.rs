@@ -82,10 +82,15 @@ pub struct Processors {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryLimiter {
+    /// How often resident memory is read (casefile's default 100ms).
     pub check_interval: Option<GoDuration>,
+    /// The whole-process limit on resident memory, in MiB.
     pub limit_mib: u64,
+    /// Room below the limit, in MiB: the soft level is `limit - spike`.
     pub spike_limit_mib: u64,
+    /// The limit as a percentage of the cgroup limit (else of the host's memory).
     pub limit_percentage: u32,
+    /// The spike as a percentage of the same.
     pub spike_limit_percentage: u32,
 }
 

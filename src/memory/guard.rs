@@ -33,7 +33,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct State {
+    /// A [`Level`] as its number.
     level: AtomicU8,
+    /// The last reading, in bytes.
     rss: AtomicU64,
     /// Requests refused for memory since the last log line.
     refused: AtomicU64,
@@ -75,11 +77,15 @@ impl MemoryGuard {
 
 /// What the guard task works from.
 pub struct Watch {
+    /// Where the level is published for the receivers.
     pub guard: MemoryGuard,
     pub rss: Rss,
+    /// Resident bytes past which new data is refused.
     pub limit: u64,
+    /// Resident bytes past which traces are decided early.
     pub soft: u64,
     pub check_interval: Duration,
+    /// Told to decide early past the soft level.
     pub buffer: Arc<Buffer>,
 }
 

@@ -13,7 +13,9 @@ const UNLIMITED_FROM: u64 = 1 << 60;
 /// Where the kernel's files are: `/proc` and `/sys/fs/cgroup` on a real system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
+    /// `/proc`: `self/cgroup`, `self/statm`, `self/auxv`, `meminfo`.
     pub proc_dir: PathBuf,
+    /// `/sys/fs/cgroup`: v2 files at the top, v1 under `memory/`.
     pub cgroup_dir: PathBuf,
 }
 
@@ -30,6 +32,7 @@ impl Host {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
     pub bytes: u64,
+    /// The file that says so, for messages.
     pub file: PathBuf,
 }
 
@@ -136,6 +139,7 @@ pub fn host_total(host: &Host) -> Result<u64, MemoryError> {
 #[derive(Debug, Clone)]
 pub struct Rss {
     statm: PathBuf,
+    /// statm counts pages; read once from the auxiliary vector.
     page_size: u64,
 }
 

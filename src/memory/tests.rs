@@ -165,6 +165,12 @@ fn the_buffer_is_derived_from_the_cgroup_limit() {
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     let text = b.lines().join("\n");
     assert!(text.contains("80% of the cgroup limit 1024.0MiB"), "{text}");
+    // `casefile check` shows the same figures.
+    let summary = c.summary_with(&b).join("\n");
+    assert!(
+        summary.contains(&text) && summary.contains("buffer bound:"),
+        "{summary}"
+    );
 }
 
 #[test]
