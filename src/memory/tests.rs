@@ -257,3 +257,29 @@ fn memory_limiter_mistakes_are_problems() {
         );
     }
 }
+
+/// What the shipped configs' comments promise: the pod limits they name fit their bounds.
+#[test]
+fn shipped_configs_fit_the_pod_limits_their_comments_name() {
+    for (file, pod_limit) in [
+        ("config/sidecar.yaml", 384u64 << 20),
+        ("config/gateway.yaml", 13u64 << 30),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let c = config::load_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let d = tempfile::tempdir().unwrap();
+        let h = host(&d);
+        write(&h.proc_dir, "self/cgroup", "0::/\n");
+        write(&h.cgroup_dir, "memory.max", &pod_limit.to_string());
+        let b = Budget::resolve(&c, &h);
+        assert_eq!(b.buffer_from, "set", "{file}");
+        assert!(b.warnings.is_empty(), "{file}: {:?}", b.warnings);
+        let smaller = pod_limit / 100 * 85;
+        write(&h.cgroup_dir, "memory.max", &smaller.to_string());
+        let b = Budget::resolve(&c, &h);
+        assert!(
+            !b.warnings.is_empty(),
+            "{file}: a smaller pod is warned about"
+        );
+    }
+}
