@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::buffer::{Buffer, BufferCfg};
 use crate::config::{Config, Problem, ServerTlsCfg};
 use crate::export::{ExportError, Exporters};
+use crate::memory::{self, Budget, Host, MemoryGuard};
 use crate::policy::Policies;
 use crate::receiver::Intake;
 use crate::reload::certs::{self, Certs};
@@ -63,6 +64,10 @@ pub struct Daemon {
     pub(crate) certs: Certs,
     /// The support settings in force, to name what a reload changed.
     pub(crate) support: parking_lot::Mutex<crate::config::SupportCfg>,
+    /// The memory figures it runs with.
+    pub budget: Budget,
+    /// Its memory level, as the receivers see it.
+    pub memory: MemoryGuard,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -97,6 +102,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 impl Daemon {
     /// Binds every endpoint of `config` and starts all stages.
     pub async fn start(config: Config) -> Result<Daemon, RunError> {
+        Daemon::start_on(config, Host::system()).await
+    }
+
+    /// Same, reading the cgroup limit and resident memory under `host` (tests point it at
+    /// a fake tree).
+    pub async fn start_on(config: Config, host: Host) -> Result<Daemon, RunError> {
         let metrics = telemetry::metrics_handle();
         // Certificate files are read before anything starts, so a bad one starts nothing.
         let grpc_tls = server_tls(
@@ -127,8 +138,16 @@ impl Daemon {
             config.tail_sampling.sample_on_first_match,
         )
         .map_err(RunError::Policies)?;
+        let budget = Budget::resolve(&config, &host);
+        for line in budget.lines() {
+            tracing::info!("{line}");
+        }
+        for w in &budget.warnings {
+            tracing::warn!("memory: {w}");
+        }
         let hooks = Hooks::from_config(&config.support);
-        let buffer = Buffer::new(BufferCfg::from_config(&config.tail_sampling), policies);
+        let buffer_cfg = BufferCfg::from_config(&config.tail_sampling, budget.max_buffer_bytes);
+        let buffer = Buffer::new(buffer_cfg, policies);
         let buffer = Arc::new(buffer.with_hooks(hooks));
         let store = support::open_store(&config.support.complaints)?;
         let desk = Arc::new(Desk::new(
@@ -147,12 +166,26 @@ impl Daemon {
         let (stop, stop_rx) = watch::channel(false);
 
         // Receivers refuse while the exporters are behind or kept spans pile up.
-        let outbox_limit = (config.tail_sampling.max_buffer_bytes / 4).max(16 << 20);
+        let outbox_limit = budget.outbox_bytes;
         let backpressure: receiver::Backpressure = {
             let (b, e) = (Arc::clone(&buffer), exporters.clone());
             Arc::new(move || e.saturated() || b.outbox_bytes() > outbox_limit)
         };
-        let intake = Intake::new(Arc::clone(&buffer), backpressure).with_storage(storage.clone());
+        let guard = MemoryGuard::default();
+        let intake = Intake::new(Arc::clone(&buffer), backpressure)
+            .with_storage(storage.clone())
+            .with_memory(guard.clone());
+        if let (Some(limit), Some(soft)) = (budget.limit, budget.soft) {
+            let watch = memory::guard::Watch {
+                guard: guard.clone(),
+                rss: memory::Rss::new(&host),
+                limit,
+                soft,
+                check_interval: budget.check_interval,
+                buffer: Arc::clone(&buffer),
+            };
+            tokio::spawn(memory::guard::run(watch, stop_rx.clone()));
+        }
 
         let mut receivers: Vec<JoinHandle<()>> = Vec::new();
         let mut grpc_addr = None;
@@ -258,6 +291,8 @@ impl Daemon {
                 clients: exporters_tls,
             },
             support: parking_lot::Mutex::new(config.support.clone()),
+            budget,
+            memory: guard,
             stop,
             task,
         })

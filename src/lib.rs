@@ -6,7 +6,8 @@
 //! `config` reads the YAML, `daemon` wires the stages, `api` serves health and metrics,
 //! `tls` puts receivers, API and exporters behind TLS; `storage` is the write-ahead log
 //! between the receivers and the buffer when `storage.dir` is set; `reload` applies a new
-//! config and rotated certificates to the running daemon.
+//! config and rotated certificates to the running daemon; `memory` resolves the memory
+//! budget and guards it (receivers refuse past the limit).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod decider;
 pub mod export;
 pub mod fixture;
+pub mod memory;
 pub mod model;
 pub mod policy;
 pub mod receiver;

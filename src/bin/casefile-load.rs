@@ -39,7 +39,7 @@ struct Args {
     /// Spans per trace (0 = the realistic 5–20 mix).
     #[arg(long, default_value_t = 10)]
     spans_per_trace: usize,
-    /// How long to send (at most 120 s).
+    /// How long to send (at most 1800 s).
     #[arg(long, default_value = "20")]
     seconds: u64,
     /// Stop after this many requests in all (a bound, whatever the time).
@@ -54,6 +54,10 @@ struct Args {
     /// Mixed into every trace id, so runs with different values send different traces.
     #[arg(long, default_value_t = 0)]
     id_salt: u16,
+    /// Spans a second to offer in all, spread over the connections (0 = as fast as the
+    /// target answers). A connection that falls behind sends at once, without sleeping.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 #[derive(Default)]
@@ -161,7 +165,10 @@ async fn main() {
     let refused = Arc::new(AtomicU64::new(0));
     let sent_requests = Arc::new(AtomicU64::new(0));
     let requests = Arc::new(requests);
-    let deadline = Instant::now() + Duration::from_secs(args.seconds.min(120));
+    let refused_requests = Arc::new(AtomicU64::new(0));
+    let failed_requests = Arc::new(AtomicU64::new(0));
+    let accepted_requests = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds.min(1800));
     let start = Instant::now();
     let mut tasks = Vec::new();
     let expected = Arc::new(Mutex::new(Vec::<([u8; 16], u32, bool)>::new()));
@@ -177,6 +184,14 @@ async fn main() {
         );
         let max_requests = args.max_requests;
         let args_salt = args.id_salt;
+        let (refused_requests, failed_requests, accepted_requests) = (
+            Arc::clone(&refused_requests),
+            Arc::clone(&failed_requests),
+            Arc::clone(&accepted_requests),
+        );
+        // Seconds between this connection's requests at the asked rate.
+        let per_conn = args.rate as f64 / args.connections.max(1) as f64;
+        let pace = (args.rate > 0).then(|| args.spans_per_request as f64 / per_conn);
         tasks.push(tokio::spawn(async move {
             let channel = tonic::transport::Channel::from_shared(format!("http://{target}"))
                 .expect("target URL")
@@ -187,9 +202,16 @@ async fn main() {
                 .send_compressed(tonic::codec::CompressionEncoding::Gzip);
             let mut round: u32 = 0;
             let mut i = c;
+            let mut sent_here: u32 = 0;
+            let began = tokio::time::Instant::now();
             while Instant::now() < deadline
                 && sent_requests.fetch_add(1, Ordering::Relaxed) < max_requests
             {
+                if let Some(p) = pace {
+                    let at = began + Duration::from_secs_f64(p * sent_here as f64);
+                    tokio::time::sleep_until(at).await;
+                    sent_here += 1;
+                }
                 let (bytes, traces) = &requests[i % requests.len()];
                 // Fresh ids each round: XOR the high bytes of every trace id in the encoded bytes.
                 let salt =
@@ -203,6 +225,7 @@ async fn main() {
                 let n: u64 = traces.iter().map(|t| t.spans.len() as u64).sum();
                 match raw_export(&mut client, req).await {
                     Ok(_) => {
+                        accepted_requests.fetch_add(1, Ordering::Relaxed);
                         sent_spans.fetch_add(n, Ordering::Relaxed);
                         let mut e = expected.lock();
                         for t in traces {
@@ -224,8 +247,20 @@ async fn main() {
                             e.push((id, t.spans.len() as u32, keep));
                         }
                     }
-                    Err(_) => {
+                    Err(status) => {
                         refused.fetch_add(n, Ordering::Relaxed);
+                        // The OTLP throttling codes in an answer from the target (a
+                        // transport failure has no response headers).
+                        let throttled = matches!(
+                            status.code(),
+                            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                        ) && !status.metadata().is_empty();
+                        let counter = if throttled {
+                            &refused_requests
+                        } else {
+                            &failed_requests
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 i += args_step();
@@ -269,6 +304,9 @@ async fn main() {
         "accepted_spans": sent,
         "accepted_spans_per_sec": sent as f64 / elapsed.as_secs_f64(),
         "refused_spans": refused.load(Ordering::Relaxed),
+        "accepted_requests": accepted_requests.load(Ordering::Relaxed),
+        "refused_requests": refused_requests.load(Ordering::Relaxed),
+        "failed_requests": failed_requests.load(Ordering::Relaxed),
         "downstream_spans": sink.spans.load(Ordering::Relaxed),
         "downstream_traces": got.len(),
         "expected_traces": check.len(),

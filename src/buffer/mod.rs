@@ -42,12 +42,13 @@ pub struct BufferCfg {
 }
 
 impl BufferCfg {
-    pub fn from_config(c: &crate::config::TailSamplingCfg) -> BufferCfg {
+    /// `max_bytes` is the resolved byte bound (`crate::memory::Budget::max_buffer_bytes`).
+    pub fn from_config(c: &crate::config::TailSamplingCfg, max_bytes: usize) -> BufferCfg {
         BufferCfg {
             decision_wait: c.decision_wait,
             decision_wait_after_root_received: c.decision_wait_after_root_received,
             num_traces: c.num_traces,
-            max_bytes: c.max_buffer_bytes,
+            max_bytes,
             sampled_cache_size: c.sampled_cache_size,
             non_sampled_cache_size: c.non_sampled_cache_size,
             num_shards: c.num_shards,
@@ -69,15 +70,18 @@ pub enum Trigger {
     TraceSize,
     /// Shutdown.
     Shutdown,
+    /// Resident memory passed the soft level and it was the oldest.
+    Memory,
 }
 
 impl Trigger {
-    const ALL: [Trigger; 5] = [
+    const ALL: [Trigger; 6] = [
         Trigger::Deadline,
         Trigger::NumTraces,
         Trigger::Bytes,
         Trigger::TraceSize,
         Trigger::Shutdown,
+        Trigger::Memory,
     ];
 
     fn label(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Trigger {
             Trigger::Bytes => "bytes",
             Trigger::TraceSize => "trace_size",
             Trigger::Shutdown => "shutdown",
+            Trigger::Memory => "memory",
         }
     }
 }
@@ -111,7 +116,7 @@ struct Kept {
     /// Decision delays past the deadline (seconds) and decisions by trigger and outcome:
     /// recorded once the lock is released, a handful of metric calls per batch.
     delays: Vec<f64>,
-    decisions: [[u64; 2]; 5],
+    decisions: [[u64; 2]; 6],
     /// For the decision log, when there is one.
     decided: Vec<Decided>,
 }
@@ -140,6 +145,9 @@ pub struct Buffer {
     outbox_bytes: AtomicUsize,
     held_bytes: AtomicUsize,
     held_traces: AtomicUsize,
+    /// A lower byte bound set by the memory guard while resident memory is past its soft
+    /// level (`usize::MAX` otherwise); traces past it are decided early, trigger `memory`.
+    memory_cap: AtomicUsize,
     /// The support layer's hooks (index, rescue buffer, complaint marks).
     hooks: Hooks,
     /// Where decisions are made durable (the write-ahead log), if anywhere.
@@ -165,6 +173,7 @@ impl Buffer {
             outbox_bytes: AtomicUsize::new(0),
             held_bytes: AtomicUsize::new(0),
             held_traces: AtomicUsize::new(0),
+            memory_cap: AtomicUsize::new(usize::MAX),
             hooks: Hooks::default(),
             journal: OnceLock::new(),
             presets: Mutex::new(HashMap::new()),
@@ -203,6 +212,43 @@ impl Buffer {
         self.outbox_bytes.load(Ordering::Relaxed)
     }
 
+    /// Sets (or with `None` lifts) the memory guard's lower byte bound.
+    pub fn set_memory_cap(&self, cap: Option<usize>) {
+        self.memory_cap
+            .store(cap.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// Decides the oldest traces of every shard until each is under the memory cap.
+    /// Returns how many were decided.
+    pub fn relieve(&self, now: Instant) -> usize {
+        let cap = self.memory_cap.load(Ordering::Relaxed);
+        if cap == usize::MAX {
+            return 0;
+        }
+        let per_shard = cap.div_ceil(self.shards.len());
+        let mut decided = 0;
+        for m in self.shards.iter() {
+            let mut kept = Kept::default();
+            let mut shard = m.lock();
+            let before = (shard.traces.len(), shard.bytes);
+            while shard.bytes > per_shard {
+                let Some(id) = shard.oldest() else { break };
+                self.decide_locked(&mut shard, &id, now, Trigger::Memory, &mut kept);
+                decided += 1;
+            }
+            self.account(before, (shard.traces.len(), shard.bytes));
+            drop(shard);
+            self.push_outbox(kept);
+        }
+        if decided > 0 {
+            metrics::counter!(
+                "casefile_processor_tail_sampling_sampling_traces_decided_early_total"
+            )
+            .increment(decided as u64);
+        }
+        decided
+    }
+
     /// Adds spans. Spans of traces already decided follow the cached decision.
     pub fn ingest(&self, spans: Vec<Span>, now: Instant) -> Ingested {
         let mut stats = Ingested {
@@ -219,7 +265,7 @@ impl Buffer {
         // their length, and whether the trace carries an indexed value.
         let mut runs: Vec<Vec<(usize, bool)>> = Vec::with_capacity(buckets.len());
         for bucket in &mut buckets {
-            bucket.sort_by(|a, b| a.trace_id().cmp(&b.trace_id()));
+            bucket.sort_by_key(|s| s.trace_id());
             runs.push(run_lengths(bucket));
         }
         if let Some(index) = &self.hooks.index {
@@ -236,7 +282,9 @@ impl Buffer {
             index.add(pairs);
         }
         let per_shard_traces = self.cfg.num_traces.div_ceil(self.shards.len()).max(1);
+        let cap = self.memory_cap.load(Ordering::Relaxed);
         let per_shard_bytes = self.cfg.max_bytes.div_ceil(self.shards.len()).max(1);
+        let per_shard_cap = cap.div_ceil(self.shards.len()).clamp(1, per_shard_bytes);
         let mut kept = Kept::default();
         for (i, (bucket, runs)) in buckets.into_iter().zip(runs).enumerate() {
             if bucket.is_empty() {
@@ -275,11 +323,13 @@ impl Buffer {
             for id in too_large {
                 self.decide_locked(&mut shard, &id, now, Trigger::TraceSize, &mut kept);
             }
-            while shard.traces.len() > per_shard_traces || shard.bytes > per_shard_bytes {
+            while shard.traces.len() > per_shard_traces || shard.bytes > per_shard_cap {
                 let trigger = if shard.traces.len() > per_shard_traces {
                     Trigger::NumTraces
-                } else {
+                } else if shard.bytes > per_shard_bytes {
                     Trigger::Bytes
+                } else {
+                    Trigger::Memory
                 };
                 let Some(id) = shard.oldest() else { break };
                 self.decide_locked(&mut shard, &id, now, trigger, &mut kept);
@@ -462,7 +512,7 @@ fn run_lengths(spans: &[Span]) -> Vec<(usize, bool)> {
     runs
 }
 
-fn record_decisions(delays: &[f64], decisions: &[[u64; 2]; 5]) {
+fn record_decisions(delays: &[f64], decisions: &[[u64; 2]; 6]) {
     if !delays.is_empty() {
         let h =
             metrics::histogram!("casefile_processor_tail_sampling_sampling_decision_delay_seconds");

@@ -244,3 +244,40 @@ async fn pending_traces_hold_no_spare_capacity() {
     let want: Vec<&str> = all.iter().map(Span::name).collect();
     assert_eq!(names, want, "spans of a trace keep their order");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_memory_cap_decides_the_oldest_early_and_lifting_it_stops_that() {
+    let b = Buffer::new(cfg(), policies());
+    let mut g = Gen::new(9);
+    let traces: Vec<_> = (0..40).map(|_| g.trace(Shape::ERROR, 5)).collect();
+    for t in &traces {
+        b.ingest(spans(t), Instant::now());
+    }
+    let held = b.held_bytes();
+    assert_eq!(b.relieve(Instant::now()), 0, "no cap, nothing to relieve");
+    b.set_memory_cap(Some(held / 2));
+    let decided = b.relieve(Instant::now());
+    assert!(
+        decided > 0 && b.held_bytes() <= held / 2,
+        "{decided} {}",
+        b.held_bytes()
+    );
+    // Decided early, not dropped: the kept traces are in the outbox, whole.
+    let out = b.take_outbox();
+    assert_eq!(out.traces, decided);
+    assert_eq!(out.spans.len(), decided * 5);
+    // Ingest keeps to the cap too.
+    let more = g.trace(Shape::ERROR, 5);
+    b.ingest(spans(&more), Instant::now());
+    assert!(b.held_bytes() <= held / 2 + 4096);
+    b.set_memory_cap(None);
+    let before = b.held_traces();
+    for _ in 0..5 {
+        b.ingest(spans(&g.trace(Shape::ERROR, 5)), Instant::now());
+    }
+    assert_eq!(
+        b.held_traces(),
+        before + 5,
+        "without the cap nothing is decided early"
+    );
+}

@@ -72,7 +72,13 @@ impl Reader {
             .read_or_default::<raw::Receivers>(&mut root, "receivers")
             .map(|r| self.receivers(r));
         let processors = self.read_or_default::<raw::Processors>(&mut root, "processors");
-        let tail_sampling = processors.and_then(|p| self.tail_sampling(p.tail_sampling));
+        let (tail_sampling, memory_limiter) = match processors {
+            Some(p) => (
+                self.tail_sampling(p.tail_sampling),
+                self.memory_limiter(p.memory_limiter),
+            ),
+            None => (None, None),
+        };
         let exporters = self.exporters(root.remove("exporters"));
         let support = self
             .read_or_default::<raw::Support>(&mut root, "support")
@@ -112,6 +118,7 @@ impl Reader {
             source: source.to_owned(),
             receivers: receivers??,
             tail_sampling: tail_sampling?,
+            memory_limiter: memory_limiter?,
             exporters: exporters?,
             support,
             logging: logging?,
@@ -219,7 +226,7 @@ impl Reader {
         if t.num_traces == 0 {
             self.problem(format!("{P}.num_traces"), "must be at least 1");
         }
-        if t.max_buffer_bytes.0 < 1 << 20 {
+        if t.max_buffer_bytes.is_some_and(|b| b.0 < 1 << 20) {
             self.problem(format!("{P}.max_buffer_bytes"), "must be at least 1MiB");
         }
         if !(1..=1024).contains(&t.num_shards) {
@@ -239,10 +246,65 @@ impl Reader {
             drop_pending_traces_on_shutdown: t.drop_pending_traces_on_shutdown,
             maximum_trace_size_bytes: Some(t.maximum_trace_size_bytes.0 as usize)
                 .filter(|n| *n > 0),
-            max_buffer_bytes: t.max_buffer_bytes.0 as usize,
+            max_buffer_bytes: t.max_buffer_bytes.map(|b| b.0 as usize),
             num_shards: t.num_shards,
             policies,
         })
+    }
+
+    fn memory_limiter(&mut self, value: Option<Value>) -> Option<MemoryLimiterCfg> {
+        const P: &str = "processors.memory_limiter";
+        let m: raw::MemoryLimiter = match value {
+            None | Some(Value::Null) => return Some(MemoryLimiterCfg::default()),
+            Some(v) => self.read(v, P)?,
+        };
+        let amount = |mib: u64, pct: u32| match (mib, pct) {
+            (0, 0) => MemoryAmount::Unset,
+            (0, p) => MemoryAmount::Percent(p),
+            (m, _) => MemoryAmount::Bytes(m << 20),
+        };
+        let cfg = MemoryLimiterCfg {
+            check_interval: m
+                .check_interval
+                .map_or(MemoryLimiterCfg::default().check_interval, |d| d.0),
+            limit: amount(m.limit_mib, m.limit_percentage),
+            spike: amount(m.spike_limit_mib, m.spike_limit_percentage),
+        };
+        if cfg.check_interval.is_zero() {
+            self.problem(format!("{P}.check_interval"), "must be more than 0");
+        }
+        if m.limit_mib > 0 && m.limit_percentage > 0 {
+            self.problem(
+                format!("{P}.limit_percentage"),
+                "set limit_mib or limit_percentage, not both",
+            );
+        }
+        if m.spike_limit_mib > 0 && m.spike_limit_percentage > 0 {
+            self.problem(
+                format!("{P}.spike_limit_percentage"),
+                "set spike_limit_mib or spike_limit_percentage, not both",
+            );
+        }
+        for (key, pct) in [
+            ("limit_percentage", m.limit_percentage),
+            ("spike_limit_percentage", m.spike_limit_percentage),
+        ] {
+            if pct > 100 {
+                self.problem(format!("{P}.{key}"), "must be between 0 and 100");
+            }
+        }
+        match (cfg.limit, cfg.spike) {
+            (MemoryAmount::Bytes(l), MemoryAmount::Bytes(s)) if s >= l => self.problem(
+                format!("{P}.spike_limit_mib"),
+                "must be less than limit_mib",
+            ),
+            (MemoryAmount::Percent(l), MemoryAmount::Percent(s)) if s >= l => self.problem(
+                format!("{P}.spike_limit_percentage"),
+                "must be less than limit_percentage",
+            ),
+            _ => {}
+        }
+        Some(cfg)
     }
 
     fn exporters(&mut self, value: Option<Value>) -> Option<Vec<(String, ExporterCfg)>> {

@@ -135,9 +135,42 @@ pub struct TailSamplingCfg {
     pub sample_on_first_match: bool,
     pub drop_pending_traces_on_shutdown: bool,
     pub maximum_trace_size_bytes: Option<usize>,
-    pub max_buffer_bytes: usize,
+    /// None: derived from the memory budget (see `crate::memory::Budget`).
+    pub max_buffer_bytes: Option<usize>,
     pub num_shards: usize,
     pub policies: Vec<PolicyCfg>,
+}
+
+/// An amount of memory as the Collector's memory_limiter states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryAmount {
+    #[default]
+    Unset,
+    Bytes(u64),
+    /// Percent of the memory available: the cgroup limit, or the host's memory.
+    Percent(u32),
+}
+
+/// `processors.memory_limiter`, validated. How the figures are derived from it and from
+/// the cgroup limit is `crate::memory::Budget`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimiterCfg {
+    /// How often resident memory is sampled.
+    pub check_interval: Duration,
+    /// The whole-process limit on resident memory: past it new data is refused.
+    pub limit: MemoryAmount,
+    /// Room kept below the limit: past `limit - spike` traces are decided early.
+    pub spike: MemoryAmount,
+}
+
+impl Default for MemoryLimiterCfg {
+    fn default() -> Self {
+        MemoryLimiterCfg {
+            check_interval: Duration::from_millis(100),
+            limit: MemoryAmount::Unset,
+            spike: MemoryAmount::Unset,
+        }
+    }
 }
 
 /// `support.api`.
@@ -258,6 +291,7 @@ pub struct Config {
     pub source: String,
     pub receivers: ReceiversCfg,
     pub tail_sampling: TailSamplingCfg,
+    pub memory_limiter: MemoryLimiterCfg,
     /// `exporters.<type>[/<name>]` in file order; every one gets every kept trace.
     pub exporters: Vec<(String, ExporterCfg)>,
     pub support: SupportCfg,

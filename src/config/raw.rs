@@ -73,6 +73,25 @@ pub struct ServerTls {
 #[serde(deny_unknown_fields)]
 pub struct Processors {
     pub tail_sampling: Option<serde_yaml_ng::Value>,
+    /// Read on its own, so a bad key here does not hide the problems of `tail_sampling`.
+    pub memory_limiter: Option<serde_yaml_ng::Value>,
+}
+
+/// `processors.memory_limiter:`: the whole-process memory budget, with the Collector's
+/// memory_limiter key names (0 = unset, as there).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryLimiter {
+    /// How often resident memory is read (casefile's default 100ms).
+    pub check_interval: Option<GoDuration>,
+    /// The whole-process limit on resident memory, in MiB.
+    pub limit_mib: u64,
+    /// Room below the limit, in MiB: the soft level is `limit - spike`.
+    pub spike_limit_mib: u64,
+    /// The limit as a percentage of the cgroup limit (else of the host's memory).
+    pub limit_percentage: u32,
+    /// The spike as a percentage of the same.
+    pub spike_limit_percentage: u32,
 }
 
 /// `processors.tail_sampling:` without its policies (each policy is read on its own, so
@@ -90,8 +109,8 @@ pub struct TailSampling {
     pub drop_pending_traces_on_shutdown: bool,
     /// 0 = no limit.
     pub maximum_trace_size_bytes: ByteSize,
-    /// casefile's byte bound on pending spans.
-    pub max_buffer_bytes: ByteSize,
+    /// casefile's byte bound on pending spans; unset = derived from the memory budget.
+    pub max_buffer_bytes: Option<ByteSize>,
     pub num_shards: usize,
     /// Accepted for compatibility: casefile never drops a trace unseen, so it never blocks
     /// for that reason; it decides the oldest traces early instead.
@@ -110,7 +129,7 @@ impl Default for TailSampling {
             sample_on_first_match: false,
             drop_pending_traces_on_shutdown: false,
             maximum_trace_size_bytes: ByteSize(0),
-            max_buffer_bytes: ByteSize(512 << 20),
+            max_buffer_bytes: None,
             num_shards: 16,
             block_on_overflow: false,
             policies: Vec::new(),

@@ -3,6 +3,7 @@
 use super::size::ByteSize;
 use super::{Config, LogFormat, ServerTlsCfg};
 use crate::export::config::ExporterCfg;
+use crate::memory::{Budget, Host};
 
 /// `, TLS` / `, mTLS` after a receiver's settings.
 fn tls_note(tls: Option<&ServerTlsCfg>) -> &'static str {
@@ -18,8 +19,14 @@ fn secs(d: std::time::Duration) -> String {
 }
 
 impl Config {
-    /// One line per area: receivers, buffer, exporters, support API, logging.
+    /// One line per area: receivers, buffer, memory, exporters, support API, logging; the
+    /// memory figures as this machine's cgroup makes them.
     pub fn summary(&self) -> Vec<String> {
+        self.summary_with(&Budget::resolve(self, &Host::system()))
+    }
+
+    /// Same, with the memory figures of `budget`.
+    pub fn summary_with(&self, budget: &Budget) -> Vec<String> {
         let mut out = Vec::new();
         let r = &self.receivers;
         let mut recv = Vec::new();
@@ -46,11 +53,17 @@ impl Config {
             .map(|d| format!(", {} after the root span", secs(d)))
             .unwrap_or_default();
         out.push(format!(
-            "decisions: {} after a trace's first span{after_root}; at most {} traces and {} pending (then the oldest are decided early)",
+            "decisions: {} after a trace's first span{after_root}; at most {} traces and the buffer bound below pending (then the oldest are decided early)",
             secs(t.decision_wait),
             t.num_traces,
-            ByteSize(t.max_buffer_bytes as u64)
         ));
+        out.extend(budget.lines());
+        out.extend(
+            budget
+                .warnings
+                .iter()
+                .map(|w| format!("memory warning: {w}")),
+        );
         out.push(format!(
             "decision cache: {} kept and {} dropped trace ids; sample_on_first_match: {}; on shutdown pending traces are {}",
             t.sampled_cache_size,

@@ -62,7 +62,7 @@ fn defaults_are_the_documented_ones() {
         (100_000, 500_000),
         "decision cache on by default"
     );
-    assert_eq!(t.max_buffer_bytes, 512 << 20);
+    assert_eq!(t.max_buffer_bytes, None, "derived from the memory budget");
     assert_eq!(t.decision_wait_after_root_received, None);
     assert_eq!(t.maximum_trace_size_bytes, None);
     let g = c.receivers.grpc.unwrap();

@@ -89,11 +89,31 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
 
 /// The one place intake errors become gRPC statuses.
 fn status_of(e: &IntakeError) -> Status {
-    match e {
-        IntakeError::Malformed(_) | IntakeError::Json(_) => Status::invalid_argument(e.to_string()),
-        // UNAVAILABLE is always retried by OTLP clients; RESOURCE_EXHAUSTED only with RetryInfo.
-        IntakeError::Busy | IntakeError::Storage(_) => Status::unavailable(e.to_string()),
+    if e.is_throttling() {
+        // UNAVAILABLE is always retried by OTLP clients (RESOURCE_EXHAUSTED only with
+        // RetryInfo); the RetryInfo says when.
+        return Status::with_details(Code::Unavailable, e.to_string(), retry_info(1));
     }
+    Status::invalid_argument(e.to_string())
+}
+
+/// A `google.rpc.Status` detail carrying `RetryInfo { retry_delay: seconds }` (the
+/// `grpc-status-details-bin` payload; its code is UNAVAILABLE).
+fn retry_info(seconds: u64) -> Bytes {
+    use crate::wire::{put_key, put_len, put_varint, VARINT};
+    let mut duration = Vec::new();
+    put_key(&mut duration, 1, VARINT);
+    put_varint(&mut duration, seconds);
+    let mut info = Vec::new();
+    put_len(&mut info, 1, &duration);
+    let mut any = Vec::new();
+    put_len(&mut any, 1, b"type.googleapis.com/google.rpc.RetryInfo");
+    put_len(&mut any, 2, &info);
+    let mut status = Vec::new();
+    put_key(&mut status, 1, VARINT);
+    put_varint(&mut status, Code::Unavailable as u64);
+    put_len(&mut status, 3, &any);
+    Bytes::from(status)
 }
 
 impl<B> tower::Service<http::Request<B>> for TraceService
@@ -118,6 +138,10 @@ where
                 )
                 .into_http())
             });
+        }
+        // Over the memory limit the request body is not even read.
+        if let Err(e) = self.intake.check_early("grpc", false) {
+            return Box::pin(async move { Ok(status_of(&e).into_http()) });
         }
         let svc = ExportSvc(self.intake.clone());
         let max = self.max_message_size;

@@ -15,7 +15,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use super::{encode_response, Intake, IntakeError};
+use super::{encode_response, Intake};
 use crate::tls::TlsListener;
 use crate::wire::{put_key, put_len, put_varint, VARINT};
 
@@ -71,8 +71,8 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
             return error(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg);
         }
     };
-    if st.intake.busy() {
-        return refuse_busy(format, &IntakeError::Busy.to_string());
+    if let Err(e) = st.intake.check_early("http", true) {
+        return throttle(format, &e.to_string());
     }
     let bytes = match to_bytes(body, st.max_body).await {
         Ok(b) => b,
@@ -106,13 +106,13 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
             };
             ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
-        Err(IntakeError::Busy) => refuse_busy(format, &IntakeError::Busy.to_string()),
-        Err(e @ IntakeError::Storage(_)) => refuse_busy(format, &e.to_string()),
+        Err(e) if e.is_throttling() => throttle(format, &e.to_string()),
         Err(e) => error(format, StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
-fn refuse_busy(format: Format, message: &str) -> Response {
+/// 503 + Retry-After: OTLP/HTTP clients retry it.
+fn throttle(format: Format, message: &str) -> Response {
     let mut r = error(format, StatusCode::SERVICE_UNAVAILABLE, message);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

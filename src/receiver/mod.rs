@@ -11,6 +11,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::buffer::Buffer;
+use crate::memory::MemoryGuard;
 use crate::storage::Storage;
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
@@ -26,8 +27,38 @@ pub enum IntakeError {
     Json(#[from] crate::wire::json::JsonError),
     #[error("casefile is at capacity (the exporters are behind); retry later")]
     Busy,
+    #[error("casefile is over its memory limit; retry later")]
+    Memory,
     #[error("casefile cannot write its write-ahead log; retry later")]
     Storage(#[from] crate::storage::WalError),
+}
+
+impl IntakeError {
+    /// The `reason` label of the refusal counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IntakeError::Malformed(_) | IntakeError::Json(_) => "malformed",
+            IntakeError::Busy => "busy",
+            IntakeError::Memory => "memory",
+            IntakeError::Storage(_) => "storage",
+        }
+    }
+
+    /// A throttling refusal: the client should retry the same data later.
+    pub fn is_throttling(&self) -> bool {
+        matches!(
+            self,
+            IntakeError::Busy | IntakeError::Memory | IntakeError::Storage(_)
+        )
+    }
+}
+
+/// Counts a refused request (and its spans, when the body was decoded).
+fn count_refused(transport: &'static str, reason: &'static str, spans: Option<usize>) {
+    metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => reason).increment(1);
+    if let Some(n) = spans {
+        metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => reason).increment(n as u64);
+    }
 }
 
 /// What was accepted from one request.
@@ -50,6 +81,8 @@ pub struct Intake {
     /// With `storage.dir`: accepted spans are appended here before they are buffered
     /// (and so before the success answer).
     storage: Option<Arc<Storage>>,
+    /// Past the memory limit every request is refused (`reason="memory"`).
+    memory: MemoryGuard,
 }
 
 impl Intake {
@@ -58,6 +91,46 @@ impl Intake {
             buffer,
             backpressure,
             storage: None,
+            memory: MemoryGuard::default(),
+        }
+    }
+
+    /// Refuses new data while `guard` says memory is over the limit.
+    pub fn with_memory(mut self, guard: MemoryGuard) -> Intake {
+        self.memory = guard;
+        self
+    }
+
+    /// Why new data must be refused now, if it must: memory first, then backpressure.
+    fn refusal(&self) -> Option<IntakeError> {
+        if self.memory.over_limit() {
+            self.memory.refused();
+            Some(IntakeError::Memory)
+        } else if self.busy() {
+            Some(IntakeError::Busy)
+        } else {
+            None
+        }
+    }
+
+    /// Checked before a request body is read: refuses (and counts the request; its spans
+    /// are not known) while memory is over the limit, and with `busy` too while the
+    /// stages behind are full.
+    pub fn check_early(&self, transport: &'static str, busy: bool) -> Result<(), IntakeError> {
+        let refusal = if busy {
+            self.refusal()
+        } else if self.memory.over_limit() {
+            self.memory.refused();
+            Some(IntakeError::Memory)
+        } else {
+            None
+        };
+        match refusal {
+            Some(e) => {
+                count_refused(transport, e.reason(), None);
+                Err(e)
+            }
+            None => Ok(()),
         }
     }
 
@@ -74,12 +147,10 @@ impl Intake {
 
     /// Decodes an encoded ExportTraceServiceRequest and buffers its spans.
     pub fn accept(&self, request: &[u8], transport: &'static str) -> Result<Accepted, IntakeError> {
-        if self.busy() {
-            metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "busy").increment(1);
-            if let Ok(d) = decode_request(request) {
-                metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "busy").increment(d.spans.len() as u64);
-            }
-            return Err(IntakeError::Busy);
+        if let Some(e) = self.refusal() {
+            let spans = decode_request(request).ok().map(|d| d.spans.len());
+            count_refused(transport, e.reason(), spans);
+            return Err(e);
         }
         let decoded = match decode_request(request) {
             Ok(d) => d,
@@ -126,9 +197,9 @@ impl Intake {
         body: &[u8],
         transport: &'static str,
     ) -> Result<Accepted, IntakeError> {
-        if self.busy() {
-            metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "busy").increment(1);
-            return Err(IntakeError::Busy);
+        if let Some(e) = self.refusal() {
+            count_refused(transport, e.reason(), None);
+            return Err(e);
         }
         let proto = match crate::wire::json::request_from_json(body) {
             Ok(p) => p,

@@ -54,6 +54,11 @@ pub(super) fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
         a.drop_pending_traces_on_shutdown != b.drop_pending_traces_on_shutdown,
     );
 
+    check(
+        "processors.memory_limiter",
+        running.memory_limiter != new.memory_limiter,
+    );
+
     let (a, b) = (&running.support, &new.support);
     check("support.api.endpoint", a.api.endpoint != b.api.endpoint);
     // Certificate paths of the API apply live; serving TLS or not takes a restart.

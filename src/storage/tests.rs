@@ -175,7 +175,7 @@ fn restore_replays_spans_into_the_buffer_and_skips_a_damaged_tail() {
     let s = Storage::open(&cfg(dir.path(), 1 << 20), Duration::from_secs(1)).unwrap();
     let policies = crate::policy::Policies::build(&[], false).unwrap();
     let cfg = crate::config::embedded_default().tail_sampling;
-    let buffer = Buffer::new(BufferCfg::from_config(&cfg), policies);
+    let buffer = Buffer::new(BufferCfg::from_config(&cfg, 512 << 20), policies);
     let r = s.restore(&buffer);
     assert_eq!((r.segments, r.records, r.spans, r.damaged), (1, 2, 7, 1));
     assert_eq!(buffer.held_traces(), 2);
@@ -188,7 +188,7 @@ fn logged_buffer(s: &std::sync::Arc<Storage>, policies: &str) -> crate::buffer::
     let cfgs: Vec<crate::policy::PolicyCfg> = serde_yaml_ng::from_str(policies).unwrap();
     let policies = crate::policy::Policies::build(&cfgs, false).unwrap();
     let cfg = crate::config::embedded_default().tail_sampling;
-    let b = Buffer::new(BufferCfg::from_config(&cfg), policies);
+    let b = Buffer::new(BufferCfg::from_config(&cfg, 512 << 20), policies);
     b.set_decision_log(s.clone());
     b
 }

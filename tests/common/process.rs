@@ -105,14 +105,47 @@ impl Process {
         Some(rest.split(')').next()?.to_owned())
     }
 
+    /// The address a listener logged, from anywhere in the log (listeners start in any
+    /// order), waiting at most 20 s. Consumes nothing.
+    fn find_addr(&self, listener: &str) -> Option<String> {
+        self.log
+            .lock()
+            .iter()
+            .find_map(|l| Self::addr_in(l, listener))
+    }
+
     pub fn wait_addr(&mut self, listener: &str) -> String {
-        let line = self.wait_line(listener, |l| Self::addr_in(l, listener).is_some());
-        Self::addr_in(&line, listener).unwrap()
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(a) = self.find_addr(listener) {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.give_up(listener)
     }
 
     pub async fn addr(&mut self, listener: &str) -> String {
-        let line = self.line(&format!("{listener} listening addr=Some(")).await;
-        Self::addr_in(&line, listener).unwrap()
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(a) = self.find_addr(listener) {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.give_up(listener)
+    }
+
+    /// Its resident memory, from /proc.
+    pub fn resident(&self) -> u64 {
+        let statm =
+            std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).unwrap_or_default();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 4096
     }
 
     pub fn signal(&self, sig: &str) {
