@@ -53,11 +53,39 @@ impl IntakeError {
     }
 }
 
-/// Counts a refused request (and its spans, when the body was decoded).
+/// Counts a refused request (and its spans, when the body was decoded); a refusal because
+/// the exporters are behind is also logged, at most once every 10 s with how many there
+/// were (memory refusals are logged by the guard, storage ones by the log).
 fn count_refused(transport: &'static str, reason: &'static str, spans: Option<usize>) {
     metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => reason).increment(1);
     if let Some(n) = spans {
         metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => reason).increment(n as u64);
+    }
+    if reason == "busy" {
+        busy_log();
+    }
+}
+
+fn busy_log() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let refused = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        SINCE.fetch_sub(refused, Ordering::Relaxed);
+        tracing::warn!(
+            refused_requests = refused,
+            "the exporters are behind (queue full or kept spans piling up): refusing new data with UNAVAILABLE / 503 + Retry-After until they catch up"
+        );
     }
 }
 
@@ -225,4 +253,45 @@ pub fn encode_response(a: &Accepted) -> Vec<u8> {
     let mut out = Vec::new();
     put_len(&mut out, 1, &partial);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn busy_refusals_are_logged_at_most_once_in_ten_seconds() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..5 {
+                super::count_refused("grpc", "busy", Some(3));
+            }
+            super::count_refused("grpc", "malformed", None);
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("refusing new data") && text.contains("refused_requests=1"),
+            "{text}"
+        );
+    }
 }
