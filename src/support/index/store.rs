@@ -1,0 +1,278 @@
+//! The index's memory: what [`super::Index`] holds under its lock. Fed keys at ingest (one
+//! [`Store::add`] per request) and summaries at decision time; read by lookups. Bounded
+//! by retention, a number of traces and a number of bytes, oldest out first.
+//!
+//! Layout, chosen so adding a trace touches as few cache lines as possible and allocates
+//! nothing but ring growth:
+//! - `entries`: one fixed-size [`Entry`] per trace in the order first seen (the order they
+//!   leave in); `seq` maps a trace id to its entry's sequence number.
+//! - `postings`: one [`Posting`] per (trace, key), in the order added; each links to the
+//!   previous posting of its key and of its trace, so a key's traces are a chain from
+//!   `heads[key]`, newest first, and a trace's keys a chain from its entry.
+//! - A posting leaves once its trace has left and every older posting has too; a lookup
+//!   skips postings of traces that left (a trace's sequence number is never reused).
+
+use std::collections::VecDeque;
+use std::mem::size_of;
+
+use super::key::Key;
+use super::summary::Summary;
+use crate::model::TraceId;
+
+/// No posting (end of a chain).
+const NONE: u64 = u64::MAX;
+
+/// A trace id as a map key: its low eight bytes, which are random in a W3C trace id, are
+/// hash enough.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Id(TraceId);
+
+impl std::hash::Hash for Id {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from_le_bytes(self.0[8..].try_into().expect("8 bytes")));
+    }
+}
+
+type Map<K> = hashbrown::HashMap<K, u64, foldhash::fast::RandomState>;
+
+/// One indexed trace.
+struct Entry {
+    id: TraceId,
+    /// First seen, Unix ms.
+    at: u64,
+    /// Its newest posting (the head of its chain of keys).
+    newest: u64,
+    /// Set when it is decided.
+    summary: Option<Box<Summary>>,
+}
+
+/// One key of one trace.
+struct Posting {
+    key: Key,
+    /// Sequence number of the trace's entry.
+    trace: u64,
+    /// The previous posting of the same key.
+    older_same_key: u64,
+    /// The previous posting of the same trace.
+    older_same_trace: u64,
+}
+
+/// Bytes a hash table slot costs: the pair, its control byte, and the spare slots of a
+/// table kept at most 7/8 full.
+const fn slot<T>() -> usize {
+    (size_of::<T>() + 1) * 8 / 7
+}
+
+/// Bytes an entry holds (its ring slot and its `seq` slot), summary aside.
+pub(super) const ENTRY_BYTES: usize = size_of::<Entry>() + slot::<(Id, u64)>();
+/// Bytes a posting holds (its ring slot).
+pub(super) const POSTING_BYTES: usize = size_of::<Posting>();
+/// Bytes a distinct key holds (its `heads` slot).
+pub(super) const HEAD_BYTES: usize = slot::<(Key, u64)>();
+
+/// The bounds, from `support.index`.
+pub(super) struct Limits {
+    pub retention_ms: u64,
+    pub max_traces: usize,
+    pub max_bytes: usize,
+}
+
+#[derive(Default)]
+pub(super) struct Store {
+    entries: VecDeque<Entry>,
+    /// Sequence number of `entries[0]`.
+    base: u64,
+    postings: VecDeque<Posting>,
+    /// Sequence number of `postings[0]`.
+    posting_base: u64,
+    /// Key -> its newest posting.
+    heads: Map<Key>,
+    /// Trace -> its entry's sequence number.
+    seq: Map<Id>,
+    /// Heap bytes of the stored summaries.
+    summary_bytes: usize,
+}
+
+impl Store {
+    /// Bytes held: every entry, posting, distinct key and summary (see the constants;
+    /// ring and table capacity beyond that, up to half after a doubling, is not counted).
+    pub(super) fn bytes(&self) -> usize {
+        self.entries.len() * ENTRY_BYTES
+            + self.postings.len() * POSTING_BYTES
+            + self.heads.len() * HEAD_BYTES
+            + self.summary_bytes
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn entry(&self, id: &TraceId) -> Option<&Entry> {
+        let n = *self.seq.get(&Id(*id))?;
+        self.entries.get((n - self.base) as usize)
+    }
+
+    fn entry_mut(&mut self, id: &TraceId) -> Option<&mut Entry> {
+        let n = *self.seq.get(&Id(*id))?;
+        self.entries.get_mut((n - self.base) as usize)
+    }
+
+    fn posting(&self, p: u64) -> Option<&Posting> {
+        p.checked_sub(self.posting_base)
+            .and_then(|i| self.postings.get(i as usize))
+    }
+
+    /// Adds keys, a trace's keys side by side: one `seq` probe per trace and one `heads`
+    /// probe per new key.
+    pub(super) fn add(&mut self, pairs: &[(TraceId, Key)], now: u64) {
+        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let id = group[0].0;
+            let next = self.base + self.entries.len() as u64;
+            let n = *self.seq.entry(Id(id)).or_insert(next);
+            if n == next {
+                self.entries.push_back(Entry {
+                    id,
+                    at: now,
+                    newest: NONE,
+                    summary: None,
+                });
+            }
+            let e = (n - self.base) as usize;
+            for (i, &(_, key)) in group.iter().enumerate() {
+                if group[..i].iter().any(|&(_, k)| k == key) || self.has_key(e, key) {
+                    continue;
+                }
+                let p = self.posting_base + self.postings.len() as u64;
+                let older_same_key = match self.heads.entry(key) {
+                    hashbrown::hash_map::Entry::Occupied(mut o) => {
+                        std::mem::replace(o.get_mut(), p)
+                    }
+                    hashbrown::hash_map::Entry::Vacant(v) => {
+                        v.insert(p);
+                        NONE
+                    }
+                };
+                let entry = &mut self.entries[e];
+                self.postings.push_back(Posting {
+                    key,
+                    trace: n,
+                    older_same_key,
+                    older_same_trace: entry.newest,
+                });
+                entry.newest = p;
+            }
+        }
+    }
+
+    /// True when the entry at ring position `e` has `key` already (a trace seen in an
+    /// earlier request: its chain is short).
+    fn has_key(&self, e: usize, key: Key) -> bool {
+        let mut p = self.entries[e].newest;
+        while let Some(posting) = self.posting(p) {
+            if posting.key == key {
+                return true;
+            }
+            p = posting.older_same_trace;
+        }
+        false
+    }
+
+    /// Removes what is past a bound, oldest first, until every bound holds; the retention
+    /// is checked when `now` is given (adding keys), the byte bound always (a summary can
+    /// push the index past it).
+    pub(super) fn evict(&mut self, limits: &Limits, now: Option<u64>) {
+        let horizon = now.map_or(0, |now| now.saturating_sub(limits.retention_ms));
+        while let Some(front) = self.entries.front() {
+            if front.at >= horizon
+                && self.entries.len() <= limits.max_traces
+                && self.bytes() <= limits.max_bytes
+            {
+                break;
+            }
+            let entry = self.entries.pop_front().expect("front exists");
+            self.base += 1;
+            self.seq.remove(&Id(entry.id));
+            if let Some(s) = entry.summary {
+                self.summary_bytes -= s.heap_bytes();
+            }
+            self.evict_postings();
+        }
+    }
+
+    /// Removes the postings at the front whose trace has left; a key goes with its newest
+    /// posting.
+    fn evict_postings(&mut self) {
+        while let Some(front) = self.postings.front() {
+            if front.trace >= self.base {
+                break;
+            }
+            let p = self.posting_base;
+            let key = front.key;
+            self.postings.pop_front();
+            self.posting_base += 1;
+            if let hashbrown::hash_map::Entry::Occupied(o) = self.heads.entry(key) {
+                if *o.get() == p {
+                    o.remove();
+                }
+            }
+        }
+    }
+
+    /// Traces with `key`, newest first: (id, summary if decided).
+    pub(super) fn lookup(&self, key: &Key) -> Vec<(TraceId, Option<Summary>)> {
+        let mut out = Vec::new();
+        let mut p = self.heads.get(key).copied().unwrap_or(NONE);
+        while let Some(posting) = self.posting(p) {
+            if let Some(e) = posting
+                .trace
+                .checked_sub(self.base)
+                .and_then(|i| self.entries.get(i as usize))
+            {
+                out.push((e.id, e.summary.as_deref().cloned()));
+            }
+            p = posting.older_same_key;
+        }
+        out
+    }
+
+    /// The keys of an indexed trace.
+    pub(super) fn keys_for(&self, id: &TraceId) -> Vec<Key> {
+        let mut out = Vec::new();
+        let mut p = self.entry(id).map_or(NONE, |e| e.newest);
+        while let Some(posting) = self.posting(p) {
+            out.push(posting.key);
+            p = posting.older_same_trace;
+        }
+        out
+    }
+
+    #[cfg(test)]
+    pub(super) fn contains(&self, id: &TraceId) -> bool {
+        self.seq.contains_key(&Id(*id))
+    }
+
+    pub(super) fn summary(&self, id: &TraceId) -> Option<&Summary> {
+        self.entry(id)?.summary.as_deref()
+    }
+
+    /// Stores the summary of an indexed trace (replacing one stored before).
+    pub(super) fn set_summary(&mut self, s: Summary) {
+        let bytes = s.heap_bytes();
+        let Some(e) = self.entry_mut(&s.trace_id) else {
+            return;
+        };
+        let old = e.summary.replace(Box::new(s)).map_or(0, |o| o.heap_bytes());
+        self.summary_bytes = self.summary_bytes + bytes - old;
+    }
+
+    /// Changes a stored summary in place (its byte count follows).
+    pub(super) fn update_summary(&mut self, id: &TraceId, f: impl FnOnce(&mut Summary)) {
+        let Some(s) = self.entry_mut(id).and_then(|e| e.summary.as_deref_mut()) else {
+            return;
+        };
+        let before = s.heap_bytes();
+        f(s);
+        let after = s.heap_bytes();
+        self.summary_bytes = self.summary_bytes + after - before;
+    }
+}
