@@ -117,9 +117,7 @@ impl Index {
             return;
         }
         let mut store = self.store.lock();
-        for s in summaries {
-            store.set_summary(s);
-        }
+        store.set_summaries(summaries);
         store.evict(&self.limits, None);
     }
 

@@ -125,6 +125,10 @@ impl Store {
     /// Adds keys, a trace's keys side by side: one `seq` probe per trace and one `heads`
     /// probe per new key.
     pub(super) fn add(&mut self, pairs: &[(TraceId, Key)], now: u64) {
+        self.warm(
+            pairs.chunk_by(|a, b| a.0 == b.0).map(|g| g[0].0),
+            pairs.iter().map(|p| p.1),
+        );
         for group in pairs.chunk_by(|a, b| a.0 == b.0) {
             let id = group[0].0;
             let next = self.base + self.entries.len() as u64;
@@ -164,6 +168,21 @@ impl Store {
         }
     }
 
+    /// Looks every trace and key of a batch up once before the batch changes anything. The
+    /// lookups do not depend on each other, so their cache misses overlap; the changes that
+    /// follow find the same slots in cache. (At a million traces the tables are far larger
+    /// than the cache, and one miss after another was most of the index's ingest cost.)
+    fn warm(&self, ids: impl Iterator<Item = TraceId>, keys: impl Iterator<Item = Key>) {
+        let mut found = 0usize;
+        for id in ids {
+            found += usize::from(self.seq.contains_key(&Id(id)));
+        }
+        for key in keys {
+            found += usize::from(self.heads.contains_key(&key));
+        }
+        std::hint::black_box(found);
+    }
+
     /// True when the entry at ring position `e` has `key` already (a trace seen in an
     /// earlier request: its chain is short).
     fn has_key(&self, e: usize, key: Key) -> bool {
@@ -179,9 +198,13 @@ impl Store {
 
     /// Removes what is past a bound, oldest first, until every bound holds; the retention
     /// is checked when `now` is given (adding keys), the byte bound always (a summary can
-    /// push the index past it).
+    /// push the index past it). Entries and postings leave their rings first, then their
+    /// table slots in one batch (see [`Store::warm`]); until then the slots of keys that
+    /// left are still counted, so a batch can take a few traces more than needed.
     pub(super) fn evict(&mut self, limits: &Limits, now: Option<u64>) {
         let horizon = now.map_or(0, |now| now.saturating_sub(limits.retention_ms));
+        let mut gone_ids = Vec::new();
+        let mut gone_keys = Vec::new();
         while let Some(front) = self.entries.front() {
             if front.at >= horizon
                 && self.entries.len() <= limits.max_traces
@@ -191,25 +214,29 @@ impl Store {
             }
             let entry = self.entries.pop_front().expect("front exists");
             self.base += 1;
-            self.seq.remove(&Id(entry.id));
+            gone_ids.push(entry.id);
             if let Some(s) = entry.summary {
                 self.summary_bytes -= s.heap_bytes();
             }
-            self.evict_postings();
-        }
-    }
-
-    /// Removes the postings at the front whose trace has left; a key goes with its newest
-    /// posting.
-    fn evict_postings(&mut self) {
-        while let Some(front) = self.postings.front() {
-            if front.trace >= self.base {
-                break;
+            // Postings at the front whose trace has left go with it.
+            while let Some(front) = self.postings.front() {
+                if front.trace >= self.base {
+                    break;
+                }
+                gone_keys.push((front.key, self.posting_base));
+                self.postings.pop_front();
+                self.posting_base += 1;
             }
-            let p = self.posting_base;
-            let key = front.key;
-            self.postings.pop_front();
-            self.posting_base += 1;
+        }
+        if gone_ids.is_empty() {
+            return;
+        }
+        self.warm(gone_ids.iter().copied(), gone_keys.iter().map(|k| k.0));
+        for id in &gone_ids {
+            self.seq.remove(&Id(*id));
+        }
+        // A key goes with its newest posting.
+        for (key, p) in gone_keys {
             if let hashbrown::hash_map::Entry::Occupied(o) = self.heads.entry(key) {
                 if *o.get() == p {
                     o.remove();
@@ -255,8 +282,16 @@ impl Store {
         self.entry(id)?.summary.as_deref()
     }
 
-    /// Stores the summary of an indexed trace (replacing one stored before).
-    pub(super) fn set_summary(&mut self, s: Summary) {
+    /// Stores the summaries of indexed traces (replacing any stored before); the others
+    /// are not indexed and are let go.
+    pub(super) fn set_summaries(&mut self, summaries: Vec<Summary>) {
+        self.warm(summaries.iter().map(|s| s.trace_id), std::iter::empty());
+        for s in summaries {
+            self.set_summary(s);
+        }
+    }
+
+    fn set_summary(&mut self, s: Summary) {
         let bytes = s.heap_bytes();
         let Some(e) = self.entry_mut(&s.trace_id) else {
             return;
