@@ -22,6 +22,7 @@ pub use key::{Found, Key, KeyScan};
 pub use summary::{rfc3339, Decision, Summary};
 
 use key::Keys;
+pub use store::Slot;
 use store::{Limits, Store};
 
 /// The index. Cheap to share by `Arc`; one short lock per request and per decision batch.
@@ -82,22 +83,25 @@ impl Index {
         KeyScan::new(&self.keys)
     }
 
-    /// Records the keys found by a [`KeyScan`].
-    pub fn add(&self, found: Found) {
-        if !found.is_empty() {
-            self.add_at(found, now_ms());
+    /// Records the keys found by a [`KeyScan`]; returns each trace's slot, in the order
+    /// the scan found them.
+    pub fn add(&self, found: Found) -> Vec<Slot> {
+        if found.is_empty() {
+            return Vec::new();
         }
+        self.add_at(found, now_ms())
     }
 
     /// [`Index::add`] at a given wall-clock time (Unix ms).
-    pub fn add_at(&self, found: Found, now: u64) {
+    pub fn add_at(&self, found: Found, now: u64) -> Vec<Slot> {
         let mut store = self.store.lock();
-        store.add(&found.pairs, now);
+        let slots = store.add(&found.pairs, now);
         store.evict(&self.limits, Some(now));
         let (traces, bytes) = (store.len(), store.bytes());
         drop(store);
         metrics::gauge!("casefile_index_traces").set(traces as f64);
         metrics::gauge!("casefile_index_bytes").set(bytes as f64);
+        slots
     }
 
     /// The keys of an indexed trace (for watches).
@@ -118,6 +122,16 @@ impl Index {
         }
         let mut store = self.store.lock();
         store.set_summaries(summaries);
+        store.evict(&self.limits, None);
+    }
+
+    /// Stores the summaries of decided traces at the slots [`Index::add`] gave them.
+    pub fn decided_at(&self, summaries: Vec<(Slot, Summary)>) {
+        if summaries.is_empty() {
+            return;
+        }
+        let mut store = self.store.lock();
+        store.set_summaries_at(summaries);
         store.evict(&self.limits, None);
     }
 

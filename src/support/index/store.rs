@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::mem::size_of;
+use std::num::NonZeroU32;
 
 use super::key::Key;
 use super::summary::Summary;
@@ -21,6 +22,27 @@ use crate::model::TraceId;
 
 /// No posting (end of a chain).
 const NONE: u64 = u64::MAX;
+
+/// Where an indexed trace's entry sits, as the buffer keeps it with the pending trace so
+/// its summary is stored without a table lookup: the entry's sequence number modulo
+/// 2^32 - 1, plus one (four bytes, so a pending trace stays 48). A slot can name another
+/// entry after 4 billion traces; the trace id is checked, and the id lookup used then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(NonZeroU32);
+
+const SLOTS: u64 = u32::MAX as u64;
+
+impl Slot {
+    fn of(n: u64) -> Slot {
+        Slot(NonZeroU32::new((n % SLOTS) as u32 + 1).expect("at least one"))
+    }
+
+    /// The sequence number in `[base, base + 2^32 - 1)` this slot stands for.
+    fn seq(self, base: u64) -> u64 {
+        let r = u64::from(self.0.get() - 1);
+        base + (r + SLOTS - base % SLOTS) % SLOTS
+    }
+}
 
 /// A trace id as a map key: its low eight bytes, which are random in a W3C trace id, are
 /// hash enough.
@@ -123,8 +145,9 @@ impl Store {
     }
 
     /// Adds keys, a trace's keys side by side: one `seq` probe per trace and one `heads`
-    /// probe per new key.
-    pub(super) fn add(&mut self, pairs: &[(TraceId, Key)], now: u64) {
+    /// probe per new key. Returns each trace's slot, in order.
+    pub(super) fn add(&mut self, pairs: &[(TraceId, Key)], now: u64) -> Vec<Slot> {
+        let mut slots = Vec::new();
         self.warm(
             pairs.chunk_by(|a, b| a.0 == b.0).map(|g| g[0].0),
             pairs.iter().map(|p| p.1),
@@ -141,6 +164,7 @@ impl Store {
                     summary: None,
                 });
             }
+            slots.push(Slot::of(n));
             let e = (n - self.base) as usize;
             for (i, &(_, key)) in group.iter().enumerate() {
                 if group[..i].iter().any(|&(_, k)| k == key) || self.has_key(e, key) {
@@ -166,6 +190,7 @@ impl Store {
                 entry.newest = p;
             }
         }
+        slots
     }
 
     /// Looks every trace and key of a batch up once before the batch changes anything. The
@@ -291,6 +316,22 @@ impl Store {
         }
     }
 
+    /// Stores summaries of traces whose slots the buffer kept (no table lookup when the
+    /// slot still names the trace's entry).
+    pub(super) fn set_summaries_at(&mut self, summaries: Vec<(Slot, Summary)>) {
+        for (slot, s) in summaries {
+            let i = slot.seq(self.base) - self.base;
+            match self.entries.get_mut(i as usize) {
+                Some(e) if e.id == s.trace_id => {
+                    let bytes = s.heap_bytes();
+                    let old = e.summary.replace(Box::new(s)).map_or(0, |o| o.heap_bytes());
+                    self.summary_bytes = self.summary_bytes + bytes - old;
+                }
+                _ => self.set_summary(s),
+            }
+        }
+    }
+
     fn set_summary(&mut self, s: Summary) {
         let bytes = s.heap_bytes();
         let Some(e) = self.entry_mut(&s.trace_id) else {
@@ -309,5 +350,32 @@ impl Store {
         f(s);
         let after = s.heap_bytes();
         self.summary_bytes = self.summary_bytes + after - before;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_names_its_sequence_number_across_the_wrap() {
+        assert_eq!(
+            size_of::<Option<Slot>>(),
+            4,
+            "a pending trace pays four bytes"
+        );
+        for base in [
+            0,
+            1,
+            SLOTS - 3,
+            SLOTS,
+            2 * SLOTS - 1,
+            5 * SLOTS + 7,
+            u64::MAX / 2,
+        ] {
+            for n in (base..base + 10).chain([base + SLOTS - 1]) {
+                assert_eq!(Slot::of(n).seq(base), n, "base {base}, n {n}");
+            }
+        }
     }
 }

@@ -269,6 +269,31 @@ fn a_later_request_adds_keys_to_a_trace_once() {
     assert_eq!(ix.len(), 2);
 }
 
+#[test]
+fn summaries_go_to_the_slots_ingest_gave() {
+    let mut c = cfg();
+    c.max_traces = 2;
+    let ix = Index::new(&c);
+    let mut slots = Vec::new();
+    for n in 0..3u64 {
+        let mut found = Found::default();
+        found.push(id(n), ix.query_key("user.id", "u").unwrap());
+        slots.extend(ix.add_at(found, 1_000 + n));
+    }
+    assert_eq!(slots.len(), 3);
+    // Trace 0 has left: its summary is let go; the others land where they are.
+    ix.decided_at(vec![
+        (slots[0], bare(id(0), &[])),
+        (slots[2], bare(id(2), &[])),
+        // A slot that names another trace's entry: the id decides.
+        (slots[2], bare(id(1), &["errors"])),
+    ]);
+    assert!(ix.summary(&id(0)).is_none() && !ix.contains(&id(0)));
+    assert!(ix.summary(&id(2)).is_some());
+    assert_eq!(&*ix.summary(&id(1)).unwrap().reasons[0], "errors");
+    assert_eq!(ix.len(), 2);
+}
+
 /// One step of the model check: add a trace's keys (a trace id from a small set, so some
 /// come again) or decide a trace.
 #[derive(Debug, Clone)]
