@@ -44,14 +44,15 @@ impl Slot {
     }
 }
 
-/// A trace id as a map key: its low eight bytes, which are random in a W3C trace id, are
-/// hash enough.
+/// A trace id as a map key, hashed as one 128-bit number (both halves: load generators
+/// and some SDKs vary only one half, and hashing eight bytes made those ids collide into
+/// long probe chains).
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Id(TraceId);
 
 impl std::hash::Hash for Id {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(u64::from_le_bytes(self.0[8..].try_into().expect("8 bytes")));
+        state.write_u128(u128::from_le_bytes(self.0));
     }
 }
 
@@ -356,6 +357,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_that_differ_in_one_half_hash_apart() {
+        use std::hash::BuildHasher;
+        let state = foldhash::fast::RandomState::default();
+        let mut hashes = std::collections::HashSet::new();
+        for n in 0..1000u64 {
+            let mut id = [7u8; 16];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            hashes.insert(state.hash_one(Id(id)));
+            let mut id = [7u8; 16];
+            id[8..].copy_from_slice(&n.to_be_bytes());
+            hashes.insert(state.hash_one(Id(id)));
+        }
+        assert!(
+            hashes.len() > 1990,
+            "{} distinct hashes of 2000",
+            hashes.len()
+        );
+    }
 
     #[test]
     fn a_slot_names_its_sequence_number_across_the_wrap() {
