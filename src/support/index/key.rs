@@ -94,7 +94,16 @@ impl Keys {
 
     /// The key of one encoded `AnyValue` (a string as its bytes, anything else as its
     /// display form), or None for an empty value (never indexed).
-    fn key_of_raw(&self, attr: usize, raw: &[u8]) -> Option<Key> {
+    pub(super) fn key_of_raw(&self, attr: usize, raw: &[u8]) -> Option<Key> {
+        // A short string value as every SDK writes it: field 1, one length byte, the bytes.
+        if let Some((&[0x0a, len], s)) = raw.split_first_chunk::<2>() {
+            if len < 0x80 && s.len() == len as usize {
+                return match std::str::from_utf8(s) {
+                    Ok(s) if !s.is_empty() => Some(self.key(attr, s.as_bytes())),
+                    _ => None,
+                };
+            }
+        }
         match AnyValueRef::parse(raw) {
             AnyValueRef::Str(s) => (!s.is_empty()).then(|| self.key(attr, s.as_bytes())),
             other => {
@@ -184,7 +193,7 @@ impl<'i, 'a> KeyScan<'i, 'a> {
                     add_unique(&mut self.found, key);
                 }
             }
-            let mut attrs = span.attributes();
+            let mut attrs = span_attributes(span);
             while let Some((k, v)) = attrs.next_raw() {
                 let Some(i) = keys.position(k) else { continue };
                 if self.seen.iter().any(|&(j, seen)| j == i && seen == v) {
@@ -198,6 +207,16 @@ impl<'i, 'a> KeyScan<'i, 'a> {
         }
         out.pairs.extend(self.found.iter().map(|&k| (id, k)));
         !self.found.is_empty()
+    }
+}
+
+/// The span's attributes, the walk starting past the trace id the decoder puts first.
+fn span_attributes(span: &Span) -> crate::wire::Attributes<'_> {
+    match span.bytes.get(18..) {
+        Some(rest) if span.bytes[..2] == crate::model::TRACE_ID_PREFIX => {
+            crate::wire::Attributes::new(rest, 9)
+        }
+        _ => span.attributes(),
     }
 }
 

@@ -65,13 +65,7 @@ impl Summary {
             .iter()
             .find(|s| s.is_root())
             .or_else(|| spans.iter().min_by_key(|s| s.start_unix_nano));
-        let root_service = root
-            .and_then(|r| r.resource().resource_attributes().get(b"service.name"))
-            .map(|v| match v {
-                AnyValueRef::Str(s) => intern(s),
-                other => intern(&other.to_display_string()),
-            })
-            .unwrap_or_else(|| intern(""));
+        let root_service = root.map_or_else(|| intern(""), service_of);
         Summary {
             trace_id,
             start_unix_nano: start,
@@ -84,6 +78,31 @@ impl Summary {
             reasons,
         }
     }
+}
+
+/// The `service.name` of a span's resource, interned. Remembered per resource block (a
+/// request's few blocks serve every trace decided from it), so most decisions neither walk
+/// the resource's attributes nor hash the name.
+fn service_of(span: &Span) -> Arc<str> {
+    thread_local! {
+        static BLOCKS: std::cell::RefCell<[Option<(u64, Arc<str>)>; 16]> = Default::default();
+    }
+    let block = span.resource();
+    BLOCKS.with_borrow_mut(|blocks| {
+        let slot = &mut blocks[(block.id % 16) as usize];
+        if let Some((id, name)) = slot {
+            if *id == block.id {
+                return Arc::clone(name);
+            }
+        }
+        let name = match block.resource_attributes().get(b"service.name") {
+            Some(AnyValueRef::Str(s)) => intern(s),
+            Some(other) => intern(&other.to_display_string()),
+            None => intern(""),
+        };
+        *slot = Some((block.id, Arc::clone(&name)));
+        name
+    })
 }
 
 /// Service and operation names repeat across millions of summaries: each distinct one is

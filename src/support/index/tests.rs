@@ -408,4 +408,33 @@ proptest! {
             prop_assert_ne!(ix.query_key("user.id", &other).unwrap(), want);
         }
     }
+
+    /// The short-string shortcut keys an encoded value exactly as the general parse does,
+    /// for well-formed values of every kind and for arbitrary bytes.
+    #[test]
+    fn raw_values_key_as_parsed(
+        text in "\\PC{0,150}",
+        int in any::<i64>(),
+        junk in prop::collection::vec(any::<u8>(), 0..40),
+        hashed in any::<bool>(),
+    ) {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+        let mut c = cfg();
+        c.hash_values = hashed;
+        c.hash_key = Some("k".into());
+        let ix = Index::new(&c);
+        let parsed = |raw: &[u8]| {
+            let s = crate::wire::AnyValueRef::parse(raw).to_display_string();
+            (!s.is_empty()).then(|| ix.keys.key(0, s.as_bytes()))
+        };
+        let encoded = [
+            AnyValue { value: Some(any_value::Value::StringValue(text.clone())) }.encode_to_vec(),
+            AnyValue { value: Some(any_value::Value::IntValue(int)) }.encode_to_vec(),
+            junk.clone(),
+            [&[0x0a, junk.len() as u8][..], &junk].concat(),
+        ];
+        for raw in &encoded {
+            prop_assert_eq!(ix.keys.key_of_raw(0, raw), parsed(raw), "{:?}", raw);
+        }
+    }
 }
