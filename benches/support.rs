@@ -66,10 +66,11 @@ fn build_index() -> (Index, Vec<String>) {
     }
     let after = rss_bytes();
     println!(
-        "index: {} traces from {} users; RSS grew {:.0} bytes per indexed trace (summary, keys, maps)",
+        "index: {} traces from {} users; RSS grew {:.0} bytes per indexed trace (summary, keys, maps); the index counts {:.0} (what max_bytes bounds)",
         ix.len(),
         USERS,
-        (after - before) as f64 / TRACES as f64
+        (after - before) as f64 / TRACES as f64,
+        ix.bytes() as f64 / TRACES as f64
     );
     (ix, users)
 }

@@ -206,7 +206,7 @@ impl Buffer {
         // their length, and the trace's index slot if it carries an indexed value.
         let mut runs: Vec<Vec<(usize, Option<Slot>)>> = Vec::with_capacity(buckets.len());
         for bucket in &mut buckets {
-            bucket.sort_by(|a, b| a.trace_id().cmp(&b.trace_id()));
+            bucket.sort_by_key(|s| s.trace_id());
             runs.push(run_lengths(bucket));
         }
         if let Some(index) = &self.hooks.index {
