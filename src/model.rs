@@ -96,22 +96,12 @@ pub struct Span {
     pub status: StatusCode,
     /// No `parent_span_id`.
     pub root: bool,
-    /// Where the attributes sit, as the decoder found them: [`ATTRIBUTES_UNKNOWN`] (read
-    /// the whole message), [`ATTRIBUTES_NONE`], or the offset in `bytes` of one run of
-    /// field-9 entries with no other one after it (so the index reads only that run).
-    /// Fits in the record's padding.
-    pub attributes_at: u8,
     pub origin: Arc<Origin>,
     /// The encoded `Span` message, without tag and length, starting with the trace id.
     /// Attributes added by casefile (`casefile.policy`, ticket ids) are appended here as
     /// extra field-9 entries.
     pub bytes: Box<[u8]>,
 }
-
-/// [`Span::attributes_at`]: not known, read the whole message.
-pub const ATTRIBUTES_UNKNOWN: u8 = 0;
-/// [`Span::attributes_at`]: the span has no attributes.
-pub const ATTRIBUTES_NONE: u8 = 1;
 
 /// The trace id field as the decoder puts it first in every span's bytes.
 pub const TRACE_ID_PREFIX: [u8; 2] = [0x0a, 0x10];
@@ -155,19 +145,6 @@ impl Span {
     /// Span attributes (field 9), read from the bytes on demand.
     pub fn attributes(&self) -> wire::Attributes<'_> {
         wire::Attributes::new(&self.bytes, 9)
-    }
-
-    /// The span's attributes as [`Span::attributes`] reads them, reading only their run
-    /// when the decoder found where it is.
-    pub fn attributes_fast(&self) -> wire::Attributes<'_> {
-        match self.attributes_at {
-            ATTRIBUTES_UNKNOWN => self.attributes(),
-            ATTRIBUTES_NONE => wire::Attributes::new(&[], 9),
-            at => match self.bytes.get(at as usize..) {
-                Some(run) => wire::Attributes::run(run, 9),
-                None => self.attributes(),
-            },
-        }
     }
 
     /// Looks `key` up on the span, then on its resource, as the Collector's attribute

@@ -31,9 +31,6 @@ pub(super) fn mark_root(spans: &mut [Span], reasons: &[Arc<str>], mark: Option<&
         attrs.extend(m.attributes());
     }
     spans[root].bytes = append_attributes(&spans[root].bytes, &attrs);
-    // The added entries come after the other fields: the run the decoder found is no
-    // longer all of them.
-    spans[root].attributes_at = crate::model::ATTRIBUTES_UNKNOWN;
 }
 
 /// What happened to a trace a complaint names.

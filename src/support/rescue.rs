@@ -329,7 +329,6 @@ impl RescueBuffer {
                 flags: 0,
                 status: StatusCode::Unset,
                 root: false,
-                attributes_at: crate::model::ATTRIBUTES_UNKNOWN,
                 origin: Origin::new(resource, scope),
                 bytes,
             })

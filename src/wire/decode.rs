@@ -9,9 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Field, Fields, WireError, I32, I64, LEN, VARINT};
-use crate::model::{
-    Origin, Shared, Span, StatusCode, TraceId, ATTRIBUTES_NONE, ATTRIBUTES_UNKNOWN, TRACE_ID_PREFIX,
-};
+use crate::model::{Origin, Shared, Span, StatusCode, TraceId, TRACE_ID_PREFIX};
 
 /// The spans of one request, and the spans refused for invalid ids.
 #[derive(Debug, Default)]
@@ -130,13 +128,8 @@ fn decode_span(s: &[u8], origin: &Arc<Origin>) -> Result<Result<Span, String>, W
     let mut parent: &[u8] = &[];
     let (mut start, mut end, mut flags) = (0u64, 0u64, 0u32);
     let mut status = StatusCode::Unset;
-    let mut attributes = Run::Before;
-    let mut fields = Fields::new(s);
-    loop {
-        let at = fields.offset();
-        let Some(f) = fields.next() else { break };
+    for f in Fields::new(s) {
         let (n, f) = f?;
-        attributes = attributes.next(n == 9, at);
         match (n, f) {
             (1, Field::Len(b)) => trace_id = b,
             (2, Field::Len(b)) => span_id = b,
@@ -172,7 +165,6 @@ fn decode_span(s: &[u8], origin: &Arc<Origin>) -> Result<Result<Span, String>, W
             hex::encode(parent)
         )));
     }
-    let bytes = trace_id_first(s, &trace_id);
     Ok(Ok(Span {
         start_unix_nano: start,
         end_unix_nano: end,
@@ -180,46 +172,9 @@ fn decode_span(s: &[u8], origin: &Arc<Origin>) -> Result<Result<Span, String>, W
         status,
         // An all-zero parent is no parent, as the SDKs write it.
         root: id::<8>(parent).is_none(),
-        attributes_at: attributes.at(bytes.len() - s.len()),
         origin: Arc::clone(origin),
-        bytes,
+        bytes: trace_id_first(s, &trace_id),
     }))
-}
-
-/// Where a span's attributes (field 9) sit, tracked as its fields are read.
-#[derive(Clone, Copy)]
-enum Run {
-    /// None seen yet.
-    Before,
-    /// In a run of them that starts at this offset.
-    In(usize),
-    /// Past that run.
-    After(usize),
-    /// Another entry came after the run: the whole message has to be read.
-    Scattered,
-}
-
-impl Run {
-    fn next(self, is_attribute: bool, at: usize) -> Run {
-        match (self, is_attribute) {
-            (Run::Before, true) => Run::In(at),
-            (Run::In(start), false) => Run::After(start),
-            (Run::After(_), true) => Run::Scattered,
-            (run, _) => run,
-        }
-    }
-
-    /// [`Span::attributes_at`] for bytes that gained `shift` bytes in front.
-    fn at(self, shift: usize) -> u8 {
-        match self {
-            Run::Before => ATTRIBUTES_NONE,
-            Run::In(start) | Run::After(start) => u8::try_from(start + shift)
-                .ok()
-                .filter(|&at| at > ATTRIBUTES_NONE)
-                .unwrap_or(ATTRIBUTES_UNKNOWN),
-            Run::Scattered => ATTRIBUTES_UNKNOWN,
-        }
-    }
 }
 
 /// The span's bytes, starting with its trace id field as [`Span::trace_id`] expects. SDKs

@@ -285,9 +285,6 @@ impl<'a> AnyValueRef<'a> {
 pub struct Attributes<'a> {
     fields: Fields<'a>,
     number: u32,
-    /// Stop at the first other field: `msg` starts at a run of entries that is known to
-    /// hold all of them.
-    run: bool,
 }
 
 impl<'a> Attributes<'a> {
@@ -295,24 +292,7 @@ impl<'a> Attributes<'a> {
         Attributes {
             fields: Fields::new(msg),
             number,
-            run: false,
         }
-    }
-
-    /// The entries of a run that starts `msg` and holds every entry of field `number`.
-    pub fn run(msg: &'a [u8], number: u32) -> Self {
-        Attributes {
-            fields: Fields::new(msg),
-            number,
-            run: true,
-        }
-    }
-}
-
-impl Fields<'_> {
-    /// Bytes read so far.
-    pub fn offset(&self) -> usize {
-        self.pos
     }
 }
 
@@ -336,7 +316,6 @@ impl<'a> Attributes<'a> {
                     }
                     return Some((key, value));
                 }
-                Ok(_) if self.run => return None,
                 Ok(_) => continue,
                 Err(_) => return None,
             }

@@ -193,7 +193,7 @@ impl<'i, 'a> KeyScan<'i, 'a> {
                     add_unique(&mut self.found, key);
                 }
             }
-            let mut attrs = span.attributes_fast();
+            let mut attrs = span_attributes(span);
             while let Some((k, v)) = attrs.next_raw() {
                 let Some(i) = keys.position(k) else { continue };
                 if self.seen.iter().any(|&(j, seen)| j == i && seen == v) {
@@ -207,6 +207,16 @@ impl<'i, 'a> KeyScan<'i, 'a> {
         }
         out.pairs.extend(self.found.iter().map(|&k| (id, k)));
         !self.found.is_empty()
+    }
+}
+
+/// The span's attributes, the walk starting past the trace id the decoder puts first.
+fn span_attributes(span: &Span) -> crate::wire::Attributes<'_> {
+    match span.bytes.get(18..) {
+        Some(rest) if span.bytes[..2] == crate::model::TRACE_ID_PREFIX => {
+            crate::wire::Attributes::new(rest, 9)
+        }
+        _ => span.attributes(),
     }
 }
 

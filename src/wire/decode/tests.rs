@@ -105,53 +105,6 @@ proptest! {
         prop_assert_eq!(check_against_prost(&req), Ok(()));
     }
 
-    /// Where the decoder says the attributes are, reading only there finds every one of
-    /// them, in order, whatever the field order (ids first or not, attributes in one run,
-    /// split around other fields, or none).
-    #[test]
-    fn the_attribute_run_holds_every_attribute(
-        fields in proptest::collection::vec(0u8..6, 0..14),
-        long_name in any::<bool>(),
-    ) {
-        use crate::wire::{put_key, put_len, put_varint, VARINT};
-        let mut span = Vec::new();
-        let mut n = 0u8;
-        for f in &fields {
-            match f {
-                0 | 1 => {
-                    n += 1;
-                    let mut kv = Vec::new();
-                    put_len(&mut kv, 1, format!("k{n}").as_bytes());
-                    let mut v = Vec::new();
-                    put_len(&mut v, 1, format!("v{n}").as_bytes());
-                    put_len(&mut kv, 2, &v);
-                    put_len(&mut span, 9, &kv);
-                }
-                2 => put_len(&mut span, 1, &[3u8; 16]),
-                3 => put_len(&mut span, 5, if long_name { &[b'x'; 300][..] } else { b"op" }),
-                4 => {
-                    put_key(&mut span, 6, VARINT);
-                    put_varint(&mut span, 2);
-                }
-                _ => put_len(&mut span, 2, &[1u8; 8]),
-            }
-        }
-        put_len(&mut span, 1, &[5u8; 16]);
-        put_len(&mut span, 2, &[1u8; 8]);
-        let mut ss = Vec::new();
-        put_len(&mut ss, 2, &span);
-        let mut rs = Vec::new();
-        put_len(&mut rs, 2, &ss);
-        let mut req = Vec::new();
-        put_len(&mut req, 1, &rs);
-        let d = decode_request(&req).unwrap();
-        let s = &d.spans[0];
-        let all: Vec<_> = std::iter::from_fn({ let mut a = s.attributes(); move || a.next_raw() }).collect();
-        let fast: Vec<_> = std::iter::from_fn({ let mut a = s.attributes_fast(); move || a.next_raw() }).collect();
-        prop_assert_eq!(all.len(), n as usize);
-        prop_assert_eq!(fast, all);
-    }
-
     /// Arbitrary bytes never panic the decoder.
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
