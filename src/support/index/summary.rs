@@ -84,8 +84,10 @@ impl Summary {
 /// request's few blocks serve every trace decided from it), so most decisions neither walk
 /// the resource's attributes nor hash the name.
 fn service_of(span: &Span) -> Arc<str> {
+    /// (resource block id, its service name), by id modulo 16.
+    type Blocks = [Option<(u64, Arc<str>)>; 16];
     thread_local! {
-        static BLOCKS: std::cell::RefCell<[Option<(u64, Arc<str>)>; 16]> = Default::default();
+        static BLOCKS: std::cell::RefCell<Blocks> = Default::default();
     }
     let block = span.resource();
     BLOCKS.with_borrow_mut(|blocks| {
