@@ -32,6 +32,7 @@ fn build_index() -> (Index, Vec<String>) {
         attributes: vec!["user.id".into(), "enduser.id".into(), "session.id".into()],
         retention: Duration::from_secs(86_400),
         max_traces: TRACES,
+        max_bytes: 1 << 30,
         hash_values: false,
         hash_key: None,
     };
@@ -52,7 +53,7 @@ fn build_index() -> (Index, Vec<String>) {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
             id[8..].copy_from_slice(&(n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
-            pairs.push(id, &ix.query_key("user.id", &users[n % USERS]).unwrap());
+            pairs.push(id, ix.query_key("user.id", &users[n % USERS]).unwrap());
             summaries.push(Summary::of(
                 id,
                 &spans,
@@ -65,10 +66,11 @@ fn build_index() -> (Index, Vec<String>) {
     }
     let after = rss_bytes();
     println!(
-        "index: {} traces from {} users; RSS grew {:.0} bytes per indexed trace (summary, keys, maps)",
+        "index: {} traces from {} users; RSS grew {:.0} bytes per indexed trace (summary, keys, maps); the index counts {:.0} (what max_bytes bounds)",
         ix.len(),
         USERS,
-        (after - before) as f64 / TRACES as f64
+        (after - before) as f64 / TRACES as f64,
+        ix.bytes() as f64 / TRACES as f64
     );
     (ix, users)
 }

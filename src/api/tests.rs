@@ -42,6 +42,7 @@ fn buffer(index: bool) -> Arc<Buffer> {
             attributes: vec!["user.id".into(), "session.id".into()],
             retention: Duration::from_secs(3600),
             max_traces: 1000,
+            max_bytes: 64 << 20,
             hash_values: false,
             hash_key: None,
         };

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::model::{Span, TraceId};
 use crate::policy::Policies;
-use crate::support::index::{Decision, Summary};
+use crate::support::index::{Decision, Slot, Summary};
 use crate::support::Hooks;
 
 pub use cache::DecisionCache;
@@ -109,8 +109,8 @@ pub struct Outbox {
 struct Kept {
     spans: Vec<Span>,
     traces: usize,
-    /// Summaries of decided traces that carry an indexed value.
-    summaries: Vec<Summary>,
+    /// Summaries of decided traces that carry an indexed value, with their index slots.
+    summaries: Vec<(Slot, Summary)>,
     /// Dropped traces, for the rescue buffer.
     dropped: Vec<(TraceId, Vec<Span>)>,
     /// Decision delays past the deadline (seconds) and decisions by trigger and outcome:
@@ -262,8 +262,8 @@ impl Buffer {
         // Spans of one trace side by side (stable: their order is kept), so each trace
         // grows by exactly its spans in this request (no spare capacity is held) and the
         // index reads each trace's values in one pass. Runs are marked where they start:
-        // their length, and whether the trace carries an indexed value.
-        let mut runs: Vec<Vec<(usize, bool)>> = Vec::with_capacity(buckets.len());
+        // their length, and the trace's index slot if it carries an indexed value.
+        let mut runs: Vec<Vec<(usize, Option<Slot>)>> = Vec::with_capacity(buckets.len());
         for bucket in &mut buckets {
             bucket.sort_by_key(|s| s.trace_id());
             runs.push(run_lengths(bucket));
@@ -271,15 +271,23 @@ impl Buffer {
         if let Some(index) = &self.hooks.index {
             let mut scan = index.scanner();
             let mut pairs = crate::support::index::Found::default();
-            for (bucket, runs) in buckets.iter().zip(&mut runs) {
-                for (start, (len, indexed)) in runs.iter_mut().enumerate() {
-                    if *len > 0 {
-                        let spans = &bucket[start..start + *len];
-                        *indexed = scan.trace(spans[0].trace_id(), spans, &mut pairs);
+            // (bucket, run start) of each trace with keys, in the order the index answers.
+            let mut with_keys = Vec::new();
+            for (b, (bucket, runs)) in buckets.iter().zip(&runs).enumerate() {
+                for (start, &(len, _)) in runs.iter().enumerate() {
+                    if len > 0 {
+                        let spans = &bucket[start..start + len];
+                        if scan.trace(spans[0].trace_id(), spans, &mut pairs) {
+                            with_keys.push((b, start));
+                        }
                     }
                 }
             }
-            index.add(pairs);
+            let slots = index.add(pairs);
+            debug_assert_eq!(slots.len(), with_keys.len());
+            for ((b, start), slot) in with_keys.into_iter().zip(slots) {
+                runs[b][start].1 = Some(slot);
+            }
         }
         let per_shard_traces = self.cfg.num_traces.div_ceil(self.shards.len()).max(1);
         let cap = self.memory_cap.load(Ordering::Relaxed);
@@ -436,14 +444,16 @@ impl Buffer {
                 reasons: if sampled { reasons.clone() } else { Vec::new() },
             });
         }
-        if pending.indexed {
+        if let Some(slot) = pending.index {
             let decision = if sampled {
                 Decision::Sampled
             } else {
                 Decision::Dropped
             };
-            kept.summaries
-                .push(Summary::of(*id, &pending.spans, decision, reasons.clone()));
+            kept.summaries.push((
+                slot,
+                Summary::of(*id, &pending.spans, decision, reasons.clone()),
+            ));
         }
         if !sampled {
             if self.hooks.rescue.is_some() {
@@ -499,9 +509,9 @@ impl Buffer {
 }
 
 /// For each span: how many spans of its trace start a run here (0 inside a run), and
-/// room for the run's "indexed" flag.
-fn run_lengths(spans: &[Span]) -> Vec<(usize, bool)> {
-    let mut runs = vec![(0, false); spans.len()];
+/// room for the run's index slot.
+fn run_lengths(spans: &[Span]) -> Vec<(usize, Option<Slot>)> {
+    let mut runs = vec![(0, None); spans.len()];
     let mut start = 0;
     for i in 1..=spans.len() {
         if i == spans.len() || spans[i].trace_id() != spans[start].trace_id() {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::{BufferCfg, DecisionCache, Ingested};
 use crate::model::{Span, TraceId};
+use crate::support::index::Slot;
 
 /// A trace waiting for its decision.
 #[derive(Debug)]
@@ -23,8 +24,9 @@ pub struct Pending {
     pub deadline: Instant,
     /// Bytes of its spans (saturating; the shard's total is kept exact on its own).
     pub bytes: u32,
-    /// It carries a value the support index holds (its summary goes there when decided).
-    pub indexed: bool,
+    /// It carries a value the support index holds, at this slot (its summary goes there
+    /// when decided).
+    pub index: Option<Slot>,
 }
 
 #[derive(Debug)]
@@ -60,11 +62,11 @@ impl Shard {
 
     /// Adds one span. `run` is the number of spans of its trace that arrive together,
     /// starting with this one (0 for the rest of the run): room for exactly those is made;
-    /// and whether the trace carries an indexed value.
+    /// and the index slot of the trace if it carries an indexed value.
     pub fn add(
         &mut self,
         span: Span,
-        (run, indexed): (usize, bool),
+        (run, index): (usize, Option<Slot>),
         now: Instant,
         cfg: &BufferCfg,
         stats: &mut Ingested,
@@ -93,7 +95,7 @@ impl Shard {
                     spans: Vec::new(),
                     deadline,
                     bytes: 0,
-                    indexed: false,
+                    index: None,
                 },
             );
         }
@@ -110,7 +112,9 @@ impl Shard {
         if run > 0 {
             p.spans.reserve_exact(run);
         }
-        p.indexed |= indexed;
+        if index.is_some() {
+            p.index = index;
+        }
         p.spans.push(span);
         p.bytes = p
             .bytes

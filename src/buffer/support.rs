@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Buffer, Kept};
 use crate::model::{Span, TraceId};
-use crate::support::index::{Decision, Index, Summary};
+use crate::support::index::{Decision, Index, Slot, Summary};
 use crate::support::marks::Mark;
 use crate::support::rescue::RescueBuffer;
 use crate::support::Hooks;
@@ -86,11 +86,11 @@ impl Buffer {
     /// After a round of decisions, outside the shard locks.
     pub(super) fn after_decisions(
         &self,
-        summaries: Vec<Summary>,
+        summaries: Vec<(Slot, Summary)>,
         dropped: Vec<(TraceId, Vec<Span>)>,
     ) {
         if let Some(index) = &self.hooks.index {
-            index.decided(summaries);
+            index.decided_at(summaries);
         }
         if let Some(rescue) = &self.hooks.rescue {
             if !dropped.is_empty() {

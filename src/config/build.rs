@@ -409,6 +409,12 @@ impl Reader {
                 format!("at most {MAX_INDEXED_ATTRIBUTES} attributes"),
             );
         }
+        if s.index.max_bytes.0 < 1 << 20 {
+            self.problem(
+                "support.index.max_bytes",
+                "must be at least 1MiB (attributes: [] turns the index off)",
+            );
+        }
         if let Some(url) = &s.trace_url {
             if !url.contains("{trace_id}") {
                 self.problem(
@@ -451,6 +457,7 @@ impl Reader {
                 attributes: s.index.attributes,
                 retention: s.index.retention.0,
                 max_traces: s.index.max_traces as usize,
+                max_bytes: s.index.max_bytes.0 as usize,
                 hash_values: s.index.hash_values,
                 hash_key: s.index.hash_key,
             },

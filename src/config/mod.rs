@@ -216,6 +216,8 @@ pub struct IndexCfg {
     pub attributes: Vec<String>,
     pub retention: Duration,
     pub max_traces: usize,
+    /// Bytes the index may hold, by its own count of entries, keys and summaries.
+    pub max_bytes: usize,
     pub hash_values: bool,
     /// A secret: never printed (see the `Debug` impl).
     pub hash_key: Option<String>,
@@ -227,6 +229,7 @@ impl std::fmt::Debug for IndexCfg {
             .field("attributes", &self.attributes)
             .field("retention", &self.retention)
             .field("max_traces", &self.max_traces)
+            .field("max_bytes", &self.max_bytes)
             .field("hash_values", &self.hash_values)
             .field("hash_key", &redacted(&self.hash_key))
             .finish()

@@ -198,6 +198,7 @@ pub struct Index {
     pub attributes: Vec<String>,
     pub retention: GoDuration,
     pub max_traces: u64,
+    pub max_bytes: ByteSize,
     pub hash_values: bool,
     pub hash_key: Option<String>,
 }
@@ -208,6 +209,7 @@ impl Default for Index {
             attributes: vec!["user.id".into(), "enduser.id".into(), "session.id".into()],
             retention: GoDuration(std::time::Duration::from_secs(24 * 3600)),
             max_traces: 1_000_000,
+            max_bytes: ByteSize(256 << 20),
             hash_values: false,
             hash_key: None,
         }

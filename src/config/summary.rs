@@ -112,6 +112,23 @@ impl Config {
             ""
         };
         out.push(format!("support API: {api}{tls}{auth}"));
+        let ix = &self.support.index;
+        if ix.attributes.is_empty() {
+            out.push("index: off".into());
+        } else {
+            out.push(format!(
+                "index: {} for {}, at most {} traces and {} (oldest out first){}",
+                ix.attributes.join(", "),
+                secs(ix.retention),
+                ix.max_traces,
+                ByteSize(ix.max_bytes as u64),
+                if ix.hash_values {
+                    ", values hashed"
+                } else {
+                    ""
+                }
+            ));
+        }
         let fmt = if self.logging.format == LogFormat::Json {
             "json"
         } else {

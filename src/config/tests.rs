@@ -79,8 +79,44 @@ fn defaults_are_the_documented_ones() {
         c.support.index.attributes,
         ["user.id", "enduser.id", "session.id"]
     );
+    assert_eq!(
+        (c.support.index.max_traces, c.support.index.max_bytes),
+        (1_000_000, 256 << 20)
+    );
     assert_eq!(c.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.logging.format, LogFormat::Text);
+}
+
+#[test]
+fn the_index_is_bounded_by_bytes_and_says_so() {
+    let text = MINIMAL.replace(
+        "exporters:",
+        "support:\n  index: { max_traces: 5000, max_bytes: 64MiB, retention: 2h }\nexporters:",
+    );
+    let c = load_with_env(&text, "i.yaml", &env()).unwrap();
+    assert_eq!(c.support.index.max_bytes, 64 << 20);
+    let summary = c.summary().join("\n");
+    assert!(
+        summary.contains(
+            "index: user.id, enduser.id, session.id for 2h, at most 5000 traces and 64MiB"
+        ),
+        "{summary}"
+    );
+    let off = MINIMAL.replace(
+        "exporters:",
+        "support:\n  index: { attributes: [] }\nexporters:",
+    );
+    let c = load_with_env(&off, "o.yaml", &env()).unwrap();
+    assert!(c.summary().contains(&"index: off".to_string()));
+    let tiny = MINIMAL.replace(
+        "exporters:",
+        "support:\n  index: { max_bytes: 4KiB }\nexporters:",
+    );
+    let p = problems(&tiny);
+    assert!(
+        format!("{p:?}").contains("support.index.max_bytes"),
+        "{p:?}"
+    );
 }
 
 #[test]

@@ -70,7 +70,11 @@ impl Daemon {
         }
         self.desk.set_watch_for(new.complaints.watch_for);
         if let Some(index) = self.buffer.index() {
-            index.set_bounds(new.index.retention, new.index.max_traces);
+            index.set_bounds(
+                new.index.retention,
+                new.index.max_traces,
+                new.index.max_bytes,
+            );
             let attributes = &new.index.attributes;
             if !attributes.is_empty() && !index.set_attributes(attributes) {
                 tracing::warn!("support.index.attributes: the index has indexed 256 distinct attributes since start; the new list applies after a restart");
@@ -114,6 +118,10 @@ pub fn live_support_keys(a: &SupportCfg, b: &SupportCfg) -> Vec<&'static str> {
     check(
         "support.index.max_traces",
         a.index.max_traces != b.index.max_traces,
+    );
+    check(
+        "support.index.max_bytes",
+        a.index.max_bytes != b.index.max_bytes,
     );
     let (a, b) = (&a.complaints, &b.complaints);
     check("support.complaints.watch_for", a.watch_for != b.watch_for);

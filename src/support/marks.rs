@@ -148,7 +148,9 @@ mod tests {
     use super::*;
 
     fn key(s: &str) -> Key {
-        Arc::from(s.as_bytes())
+        let mut k = [0; 16];
+        k[..s.len()].copy_from_slice(s.as_bytes());
+        Key(k)
     }
 
     #[test]

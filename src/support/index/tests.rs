@@ -1,5 +1,8 @@
 //! Index behaviour: keys from span and resource attributes, newest first, bounds, hashing.
 
+use std::time::Duration;
+
+use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
@@ -12,6 +15,7 @@ fn cfg() -> IndexCfg {
         attributes: vec!["user.id".into(), "enduser.id".into(), "session.id".into()],
         retention: Duration::from_secs(3600),
         max_traces: 1000,
+        max_bytes: 64 << 20,
         hash_values: false,
         hash_key: None,
     }
@@ -136,10 +140,12 @@ fn hashed_values_never_hold_the_raw_id() {
     let t = g.trace(Shape::default(), 3);
     ix.add_at(ix.keys_of(&spans_of(&t)), 1_000);
     let key = ix.query_key("user.id", &t.user_id).unwrap();
-    assert_eq!(key.len(), 33, "attribute byte + SHA-256 digest");
-    assert!(!key
-        .windows(t.user_id.len())
-        .any(|w| w == t.user_id.as_bytes()));
+    // HMAC-SHA256 of the attribute's position and the value, truncated: nothing else.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(b"secret").unwrap();
+    hmac::Mac::update(&mut mac, &0u32.to_le_bytes());
+    hmac::Mac::update(&mut mac, t.user_id.as_bytes());
+    let digest = hmac::Mac::finalize(mac).into_bytes();
+    assert_eq!(key.0[..], digest[..16]);
     assert_eq!(ids(&ix.lookup(&key)), vec![t.trace_id]);
     let other = Index::new(&IndexCfg {
         hash_key: Some("other".into()),
@@ -163,10 +169,10 @@ fn new_bounds_apply_at_the_next_eviction() {
         );
     }
     assert_eq!(ix.len(), 5);
-    ix.set_bounds(Duration::from_secs(3600), 2);
+    ix.set_bounds(Duration::from_secs(3600), 2, usize::MAX);
     ix.add_at(ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))), 2_000);
     assert_eq!(ix.len(), 2, "max_traces now 2");
-    ix.set_bounds(Duration::from_secs(1), 1000);
+    ix.set_bounds(Duration::from_secs(1), 1000, usize::MAX);
     ix.add_at(ix.keys_of(&spans_of(&g.trace(Shape::default(), 2))), 10_000);
     assert_eq!(ix.len(), 1, "retention now 1 s: only the newest is left");
 }
@@ -216,4 +222,285 @@ fn the_index_refuses_a_257th_distinct_attribute() {
     assert!(ix.set_attributes(&many), "3 + 253 = 256 slots");
     assert!(!ix.set_attributes(&["one.more".into()]));
     assert_eq!(ix.attributes().len(), 253, "unchanged");
+}
+
+/// A summary of nothing, for tests that only count bytes.
+fn bare(id: TraceId, reasons: &[&str]) -> Summary {
+    Summary::of(
+        id,
+        &[],
+        Decision::Dropped,
+        reasons.iter().map(|r| Arc::from(*r)).collect(),
+    )
+}
+
+fn id(n: u64) -> TraceId {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&n.to_be_bytes());
+    id[8..].copy_from_slice(&n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    id
+}
+
+#[test]
+fn bounded_by_bytes_oldest_out_first() {
+    let mut c = cfg();
+    c.max_traces = 1_000_000;
+    c.max_bytes = 16 << 10;
+    let ix = Index::new(&c);
+    let mut total = 0;
+    for n in 0..2_000u64 {
+        let mut found = Found::default();
+        found.push(
+            id(n),
+            ix.query_key("user.id", &format!("u{}", n % 50)).unwrap(),
+        );
+        found.push(id(n), ix.query_key("session.id", &format!("s{n}")).unwrap());
+        ix.add_at(found, 1_000 + n);
+        assert!(ix.bytes() <= c.max_bytes, "{} after adding {n}", ix.bytes());
+        ix.decided(vec![bare(id(n), &["baseline", "errors"])]);
+        assert!(
+            ix.bytes() <= c.max_bytes,
+            "{} after deciding {n}",
+            ix.bytes()
+        );
+        total += 1;
+    }
+    let held = ix.len();
+    assert!(held > 10 && held < total, "{held} traces held");
+    // The newest `held` traces are the ones left, every one of them whole.
+    for n in 0..2_000u64 {
+        let present = n >= 2_000 - held as u64;
+        assert_eq!(ix.contains(&id(n)), present, "trace {n}");
+        if present {
+            assert_eq!(ix.keys_for(&id(n)).len(), 2);
+            assert!(ix.summary(&id(n)).is_some());
+        }
+    }
+    let oldest_user = ix.query_key("session.id", "s0").unwrap();
+    assert!(ix.lookup(&oldest_user).is_empty(), "keys go with the trace");
+    let u = ix.query_key("user.id", "u49").unwrap();
+    let got = ids(&ix.lookup(&u));
+    assert_eq!(got[0], id(1_999), "newest first");
+    assert!(got.windows(2).all(|w| w[0] > w[1]));
+}
+
+#[test]
+fn everything_goes_with_the_retention() {
+    let mut c = cfg();
+    c.retention = Duration::from_secs(10);
+    let ix = Index::new(&c);
+    for n in 0..100u64 {
+        let mut found = Found::default();
+        found.push(
+            id(n),
+            ix.query_key("user.id", &format!("u{}", n % 7)).unwrap(),
+        );
+        ix.add_at(found, 1_000 + n);
+        ix.decided(vec![bare(id(n), &["errors"])]);
+    }
+    assert!(ix.bytes() > 0);
+    ix.add_at(Found::default(), 1_000 + 100 + 10_000);
+    assert_eq!(
+        (ix.len(), ix.bytes()),
+        (0, 0),
+        "entries, postings, keys and summaries"
+    );
+}
+
+#[test]
+fn a_later_request_adds_keys_to_a_trace_once() {
+    let ix = Index::new(&cfg());
+    let (u, s) = (
+        ix.query_key("user.id", "u1").unwrap(),
+        ix.query_key("session.id", "s1").unwrap(),
+    );
+    let mut first = Found::default();
+    first.push(id(1), u);
+    first.push(id(1), u);
+    ix.add_at(first, 1_000);
+    let mut other = Found::default();
+    other.push(id(2), u);
+    ix.add_at(other, 1_001);
+    let mut later = Found::default();
+    later.push(id(1), u);
+    later.push(id(1), s);
+    ix.add_at(later, 1_002);
+    let mut keys = ix.keys_for(&id(1));
+    keys.sort();
+    let mut want = vec![u, s];
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(ids(&ix.lookup(&u)), vec![id(2), id(1)], "one row per trace");
+    assert_eq!(ids(&ix.lookup(&s)), vec![id(1)]);
+    assert_eq!(ix.len(), 2);
+}
+
+#[test]
+fn summaries_go_to_the_slots_ingest_gave() {
+    let mut c = cfg();
+    c.max_traces = 2;
+    let ix = Index::new(&c);
+    let mut slots = Vec::new();
+    for n in 0..3u64 {
+        let mut found = Found::default();
+        found.push(id(n), ix.query_key("user.id", "u").unwrap());
+        slots.extend(ix.add_at(found, 1_000 + n));
+    }
+    assert_eq!(slots.len(), 3);
+    // Trace 0 has left: its summary is let go; the others land where they are.
+    ix.decided_at(vec![
+        (slots[0], bare(id(0), &[])),
+        (slots[2], bare(id(2), &[])),
+        // A slot that names another trace's entry: the id decides.
+        (slots[2], bare(id(1), &["errors"])),
+    ]);
+    assert!(ix.summary(&id(0)).is_none() && !ix.contains(&id(0)));
+    assert!(ix.summary(&id(2)).is_some());
+    assert_eq!(&*ix.summary(&id(1)).unwrap().reasons[0], "errors");
+    assert_eq!(ix.len(), 2);
+}
+
+/// One step of the model check: add a trace's keys (a trace id from a small set, so some
+/// come again) or decide a trace.
+#[derive(Debug, Clone)]
+enum Op {
+    Add(u8, Vec<u8>),
+    Decide(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u8..40, prop::collection::vec(0u8..12, 1..4)).prop_map(|(t, k)| Op::Add(t, k)),
+        1 => (0u8..40).prop_map(Op::Decide),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Against a plain model (a list of traces in first-seen order, each with its keys):
+    /// lookups newest first, keys per trace, the count bound, and the byte bound held.
+    #[test]
+    fn agrees_with_a_plain_model(
+        ops in prop::collection::vec(op(), 1..120),
+        max_traces in 1usize..30,
+        max_bytes in 2_000usize..20_000,
+    ) {
+        let mut c = cfg();
+        c.max_traces = max_traces;
+        c.max_bytes = max_bytes;
+        let ix = Index::new(&c);
+        let key = |k: u8| ix.query_key("user.id", &format!("v{k}")).unwrap();
+        let mut model: Vec<(TraceId, Vec<Key>)> = Vec::new();
+        for (t, op) in ops.iter().enumerate() {
+            match op {
+                Op::Add(trace, keys) => {
+                    let mut found = Found::default();
+                    for k in keys {
+                        found.push(id(*trace as u64), key(*k));
+                    }
+                    ix.add_at(found, 1_000 + t as u64);
+                    let tid = id(*trace as u64);
+                    match model.iter_mut().find(|(i, _)| *i == tid) {
+                        Some((_, ks)) => {
+                            for k in keys {
+                                if !ks.contains(&key(*k)) {
+                                    ks.push(key(*k));
+                                }
+                            }
+                        }
+                        None => {
+                            let mut ks = Vec::new();
+                            for k in keys {
+                                if !ks.contains(&key(*k)) {
+                                    ks.push(key(*k));
+                                }
+                            }
+                            model.push((tid, ks));
+                        }
+                    }
+                }
+                Op::Decide(trace) => ix.decided(vec![bare(id(*trace as u64), &["baseline"])]),
+            }
+            prop_assert!(ix.bytes() <= max_bytes);
+            prop_assert!(ix.len() <= max_traces);
+            prop_assert!(ix.len() <= model.len());
+            // What left the index leaves the model (a trace seen again is then new).
+            let gone: Vec<_> = model.drain(..model.len() - ix.len()).collect();
+            for (tid, ks) in &gone {
+                prop_assert!(!ix.contains(tid));
+                prop_assert!(ks.iter().all(|k| !ids(&ix.lookup(k)).contains(tid)));
+            }
+            for (tid, ks) in &model {
+                prop_assert!(ix.contains(tid));
+                let mut got = ix.keys_for(tid);
+                got.sort();
+                let mut want = ks.clone();
+                want.sort();
+                prop_assert_eq!(got, want);
+            }
+        }
+        // Each key: the held traces that carry it, and only those.
+        for k in 0u8..12 {
+            let got = ids(&ix.lookup(&key(k)));
+            let mut with: Vec<TraceId> = model.iter().filter(|(_, ks)| ks.contains(&key(k))).map(|(t, _)| *t).collect();
+            with.sort();
+            let mut sorted = got.clone();
+            sorted.sort();
+            prop_assert_eq!(sorted, with, "key {}", k);
+        }
+    }
+
+    /// A value scanned from a span and the same value asked for by a lookup make the same
+    /// key; other values and other attributes make other keys.
+    #[test]
+    fn scanned_keys_meet_query_keys(
+        user in "[a-zA-Z0-9_.@-]{1,40}",
+        other in "[a-zA-Z0-9_.@-]{1,40}",
+        hashed in any::<bool>(),
+    ) {
+        let mut c = cfg();
+        c.hash_values = hashed;
+        c.hash_key = Some("k".into());
+        let ix = Index::new(&c);
+        let mut g = Gen::new(9);
+        let mut t = g.trace(Shape::default(), 3);
+        t.set_user(&user);
+        let found = ix.keys_of(&spans_of(&t));
+        let want = ix.query_key("user.id", &user).unwrap();
+        prop_assert!(found.pairs.iter().any(|&(i, k)| i == t.trace_id && k == want));
+        prop_assert_ne!(ix.query_key("enduser.id", &user).unwrap(), want);
+        if other != user {
+            prop_assert_ne!(ix.query_key("user.id", &other).unwrap(), want);
+        }
+    }
+
+    /// The short-string shortcut keys an encoded value exactly as the general parse does,
+    /// for well-formed values of every kind and for arbitrary bytes.
+    #[test]
+    fn raw_values_key_as_parsed(
+        text in "\\PC{0,150}",
+        int in any::<i64>(),
+        junk in prop::collection::vec(any::<u8>(), 0..40),
+        hashed in any::<bool>(),
+    ) {
+        use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+        let mut c = cfg();
+        c.hash_values = hashed;
+        c.hash_key = Some("k".into());
+        let ix = Index::new(&c);
+        let parsed = |raw: &[u8]| {
+            let s = crate::wire::AnyValueRef::parse(raw).to_display_string();
+            (!s.is_empty()).then(|| ix.keys().key(0, s.as_bytes()))
+        };
+        let encoded = [
+            AnyValue { value: Some(any_value::Value::StringValue(text.clone())) }.encode_to_vec(),
+            AnyValue { value: Some(any_value::Value::IntValue(int)) }.encode_to_vec(),
+            junk.clone(),
+            [&[0x0a, junk.len() as u8][..], &junk].concat(),
+        ];
+        for raw in &encoded {
+            prop_assert_eq!(ix.keys().key_of_raw(0, raw), parsed(raw), "{:?}", raw);
+        }
+    }
 }
