@@ -65,14 +65,6 @@ async fn send(client: &mut Client, g: &mut Gen, n: usize) -> (Vec<Trace>, Vec<Tr
     (kept, plain)
 }
 
-fn all_arrived(d: &Downstream, kept: &[Trace]) -> bool {
-    let got = d.spans_by_trace();
-    kept.iter().all(|t| {
-        got.get(&hex::encode(t.trace_id))
-            .is_some_and(|s| s.len() >= t.spans.len())
-    })
-}
-
 fn segments(data: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(data)
         .unwrap()
@@ -102,7 +94,7 @@ async fn kill_9_loses_no_acknowledged_span_of_a_kept_trace() {
 
     let mut second = Process::start(&write_config(dir.path(), &data, "200ms", down_addr));
     second.line("write-ahead log replayed").await;
-    down.wait_for("every kept trace", |d| all_arrived(d, &kept))
+    down.wait_for("every kept trace", |d| d.has_all(&kept))
         .await;
     let got = down.spans_by_trace();
     for t in &plain {
@@ -161,10 +153,8 @@ async fn kept_traces_not_yet_exported_at_kill_9_are_exported_after_restart() {
 
     let (down, down_addr) = Downstream::start().await;
     let second = Process::start(&write_config(dir.path(), &data, "200ms", down_addr));
-    down.wait_for("the kept traces of the first run", |d| {
-        all_arrived(d, &kept)
-    })
-    .await;
+    down.wait_for("the kept traces of the first run", |d| d.has_all(&kept))
+        .await;
     second.stop();
     Row {
         test: "kill -9 with kept traces not yet exported, restart",
@@ -209,7 +199,7 @@ async fn a_corrupt_log_tail_is_skipped_and_the_daemon_serves() {
     let mut c = client(&d.addr("OTLP/gRPC receiver").await).await;
     let (kept, _) = send(&mut c, &mut g, 2).await;
     down.wait_for("the old trace and the new ones", |d| {
-        all_arrived(d, &kept) && all_arrived(d, std::slice::from_ref(&old))
+        d.has_all(&kept) && d.has_all(std::slice::from_ref(&old))
     })
     .await;
     assert!(
@@ -261,7 +251,7 @@ async fn spans_delivered_before_kill_9_are_not_sent_again() {
     let mut c = client(&first.addr("OTLP/gRPC receiver").await).await;
     let (kept, _) = send(&mut c, &mut g, 10).await;
     drop(c);
-    down.wait_for("every kept trace", |d| all_arrived(d, &kept))
+    down.wait_for("every kept trace", |d| d.has_all(&kept))
         .await;
     // The next checkpoint lists them as delivered; kill before their segments go (2 s on).
     common::eventually("the delivery logged", || {

@@ -14,9 +14,7 @@ use casefile::fixture::{self, Gen, Shape, Trace};
 use casefile::policy::PolicyCfg;
 use common::report::Row;
 use common::*;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -52,16 +50,10 @@ impl Gated {
     async fn start_on(addr: SocketAddr, paused: bool) -> Gated {
         let g = Gated::default();
         g.paused.store(paused, Ordering::SeqCst);
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let svc = TraceServiceServer::new(g.clone())
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-                .unwrap();
-        });
+        serve_otlp(
+            g.clone(),
+            tokio::net::TcpListener::bind(addr).await.unwrap(),
+        );
         g
     }
 
@@ -116,13 +108,7 @@ async fn the_backend_down_then_up_gets_every_kept_span() {
     .await;
     let down = Gated::start_on(addr, false).await;
     down.inner
-        .wait_for("every kept trace", |d| {
-            let got = d.spans_by_trace();
-            kept.iter().all(|t| {
-                got.get(&hex::encode(t.trace_id))
-                    .is_some_and(|s| s.len() >= t.spans.len())
-            })
-        })
+        .wait_for("every kept trace", |d| d.has_all(&kept))
         .await;
     daemon.shutdown().await;
     Row {
@@ -245,14 +231,8 @@ async fn a_policy_reload_mid_stream_loses_nothing() {
     // Kept for sure: every error trace (both policy sets keep it) and every plain trace
     // sent after the reload.
     let kept: Vec<Trace> = errors.into_iter().chain(after).collect();
-    down.wait_for("every trace both policy sets keep", |d| {
-        let got = d.spans_by_trace();
-        kept.iter().all(|t| {
-            got.get(&hex::encode(t.trace_id))
-                .is_some_and(|s| s.len() >= t.spans.len())
-        })
-    })
-    .await;
+    down.wait_for("every trace both policy sets keep", |d| d.has_all(&kept))
+        .await;
     daemon.shutdown().await;
     Row {
         test: "policy reload mid-stream",

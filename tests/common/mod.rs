@@ -45,21 +45,26 @@ impl TraceService for Downstream {
     }
 }
 
+/// Serves `svc` as an OTLP/gRPC trace receiver (gzip accepted) on `listener`.
+pub fn serve_otlp<S: TraceService>(svc: S, listener: tokio::net::TcpListener) {
+    let svc =
+        TraceServiceServer::new(svc).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+            .unwrap();
+    });
+}
+
 impl Downstream {
     /// Starts on 127.0.0.1:0 and returns its address.
     pub async fn start() -> (Downstream, SocketAddr) {
         let d = Downstream::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let svc = TraceServiceServer::new(d.clone())
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-                .unwrap();
-        });
+        serve_otlp(d.clone(), listener);
         (d, addr)
     }
 
@@ -78,6 +83,15 @@ impl Downstream {
             }
         }
         out
+    }
+
+    /// Whether every span of every trace of `traces` has arrived (at least once).
+    pub fn has_all(&self, traces: &[casefile::fixture::Trace]) -> bool {
+        let got = self.spans_by_trace();
+        traces.iter().all(|t| {
+            got.get(&hex::encode(t.trace_id))
+                .is_some_and(|s| s.len() >= t.spans.len())
+        })
     }
 
     pub fn span_count(&self) -> usize {
