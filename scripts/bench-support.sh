@@ -16,19 +16,5 @@ add_support '  index: { max_traces: 20000 }\n  complaints: { rescue_window: 0s }
 cp "$OUT/casefile-bench.yaml" "$OUT/support-on.yaml"
 
 for name in support-off index-only index-small support-on; do
-  target/release/casefile run --config "$OUT/$name.yaml" > "$OUT/$name.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/24317) 2>/dev/null && break; sleep 0.1; done
-  t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-  report=$(target/release/casefile-load --target 127.0.0.1:24317 --sink 127.0.0.1:24318 --connections 4 \
-    --spans-per-request 500 --spans-per-trace 10 --seconds "$SECS" --drain-seconds 4)
-  t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-  kill -TERM $pid; wait $pid || true
-  python3 - "$name" "$report" "$((t1 - t0))" "$(getconf CLK_TCK)" "$rss" <<'PY'
-import json, sys
-name, r, ticks, hz, rss = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-print(f"{name:12} {r['accepted_spans_per_sec']:>10,.0f} spans/s  {ticks / hz / max(r['accepted_spans'], 1) * 1e6:5.2f} us CPU/span  "
-      f"peak RSS {rss / 1024:6.0f} MiB  must-keep whole {r['expected_traces_whole']}/{r['expected_traces']}")
-PY
+  scripts/bench-one.sh "$name" "$OUT/$name.yaml" "$SECS"
 done
