@@ -10,52 +10,23 @@
 // http://jaeger.example/trace/{trace_id}). Prints one JSON line and exits 0, or prints
 // what failed to stderr and exits 1 (a screenshot of the failure goes to
 // target/console-failure.png).
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { T, check, open, shots, watchdog as startWatchdog } from './browser.mjs';
 
 const [base, userId, traceId, ticket = 'cs_console_1'] = process.argv.slice(2);
 if (!base || !userId || !traceId) {
   console.error('usage: node console.mjs BASE_URL USER_ID TRACE_ID [TICKET_ID]');
   process.exit(2);
 }
-const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-const shots = join(root, 'target');
-mkdirSync(shots, { recursive: true });
-const executablePath = process.env.CASEFILE_CHROMIUM || '/usr/bin/chromium';
 const template = process.env.CASEFILE_CONSOLE_TRACE_URL || 'http://jaeger.example/trace/{trace_id}';
 const wantHref = template.replace('{trace_id}', traceId);
-const T = 15000;
-
-const watchdog = setTimeout(() => {
-  console.error('console test: gave up after 90 s');
-  process.exit(3);
-}, 90000);
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
+const watchdog = startWatchdog('console test');
 
 let browser;
 let page;
-const pageErrors = [];
+let pageErrors = [];
 try {
-  browser = await chromium.launch({
-    executablePath,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 30000,
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  page = await context.newPage();
-  page.setDefaultTimeout(T);
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  // Script errors fail the test; "Failed to load resource" is Chromium logging an HTTP
-  // error answer, which this test provokes on purpose (the 400).
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`console: ${m.text()}`);
-  });
+  ({ browser, page, pageErrors } = await open());
 
   const resp = await page.goto(`${base}/`);
   check(resp && resp.status() === 200, `GET / answered ${resp && resp.status()}`);

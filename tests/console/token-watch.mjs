@@ -7,45 +7,21 @@
 //
 // Env: CASEFILE_CHROMIUM (default /usr/bin/chromium). Prints one JSON line and exits 0,
 // or prints what failed to stderr and exits 1 (screenshot: target/console-token-failure.png).
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { T, check, open, shots, watchdog as startWatchdog } from './browser.mjs';
 
 const [base, userId, token, ticket] = process.argv.slice(2);
 if (!base || !userId || !token || !ticket) {
   console.error('usage: node token-watch.mjs BASE_URL USER_ID TOKEN TICKET_ID');
   process.exit(2);
 }
-const shots = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'target');
-mkdirSync(shots, { recursive: true });
-const T = 15000;
-const watchdog = setTimeout(() => {
-  console.error('console token test: gave up after 90 s');
-  process.exit(3);
-}, 90000);
-
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
+const watchdog = startWatchdog('console token test');
 
 let browser;
 let page;
-const pageErrors = [];
+let pageErrors = [];
 try {
-  browser = await chromium.launch({
-    executablePath: process.env.CASEFILE_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 30000,
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  page = await context.newPage();
-  page.setDefaultTimeout(T);
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
-  page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`console: ${m.text()}`);
-  });
+  ({ browser, page, pageErrors } = await open());
 
   const resp = await page.goto(`${base}/`);
   check(resp && resp.status() === 200, `GET / answered ${resp && resp.status()} (the page itself needs no token)`);
