@@ -92,28 +92,16 @@ fn status_of(e: &IntakeError) -> Status {
     if e.is_throttling() {
         // UNAVAILABLE is always retried by OTLP clients (RESOURCE_EXHAUSTED only with
         // RetryInfo); the RetryInfo says when.
-        return Status::with_details(Code::Unavailable, e.to_string(), retry_info(1));
+        return Status::with_details(
+            Code::Unavailable,
+            e.to_string(),
+            Bytes::from(crate::wire::encode::status_with_retry_info(
+                Code::Unavailable as i32,
+                std::time::Duration::from_secs(1),
+            )),
+        );
     }
     Status::invalid_argument(e.to_string())
-}
-
-/// A `google.rpc.Status` detail carrying `RetryInfo { retry_delay: seconds }` (the
-/// `grpc-status-details-bin` payload; its code is UNAVAILABLE).
-fn retry_info(seconds: u64) -> Bytes {
-    use crate::wire::{put_key, put_len, put_varint, VARINT};
-    let mut duration = Vec::new();
-    put_key(&mut duration, 1, VARINT);
-    put_varint(&mut duration, seconds);
-    let mut info = Vec::new();
-    put_len(&mut info, 1, &duration);
-    let mut any = Vec::new();
-    put_len(&mut any, 1, b"type.googleapis.com/google.rpc.RetryInfo");
-    put_len(&mut any, 2, &info);
-    let mut status = Vec::new();
-    put_key(&mut status, 1, VARINT);
-    put_varint(&mut status, Code::Unavailable as u64);
-    put_len(&mut status, 3, &any);
-    Bytes::from(status)
 }
 
 impl<B> tower::Service<http::Request<B>> for TraceService

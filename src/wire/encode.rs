@@ -123,6 +123,30 @@ pub fn append_attributes(span_bytes: &[u8], attrs: &[(&str, &str)]) -> Box<[u8]>
     out.into_boxed_slice()
 }
 
+/// A `google.rpc.Status` with gRPC `code` carrying `RetryInfo { retry_delay: delay }`: the
+/// `grpc-status-details-bin` payload that tells OTLP clients when to retry (the receivers'
+/// throttling answers; the exporters read it back with `export::grpc::retry_info_delay`).
+pub fn status_with_retry_info(code: i32, delay: std::time::Duration) -> Vec<u8> {
+    use super::VARINT;
+    let mut duration = Vec::new();
+    put_key(&mut duration, 1, VARINT);
+    put_varint(&mut duration, delay.as_secs());
+    if delay.subsec_nanos() > 0 {
+        put_key(&mut duration, 2, VARINT);
+        put_varint(&mut duration, u64::from(delay.subsec_nanos()));
+    }
+    let mut info = Vec::new();
+    put_len(&mut info, 1, &duration);
+    let mut any = Vec::new();
+    put_len(&mut any, 1, b"type.googleapis.com/google.rpc.RetryInfo");
+    put_len(&mut any, 2, &info);
+    let mut status = Vec::new();
+    put_key(&mut status, 1, VARINT);
+    put_varint(&mut status, code as u64);
+    put_len(&mut status, 3, &any);
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

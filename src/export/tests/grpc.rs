@@ -7,7 +7,6 @@ use tonic::Code;
 
 use super::*;
 use crate::export::config::ExporterCfg;
-use crate::wire::{put_key, put_len, put_varint, VARINT};
 
 fn cfg_for(addr: SocketAddr) -> OtlpCfg {
     otlp_cfg(&addr.to_string())
@@ -113,23 +112,12 @@ async fn invalid_argument_is_not_retried() {
     );
 }
 
-/// `google.rpc.Status` details carrying a `RetryInfo` of `delay`.
+/// `google.rpc.Status` details carrying a `RetryInfo` of `delay`, as the receivers write it.
 fn retry_info(delay: Duration) -> Bytes {
-    let mut duration = Vec::new();
-    put_key(&mut duration, 1, VARINT);
-    put_varint(&mut duration, delay.as_secs());
-    put_key(&mut duration, 2, VARINT);
-    put_varint(&mut duration, u64::from(delay.subsec_nanos()));
-    let mut info = Vec::new();
-    put_len(&mut info, 1, &duration);
-    let mut any = Vec::new();
-    put_len(&mut any, 1, b"type.googleapis.com/google.rpc.RetryInfo");
-    put_len(&mut any, 2, &info);
-    let mut status = Vec::new();
-    put_key(&mut status, 1, VARINT);
-    put_varint(&mut status, Code::ResourceExhausted as u64);
-    put_len(&mut status, 3, &any);
-    Bytes::from(status)
+    Bytes::from(crate::wire::encode::status_with_retry_info(
+        Code::ResourceExhausted as i32,
+        delay,
+    ))
 }
 
 #[test]
