@@ -71,14 +71,20 @@ async fn wait_level(daemon: &Daemon, level: Level) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_the_limit_requests_are_refused_counted_and_resumed() {
+/// A fake /proc and cgroup tree (kept while the returned dir lives), resident at `mib`.
+fn fake_host(mib: u64) -> (tempfile::TempDir, Host) {
     let fake = tempfile::tempdir().unwrap();
     let host = Host {
         proc_dir: fake.path().join("proc"),
         cgroup_dir: fake.path().join("cgroup"),
     };
-    set_resident(&host.proc_dir, 40);
+    set_resident(&host.proc_dir, mib);
+    (fake, host)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_requests_are_refused_counted_and_resumed() {
+    let (_fake, host) = fake_host(40);
     let (down, addr) = Downstream::start().await;
     let daemon = Daemon::start_on(guarded_config(addr, "200ms"), host.clone())
         .await
@@ -156,12 +162,7 @@ async fn over_the_limit_requests_are_refused_counted_and_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_soft_level_traces_are_decided_early() {
-    let fake = tempfile::tempdir().unwrap();
-    let host = Host {
-        proc_dir: fake.path().join("proc"),
-        cgroup_dir: fake.path().join("cgroup"),
-    };
-    set_resident(&host.proc_dir, 40);
+    let (_fake, host) = fake_host(40);
     let (down, addr) = Downstream::start().await;
     // An hour's window: without the soft level nothing would be decided in this test.
     let daemon = Daemon::start_on(guarded_config(addr, "1h"), host.clone())
