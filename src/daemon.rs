@@ -174,7 +174,8 @@ impl Daemon {
         let guard = MemoryGuard::default();
         let intake = Intake::new(Arc::clone(&buffer), backpressure)
             .with_storage(storage.clone())
-            .with_memory(guard.clone());
+            .with_memory(guard.clone())
+            .with_checks(config.receivers.checks);
         if let (Some(limit), Some(soft)) = (budget.limit, budget.soft) {
             let watch = memory::guard::Watch {
                 guard: guard.clone(),

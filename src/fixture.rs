@@ -8,6 +8,8 @@ use opentelemetry_proto::tonic::trace::v1::{
     span, status, ResourceSpans, ScopeSpans, Span, Status,
 };
 
+pub mod poison;
+
 const SERVICES: [&str; 5] = ["frontend", "checkout", "payments", "inventory", "postgres"];
 const OPERATIONS: [&str; 6] = [
     "GET /cart",
@@ -253,7 +255,7 @@ fn resource_spans_for(service: &str) -> ResourceSpans {
     }
 }
 
-fn service_of(rs: &ResourceSpans) -> &str {
+pub(crate) fn service_of(rs: &ResourceSpans) -> &str {
     rs.resource
         .as_ref()
         .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))

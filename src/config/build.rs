@@ -10,6 +10,7 @@ use serde_yaml_ng::Value;
 use super::*;
 use crate::export::config::{ExporterCfg, FileCfg, OtlpCfg};
 use crate::policy::PolicyCfg;
+use crate::wire::decode::{Checks, InvalidUtf8};
 
 /// Attributes `support.index` may read (each key names its attribute in one byte, and a
 /// reload may add attributes: the index has room for 256 over its life).
@@ -128,7 +129,9 @@ impl Reader {
     }
 
     fn receivers(&mut self, r: raw::Receivers) -> Option<ReceiversCfg> {
-        let p = r.otlp.map(|o| o.protocols).unwrap_or_default();
+        let otlp = r.otlp.unwrap_or_default();
+        let checks = self.receiver_checks(&otlp);
+        let p = otlp.protocols;
         let grpc = p.grpc.map(|g| {
             let g = g.unwrap_or_default();
             GrpcReceiverCfg {
@@ -171,7 +174,29 @@ impl Reader {
                 self.check_listen(&format!("receivers.otlp.protocols.{path}.endpoint"), ep);
             }
         }
-        Some(ReceiversCfg { grpc, http })
+        Some(ReceiversCfg { grpc, http, checks })
+    }
+
+    fn receiver_checks(&mut self, otlp: &raw::OtlpReceiver) -> Checks {
+        let mut checks = Checks::default();
+        match otlp.invalid_utf8.as_deref() {
+            None | Some("repair") => {}
+            Some("reject") => checks.invalid_utf8 = InvalidUtf8::Reject,
+            Some(other) => self.problem(
+                "receivers.otlp.invalid_utf8",
+                format!("{other:?} is not a choice: use repair (replace invalid sequences with U+FFFD) or reject (refuse the span)"),
+            ),
+        }
+        if let Some(max) = otlp.max_span_bytes {
+            if max.0 < 1024 {
+                self.problem(
+                    "receivers.otlp.max_span_bytes",
+                    "must be at least 1KiB (SDK spans are a few hundred bytes each)",
+                );
+            }
+            checks.max_span_bytes = usize::try_from(max.0).unwrap_or(usize::MAX);
+        }
+        checks
     }
 
     /// A listen address must be `host:port` with a numeric port.

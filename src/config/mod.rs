@@ -121,6 +121,8 @@ pub struct HttpReceiverCfg {
 pub struct ReceiversCfg {
     pub grpc: Option<GrpcReceiverCfg>,
     pub http: Option<HttpReceiverCfg>,
+    /// `invalid_utf8` and `max_span_bytes`: what every accepted span must pass.
+    pub checks: crate::wire::decode::Checks,
 }
 
 /// `processors.tail_sampling`, validated.

@@ -26,6 +26,10 @@ pub struct Receivers {
 pub struct OtlpReceiver {
     #[serde(default)]
     pub protocols: Protocols,
+    /// `repair` (default) or `reject`: what happens to a span whose strings are not UTF-8.
+    pub invalid_utf8: Option<String>,
+    /// A larger span is refused through `partial_success` (default 1MiB).
+    pub max_span_bytes: Option<ByteSize>,
 }
 
 /// `receivers.otlp.protocols:`; a protocol key with no value turns it on with defaults.

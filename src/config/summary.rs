@@ -47,6 +47,15 @@ impl Config {
             ));
         }
         out.push(format!("receivers: {}", recv.join(", ")));
+        let utf8 = match r.checks.invalid_utf8 {
+            crate::wire::decode::InvalidUtf8::Repair => "repaired (U+FFFD)",
+            crate::wire::decode::InvalidUtf8::Reject => "refused",
+        };
+        out.push(format!(
+            "span checks: invalid UTF-8 {utf8}; spans over {} or nested deeper than {} levels refused",
+            ByteSize(r.checks.max_span_bytes as u64),
+            crate::wire::check::MAX_DEPTH
+        ));
         let t = &self.tail_sampling;
         let after_root = t
             .decision_wait_after_root_received

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::buffer::Buffer;
 use crate::memory::MemoryGuard;
 use crate::storage::Storage;
-use crate::wire::decode::decode_request;
+use crate::wire::decode::{decode_request_with, Checks};
 use crate::wire::encode::encode_request;
 use crate::wire::WireError;
 
@@ -93,7 +93,7 @@ fn busy_log() {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Accepted {
     pub spans: usize,
-    /// Spans refused for invalid ids, reported through `partial_success`.
+    /// Spans refused (invalid ids, failed checks), reported through `partial_success`.
     pub rejected: usize,
     pub message: String,
 }
@@ -111,6 +111,8 @@ pub struct Intake {
     storage: Option<Arc<Storage>>,
     /// Past the memory limit every request is refused (`reason="memory"`).
     memory: MemoryGuard,
+    /// What every accepted span must pass (`receivers.otlp.invalid_utf8`, `max_span_bytes`).
+    checks: Checks,
 }
 
 impl Intake {
@@ -120,7 +122,14 @@ impl Intake {
             backpressure,
             storage: None,
             memory: MemoryGuard::default(),
+            checks: Checks::default(),
         }
+    }
+
+    /// Checks every span with `checks` instead of the defaults.
+    pub fn with_checks(mut self, checks: Checks) -> Intake {
+        self.checks = checks;
+        self
     }
 
     /// Refuses new data while `guard` says memory is over the limit.
@@ -176,11 +185,13 @@ impl Intake {
     /// Decodes an encoded ExportTraceServiceRequest and buffers its spans.
     pub fn accept(&self, request: &[u8], transport: &'static str) -> Result<Accepted, IntakeError> {
         if let Some(e) = self.refusal() {
-            let spans = decode_request(request).ok().map(|d| d.spans.len());
+            let spans = decode_request_with(request, &self.checks)
+                .ok()
+                .map(|d| d.spans.len());
             count_refused(transport, e.reason(), spans);
             return Err(e);
         }
-        let decoded = match decode_request(request) {
+        let decoded = match decode_request_with(request, &self.checks) {
             Ok(d) => d,
             Err(e) => {
                 metrics::counter!("casefile_receiver_refused_requests_total", "transport" => transport, "reason" => "malformed").increment(1);
@@ -195,14 +206,20 @@ impl Intake {
                 .map(|m| format!("{} span(s) rejected: {m}", decoded.rejected))
                 .unwrap_or_default(),
         };
+        for &(reason, n) in &decoded.rejected_by {
+            metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => reason).increment(n as u64);
+        }
         if accepted.rejected > 0 {
-            metrics::counter!("casefile_receiver_refused_spans_total", "transport" => transport, "reason" => "invalid").increment(accepted.rejected as u64);
-            tracing::debug!(transport, rejected = accepted.rejected, reason = %accepted.message, "refused spans with invalid ids");
+            tracing::debug!(transport, rejected = accepted.rejected, reason = %accepted.message, "refused spans");
+        }
+        if decoded.repaired > 0 {
+            metrics::counter!("casefile_receiver_repaired_spans_total", "transport" => transport, "reason" => "invalid_utf8").increment(decoded.repaired as u64);
         }
         if let (Some(storage), false) = (&self.storage, decoded.spans.is_empty()) {
-            // The request as received when every span was accepted; otherwise only the
-            // accepted spans, so a replay never brings back a refused one.
-            let result = if decoded.rejected == 0 {
+            // The request as received when every span was accepted as it came; otherwise
+            // the accepted spans as they will be sent, so a replay never brings back a
+            // refused span or an unrepaired one.
+            let result = if decoded.rejected == 0 && decoded.repaired == 0 {
                 storage.append(request)
             } else {
                 storage.append(&encode_request(&decoded.spans))

@@ -104,12 +104,21 @@ pub(super) fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     out
 }
 
-/// The receivers' keys: a protocol turned on or off, its endpoint, its size bound, and
-/// whether it serves TLS (its certificate paths apply live).
+/// The receivers' keys: the span checks, a protocol turned on or off, its endpoint, its
+/// size bound, and whether it serves TLS (its certificate paths apply live).
 fn receivers(running: &Config, new: &Config, check: &mut impl FnMut(&str, bool)) {
     let tls_on = |t: &Option<ServerTlsCfg>| t.is_some();
     let p = "receivers.otlp.protocols";
     let (a, b) = (&running.receivers, &new.receivers);
+    let (ca, cb) = (&a.checks, &b.checks);
+    check(
+        "receivers.otlp.invalid_utf8",
+        ca.invalid_utf8 != cb.invalid_utf8,
+    );
+    check(
+        "receivers.otlp.max_span_bytes",
+        ca.max_span_bytes != cb.max_span_bytes,
+    );
     match (&a.grpc, &b.grpc) {
         (Some(a), Some(b)) => {
             check(&format!("{p}.grpc.endpoint"), a.endpoint != b.endpoint);

@@ -8,7 +8,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span as PbSpan;
 use prost::Message;
 
-use super::decode::decode_request;
+use super::decode::{decode_request_with, Checks, InvalidUtf8};
+use super::encode::encode_request;
 use crate::model::{Shared, Span, StatusCode};
 
 /// Checks that the fast path reads `req` as prost does, or says how it does not.
@@ -26,7 +27,12 @@ pub fn check_against_prost(req: &[u8]) -> Result<(), String> {
         return Ok(());
     };
     let canonical = full.encode_to_vec() == req;
-    let fast = decode_request(req)
+    // No size bound: prost has none, so a large span is not a disagreement.
+    let checks = Checks {
+        max_span_bytes: usize::MAX,
+        ..Checks::default()
+    };
+    let fast = decode_request_with(req, &checks)
         .map_err(|e| format!("prost accepts the request, the fast path refuses it: {e}"))?;
     let mut spans = fast.spans.iter();
     let mut rejected = 0;
@@ -66,6 +72,34 @@ pub fn check_against_prost(req: &[u8]) -> Result<(), String> {
         fast.first_rejection.is_some(),
         rejected > 0,
     )
+}
+
+/// The other direction: whatever the fast path accepts from `req` (with invalid UTF-8
+/// repaired, and with it refused), encoded as casefile exports it, prost decodes, with
+/// every accepted span, and only valid UTF-8 in it (prost checks that as it decodes).
+#[doc(hidden)]
+pub fn check_exportable(req: &[u8]) -> Result<(), String> {
+    for invalid_utf8 in [InvalidUtf8::Repair, InvalidUtf8::Reject] {
+        let checks = Checks {
+            invalid_utf8,
+            ..Checks::default()
+        };
+        let Ok(fast) = decode_request_with(req, &checks) else {
+            continue;
+        };
+        let out = encode_request(&fast.spans);
+        let back = ExportTraceServiceRequest::decode(&out[..]).map_err(|e| {
+            format!("{invalid_utf8:?}: prost cannot decode what casefile would export: {e}")
+        })?;
+        let spans: usize = back
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len())
+            .sum();
+        same("export", "spans", spans, fast.spans.len())?;
+    }
+    Ok(())
 }
 
 fn same_span(at: &str, f: &Span, s: &PbSpan, canonical: bool) -> Result<(), String> {

@@ -3,6 +3,7 @@
 //! `decode` turns an ExportTraceServiceRequest into [`crate::model::Span`]s, `encode`
 //! builds requests from kept spans, `json` maps OTLP/JSON to and from protobuf bytes.
 
+pub mod check;
 pub mod decode;
 #[doc(hidden)]
 pub mod differential;
