@@ -12,18 +12,22 @@ use casefile::fixture::{Gen, Shape};
 use casefile::model::Span;
 use casefile::policy::Policies;
 use casefile::wire::decode::decode_request;
-use casefile::wire::differential::check_against_prost;
+use casefile::wire::differential::{check_against_prost, check_exportable};
 use casefile::wire::json::{request_from_json_with_unknown, request_to_json};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-/// `wire_protobuf`: the ingest fast path never panics on any bytes, and whenever prost's
+/// `wire_protobuf`: the ingest fast path never panics on any bytes; whenever prost's
 /// full decode accepts them, the fast path reads the same spans (see
-/// [`check_against_prost`]).
+/// [`check_against_prost`]); and whatever the fast path accepts, prost decodes once
+/// casefile exports it (see [`check_exportable`]).
 pub fn protobuf(data: &[u8]) {
     let _ = decode_request(data);
     if let Err(e) = check_against_prost(data) {
         panic!("the fast path disagrees with prost: {e}");
+    }
+    if let Err(e) = check_exportable(data) {
+        panic!("casefile accepts what it cannot export: {e}");
     }
 }
 
@@ -57,6 +61,9 @@ pub fn json(data: &[u8]) {
     assert_eq!(text, text_again, "rendering is not stable");
     if let Err(e) = check_against_prost(&proto) {
         panic!("the fast path disagrees with prost on protobuf read from JSON: {e}");
+    }
+    if let Err(e) = check_exportable(&proto) {
+        panic!("casefile accepts JSON it cannot export: {e}");
     }
 }
 

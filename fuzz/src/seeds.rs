@@ -85,6 +85,23 @@ fn invalid_ids_request() -> ExportTraceServiceRequest {
     fixture::request_for(&[t])
 }
 
+/// Each poison of the ingest checks (invalid UTF-8 in each place, nesting past the limit,
+/// the limit itself) in a small trace: the checks' edges, where a fuzzer starts mutating.
+fn poisons() -> Vec<(String, Vec<u8>)> {
+    use casefile::fixture::poison::{poisoned_request, Poison};
+    let t = Gen::new(9).trace(Shape::ERROR, 2);
+    let mut out: Vec<(String, Vec<u8>)> = Poison::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (format!("poison-{i}.bin"), poisoned_request(&t, p)))
+        .collect();
+    for levels in [47, 48] {
+        let req = poisoned_request(&t, Poison::DeepArray(levels));
+        out.push((format!("deep-array-{levels}.bin"), req));
+    }
+    out
+}
+
 fn requests() -> Vec<(&'static str, Vec<u8>)> {
     let mut g = Gen::new(5);
     let one = fixture::request_for(&[g.trace(Shape::ERROR, 5)]);
@@ -291,6 +308,14 @@ fn write_seeds() {
         let json = request_to_json(&bytes).unwrap();
         let name = name.replace(".bin", ".json");
         std::fs::write(json_dir.join(name), json).unwrap();
+    }
+    for (name, bytes) in poisons() {
+        std::fs::write(dir("wire_protobuf").join(&name), &bytes).unwrap();
+        // Invalid UTF-8 has no JSON form; nesting has, up to the JSON reader's own limit.
+        if let Ok(json) = request_to_json(&bytes) {
+            let name = name.replace(".bin", ".json");
+            std::fs::write(json_dir.join(name), json).unwrap();
+        }
     }
     std::fs::write(json_dir.join("snake-case.json"), SNAKE_CASE_JSON).unwrap();
     for (name, text) in configs() {
