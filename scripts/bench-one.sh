@@ -4,11 +4,12 @@
 # sink on :24318), drives the bench-e2e load for SECONDS over loopback, reads the daemon's
 # CPU time and peak RSS from /proc, stops it and prints one line. Bounded: the load tool
 # stops after SECONDS plus its drain. DISK_DIR (optional): a directory whose size is shown.
+# BIN (optional): the casefile binary to run (default target/release/casefile).
 # usage: scripts/bench-one.sh NAME CONFIG SECONDS
 set -euo pipefail
 name=$1 cfg=$2 secs=$3
 OUT=bench-out
-target/release/casefile run --config "$cfg" > "$OUT/$name.log" 2>&1 &
+"${BIN:-target/release/casefile}" run --config "$cfg" > "$OUT/$name.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do (echo > /dev/tcp/127.0.0.1/24317) 2>/dev/null && break; sleep 0.1; done
 t0=$(awk '{print $14+$15}' "/proc/$pid/stat")

@@ -105,7 +105,7 @@ async fn kill_9_loses_no_acknowledged_span_of_a_kept_trace() {
     }
     assert!(got.values().map(Vec::len).sum::<usize>() >= 100);
     Row {
-        test: "kill -9 with every trace pending, restart",
+        test: "kill -9 with every trace pending, restart".into(),
         sent: 200,
         accepted: 200,
         ..Row::default()
@@ -157,7 +157,7 @@ async fn kept_traces_not_yet_exported_at_kill_9_are_exported_after_restart() {
         .await;
     second.stop();
     Row {
-        test: "kill -9 with kept traces not yet exported, restart",
+        test: "kill -9 with kept traces not yet exported, restart".into(),
         sent: 100,
         accepted: 100,
         ..Row::default()
@@ -210,7 +210,7 @@ async fn a_corrupt_log_tail_is_skipped_and_the_daemon_serves() {
     // The intact record's trace and the new ones; the damaged record was never
     // acknowledged by this log (written by hand above), so it is not counted.
     Row {
-        test: "corrupt log tail, restart",
+        test: "corrupt log tail, restart".into(),
         sent: 20 + old.spans.len(),
         accepted: 20 + old.spans.len(),
         ..Row::default()
@@ -271,7 +271,7 @@ async fn spans_delivered_before_kill_9_are_not_sent_again() {
     let (ok, log) = second.stop();
     assert!(ok, "{}", log.join("\n"));
     let row = Row {
-        test: "kill -9 after delivery, before truncation, restart",
+        test: "kill -9 after delivery, before truncation, restart".into(),
         sent: 100,
         accepted: 100,
         ..Row::default()

@@ -112,7 +112,7 @@ async fn the_backend_down_then_up_gets_every_kept_span() {
         .await;
     daemon.shutdown().await;
     Row {
-        test: "backend down, then up",
+        test: "backend down, then up".into(),
         sent,
         accepted: sent,
         ..Row::default()
@@ -152,7 +152,7 @@ shutdown_timeout: 5s
     let mut g = Gen::new(72);
     let (mut kept, mut refused_traces) = (Vec::new(), Vec::new());
     let mut row = Row {
-        test: "export queue full: clients pushed back",
+        test: "export queue full: clients pushed back".into(),
         ..Row::default()
     };
     // Bounded: at most 200 requests, until 5 have been refused.
@@ -235,7 +235,7 @@ async fn a_policy_reload_mid_stream_loses_nothing() {
         .await;
     daemon.shutdown().await;
     Row {
-        test: "policy reload mid-stream",
+        test: "policy reload mid-stream".into(),
         sent,
         accepted: sent,
         ..Row::default()

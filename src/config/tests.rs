@@ -388,3 +388,39 @@ fn storage_dir_turns_on_the_log_and_places_the_complaint_store() {
     let paths: Vec<&str> = problems.iter().map(|p| p.problem.path.as_str()).collect();
     assert_eq!(paths, ["storage.fsync", "storage.segment_size"]);
 }
+
+#[test]
+fn span_checks_are_configured_checked_and_summarized() {
+    use crate::wire::decode::{Checks, InvalidUtf8};
+    let c = load_with_env(MINIMAL, "m.yaml", &env()).unwrap();
+    assert_eq!(c.receivers.checks, Checks::default());
+    assert_eq!(c.receivers.checks.invalid_utf8, InvalidUtf8::Repair);
+    assert_eq!(c.receivers.checks.max_span_bytes, 1 << 20);
+    let set = MINIMAL.replace(
+        "    protocols:",
+        "    invalid_utf8: reject\n    max_span_bytes: 64KiB\n    protocols:",
+    );
+    let c = load_with_env(&set, "s.yaml", &env()).unwrap();
+    assert_eq!(c.receivers.checks.invalid_utf8, InvalidUtf8::Reject);
+    assert_eq!(c.receivers.checks.max_span_bytes, 64 << 10);
+    let summary = c.summary().join("\n");
+    assert!(
+        summary.contains("span checks: invalid UTF-8 refused; spans over 64KiB or nested deeper than 100 levels refused"),
+        "{summary}"
+    );
+    let bad = MINIMAL.replace(
+        "    protocols:",
+        "    invalid_utf8: drop\n    max_span_bytes: 100\n    protocols:",
+    );
+    let p = problems(&bad);
+    let paths: Vec<&str> = p.iter().map(|l| l.problem.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "receivers.otlp.invalid_utf8",
+            "receivers.otlp.max_span_bytes"
+        ],
+        "{p:?}"
+    );
+    assert!(format!("{p:?}").contains("use repair"), "{p:?}");
+}

@@ -12,7 +12,7 @@ use super::Downstream;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Row {
-    pub test: &'static str,
+    pub test: String,
     /// Spans the clients sent.
     pub sent: usize,
     /// Spans acknowledged (success answers).
@@ -29,13 +29,22 @@ pub struct Row {
 
 impl Row {
     /// Fills `delivered` and `duplicates` from what `down` received of `kept`.
-    pub fn count(mut self, down: &Downstream, kept: &[Trace]) -> Row {
-        let got = down.spans_by_trace();
+    pub fn count(self, down: &Downstream, kept: &[Trace]) -> Row {
+        let got: HashMap<String, Vec<Vec<u8>>> = down
+            .spans_by_trace()
+            .into_iter()
+            .map(|(t, spans)| (t, spans.into_iter().map(|s| s.span_id).collect()))
+            .collect();
+        self.count_span_ids(&got, kept)
+    }
+
+    /// Same, from the span ids a downstream received, by trace id (hex).
+    pub fn count_span_ids(mut self, got: &HashMap<String, Vec<Vec<u8>>>, kept: &[Trace]) -> Row {
         self.kept_accepted = kept.iter().map(|t| t.spans.len()).sum();
         for t in kept {
-            let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+            let mut seen: HashMap<&[u8], usize> = HashMap::new();
             for s in got.get(&hex::encode(t.trace_id)).into_iter().flatten() {
-                *seen.entry(s.span_id.clone()).or_default() += 1;
+                *seen.entry(s.as_slice()).or_default() += 1;
             }
             self.delivered += seen.len();
             self.duplicates += seen.values().map(|n| n - 1).sum::<usize>();

@@ -269,3 +269,20 @@ fn repair_reaches_strings_at_any_depth() {
     let back = opentelemetry_proto::tonic::common::v1::AnyValue::decode(&fixed[..]).unwrap();
     assert!(format!("{back:?}").contains(REPAIRED));
 }
+
+#[test]
+fn the_differential_checks_hold_on_every_poison_and_at_the_depth_limit() {
+    use crate::wire::differential::{check_against_prost, check_exportable};
+    let mut inputs: Vec<Vec<u8>> = Poison::ALL
+        .iter()
+        .map(|&p| poisoned_request(&trace(), p))
+        .collect();
+    for levels in [46, 47, 48, 31, 32, 33] {
+        inputs.push(deep(levels, false));
+        inputs.push(deep(levels, true));
+    }
+    for req in &inputs {
+        assert_eq!(check_against_prost(req), Ok(()));
+        assert_eq!(check_exportable(req), Ok(()));
+    }
+}
