@@ -11,6 +11,7 @@
 //! refuses for good, or what outlives `max_elapsed_time`), and that is counted.
 
 pub mod config;
+pub mod split;
 
 mod file;
 mod grpc;
