@@ -120,6 +120,7 @@ pub(super) fn otlp_cfg(endpoint: &str) -> OtlpCfg {
             enabled: true,
             num_consumers: 2,
             queue_size: 100,
+            ..QueueCfg::default()
         },
     }
 }
