@@ -9,12 +9,10 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::buffer::Buffer;
+use crate::export::chunk::request_chunks;
 use crate::export::{ExportBatch, Exporters};
 use crate::storage::Storage;
 use crate::wire::encode::encode_request;
-
-/// At most this many spans go into one export request.
-pub const MAX_SPANS_PER_REQUEST: usize = 4096;
 
 /// How often due traces are decided: decisions land within one tick of their deadline.
 pub fn tick_for(decision_wait: Duration) -> Duration {
@@ -58,15 +56,17 @@ pub async fn run(
     }
 }
 
-/// Sends everything in the outbox to the exporters; with `storage`, tells the log which
-/// spans each batch holds (so it can list them once delivered).
+/// Sends everything in the outbox to the exporters, in requests within
+/// [`Exporters::request_limits`] (`sending_queue.batch`); with `storage`, tells the log
+/// which spans each batch holds (so it can list them once delivered).
 pub async fn flush(buffer: &Buffer, exporters: &Exporters, storage: Option<&Storage>) {
     let out = buffer.take_outbox();
     if out.spans.is_empty() {
         return;
     }
     let mut traces = out.traces;
-    for chunk in out.spans.chunks(MAX_SPANS_PER_REQUEST) {
+    for range in request_chunks(&out.spans, exporters.request_limits()) {
+        let chunk = &out.spans[range];
         let request = encode_request(chunk);
         let batch = ExportBatch {
             request: request.into(),

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::*;
-use crate::export::config::{ExporterCfg, FileCfg, OtlpCfg};
+use crate::export::config::{
+    BatchCfg, ExporterCfg, FileCfg, OtlpCfg, Sizer, MIN_MAX_REQUEST_BYTES,
+};
 use crate::policy::PolicyCfg;
 use crate::wire::decode::{Checks, InvalidUtf8};
 
@@ -407,12 +409,37 @@ impl Reader {
                 if c.timeout.0.is_zero() {
                     self.problem(format!("{path}.timeout"), "must be more than 0");
                 }
+                self.check_batch(
+                    &format!("{path}.sending_queue.batch"),
+                    &c.sending_queue.batch,
+                );
             }
             ExporterCfg::File(c) => {
                 if c.path.trim().is_empty() {
                     self.problem(format!("{path}.path"), "must not be empty");
                 }
             }
+        }
+    }
+
+    fn check_batch(&mut self, path: &str, b: &BatchCfg) {
+        let sizer = match b.sizer() {
+            Ok(s) => s,
+            Err(other) => {
+                self.problem(
+                    format!("{path}.sizer"),
+                    format!("unknown sizer {other:?}: use bytes (the default) or items"),
+                );
+                return;
+            }
+        };
+        match (sizer, b.max_size.map(|s| s.0)) {
+            (_, Some(0)) => self.problem(format!("{path}.max_size"), "must be more than 0"),
+            (Sizer::Bytes, Some(n)) if n < MIN_MAX_REQUEST_BYTES => self.problem(
+                format!("{path}.max_size"),
+                format!("{n} bytes is too small: at least 64KiB (the default, 3MiB, suits a downstream that accepts 4 MiB)"),
+            ),
+            _ => {}
         }
     }
 

@@ -424,3 +424,66 @@ fn span_checks_are_configured_checked_and_summarized() {
     );
     assert!(format!("{p:?}").contains("use repair"), "{p:?}");
 }
+
+#[test]
+fn export_batch_sizes_default_to_3mib_and_are_checked() {
+    use crate::export::config::RequestLimits;
+    let limits = |exporter: &str| {
+        let text = MINIMAL.replace("  file: { path: /tmp/out.jsonl }", exporter);
+        let c = load_with_env(&text, "b.yaml", &env()).unwrap_or_else(|e| panic!("{e}"));
+        match &c.exporters[0].1 {
+            ExporterCfg::Otlp(o) | ExporterCfg::OtlpHttp(o) => o.sending_queue.batch.limits(),
+            ExporterCfg::File(_) => panic!("not an otlp exporter"),
+        }
+    };
+    let otlp = |batch: &str| {
+        format!("  otlp: {{ endpoint: \"tempo:4317\", sending_queue: {{ batch: {batch} }} }}")
+    };
+    let default = RequestLimits {
+        max_bytes: 3 << 20,
+        max_spans: 4096,
+    };
+    assert_eq!(limits("  otlp: { endpoint: \"tempo:4317\" }"), default);
+    assert_eq!(limits(&otlp("{}")), default);
+    assert_eq!(
+        limits(&otlp(
+            "{ max_size: 1048576, min_size: 1000, flush_timeout: 200ms }"
+        )),
+        RequestLimits {
+            max_bytes: 1 << 20,
+            ..default
+        }
+    );
+    assert_eq!(
+        limits(&otlp("{ sizer: bytes, max_size: 2MiB }")).max_bytes,
+        2 << 20
+    );
+    assert_eq!(
+        limits(&otlp("{ sizer: items, max_size: 512 }")),
+        RequestLimits {
+            max_spans: 512,
+            ..default
+        },
+        "the byte bound holds whatever the sizer"
+    );
+    assert_eq!(limits(&otlp("{ sizer: items }")), default);
+
+    let bad = MINIMAL.replace(
+        "  file: { path: /tmp/out.jsonl }",
+        "  otlp: { endpoint: \"tempo:4317\", sending_queue: { batch: { sizer: requests } } }\n  otlp/b: { endpoint: \"b:4317\", sending_queue: { batch: { max_size: 0, sizer: items } } }\n  otlphttp: { endpoint: \"http://c:4318\", sending_queue: { batch: { max_size: 1000 } } }\n  otlp/d: { endpoint: \"d:4317\", sending_queue: { batch: { max_bytes: 1 } } }",
+    );
+    let ps = problems(&bad);
+    let at = |path: &str| {
+        ps.iter()
+            .find(|l| l.problem.path == path)
+            .unwrap_or_else(|| panic!("no problem at {path}; got {ps:#?}"))
+            .problem
+            .message
+            .clone()
+    };
+    assert!(at("exporters.otlp.sending_queue.batch.sizer").contains("\"requests\""));
+    assert!(at("exporters.otlp/b.sending_queue.batch.max_size").contains("more than 0"));
+    assert!(at("exporters.otlphttp.sending_queue.batch.max_size").contains("at least 64KiB"));
+    assert!(at("exporters.otlp/d.sending_queue.batch.max_bytes").contains("max_bytes"));
+    assert_eq!(ps.len(), 4, "{ps:#?}");
+}

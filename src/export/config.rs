@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::duration::GoDuration;
+use crate::config::size::ByteSize;
 
 // `exporters:` — any of the three, each optionally with a `/name` suffix as in the
 // Collector (`otlp/tempo`, `otlp/jaeger`): every configured exporter receives every kept trace.
@@ -134,6 +135,9 @@ pub struct QueueCfg {
     /// Batches (export requests) waiting; past it casefile pushes back on its clients.
     #[serde(default = "thousand")]
     pub queue_size: usize,
+    /// How large one export request may be.
+    #[serde(default)]
+    pub batch: BatchCfg,
 }
 
 impl Default for QueueCfg {
@@ -142,6 +146,100 @@ impl Default for QueueCfg {
             enabled: true,
             num_consumers: 4,
             queue_size: 1000,
+            batch: BatchCfg::default(),
+        }
+    }
+}
+
+/// Bytes in one export request unless `sending_queue.batch` says otherwise: under the 4 MiB
+/// a default Collector or grpc server accepts (`max_recv_msg_size`), with room for the
+/// gRPC frame and for a downstream that counts a little differently.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 << 20;
+/// Spans in one export request unless `sending_queue.batch` (sizer `items`) says otherwise.
+pub const DEFAULT_MAX_REQUEST_SPANS: usize = 4096;
+/// The smallest byte bound accepted: below it ordinary spans would travel alone.
+pub const MIN_MAX_REQUEST_BYTES: u64 = 64 << 10;
+
+/// `sending_queue.batch`, the keys of the Collector's exporterhelper. casefile hands each
+/// decision tick's kept spans on at once, cut into requests no larger than `max_size`;
+/// `min_size` and `flush_timeout` are accepted for compatibility and unused (there is no
+/// waiting for a batch to fill).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchCfg {
+    /// `bytes` (default): `max_size` bounds the encoded request; `items`: it bounds the spans.
+    #[serde(default)]
+    pub sizer: Option<String>,
+    /// Default 3MiB (sizer bytes) or 4096 spans (sizer items). A plain number or a size
+    /// such as `2MiB`.
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
+    /// Unused (accepted for compatibility).
+    #[serde(default)]
+    pub min_size: Option<ByteSize>,
+    /// Unused (accepted for compatibility).
+    #[serde(default)]
+    pub flush_timeout: Option<GoDuration>,
+}
+
+/// How `sending_queue.batch.max_size` is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizer {
+    Bytes,
+    Items,
+}
+
+impl BatchCfg {
+    /// The sizer, or the unknown name given.
+    pub fn sizer(&self) -> Result<Sizer, &str> {
+        match self.sizer.as_deref().map(str::trim) {
+            None | Some("bytes") => Ok(Sizer::Bytes),
+            Some("items") => Ok(Sizer::Items),
+            Some(other) => Err(other),
+        }
+    }
+
+    /// The bounds on one request: whatever the sizer, both the byte and the span bound
+    /// hold, `max_size` replacing the default of the one it counts. An invalid sizer
+    /// (refused by the config check) reads as the defaults.
+    pub fn limits(&self) -> RequestLimits {
+        let mut limits = RequestLimits::default();
+        let size = self
+            .max_size
+            .map(|s| usize::try_from(s.0).unwrap_or(usize::MAX))
+            .filter(|&s| s > 0);
+        match (self.sizer(), size) {
+            (Ok(Sizer::Bytes), Some(n)) => limits.max_bytes = n,
+            (Ok(Sizer::Items), Some(n)) => limits.max_spans = n,
+            _ => {}
+        }
+        limits
+    }
+}
+
+/// The most one export request may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Encoded ExportTraceServiceRequest bytes (before compression).
+    pub max_bytes: usize,
+    pub max_spans: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_spans: DEFAULT_MAX_REQUEST_SPANS,
+        }
+    }
+}
+
+impl RequestLimits {
+    /// The tighter of two bounds, each way.
+    pub fn min(self, other: RequestLimits) -> RequestLimits {
+        RequestLimits {
+            max_bytes: self.max_bytes.min(other.max_bytes),
+            max_spans: self.max_spans.min(other.max_spans),
         }
     }
 }

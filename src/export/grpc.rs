@@ -59,7 +59,9 @@ impl Decoder for RawRequestCodec {
         let len = src.remaining();
         ExportTraceServiceResponse::decode(src.copy_to_bytes(len))
             .map(Some)
-            .map_err(|e| Status::internal(format!("undecodable ExportTraceServiceResponse: {e}")))
+            // UNKNOWN, not INTERNAL: the downstream answered, so the request is no reason
+            // to split and send again (see `ExportError::refusal_reason`).
+            .map_err(|e| Status::unknown(format!("undecodable ExportTraceServiceResponse: {e}")))
     }
 }
 

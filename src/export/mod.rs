@@ -9,13 +9,21 @@
 //! exponential backoff as `retry_on_failure` says; nothing is dropped except what is still
 //! undelivered when [`Exporters::shutdown`]'s grace period ends (or what the downstream
 //! refuses for good, or what outlives `max_elapsed_time`), and that is counted.
+//!
+//! Requests are bounded ([`Exporters::request_limits`], cut by [`chunk::request_chunks`]).
+//! A batch the downstream refuses for its content is split ([`split`]) and the halves sent
+//! on their own until the refused spans are isolated; only those are dropped, counted by
+//! reason in `casefile_exporter_dropped_spans_total`.
 
+pub mod chunk;
 pub mod config;
+pub mod split;
 
 mod file;
 mod grpc;
 mod http;
 mod queue;
+mod ratelog;
 mod retry;
 #[cfg(test)]
 mod tests;
@@ -29,8 +37,9 @@ use futures_util::future::join_all;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use self::config::{ExporterCfg, QueueCfg, RetryCfg};
+use self::config::{ExporterCfg, QueueCfg, RequestLimits, RetryCfg};
 use self::queue::Queue;
+use self::ratelog::RateLimitedLog;
 
 /// One export request, as the decision stage hands it on.
 #[derive(Debug, Clone)]
@@ -141,6 +150,30 @@ impl ExportError {
         }
     }
 
+    /// When the downstream refused the request for what it holds (so a part of it may
+    /// pass): the reason label of the spans it goes on refusing once isolated. gRPC
+    /// INVALID_ARGUMENT, RESOURCE_EXHAUSTED without RetryInfo (a message over the
+    /// server's size limit), INTERNAL (a server that cannot decode), FAILED_PRECONDITION;
+    /// HTTP 400 and 413. Errors about the endpoint (authentication, permission, a wrong
+    /// path) are no reason to split: every part would fail the same way.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        use tonic::Code;
+        match self {
+            ExportError::Grpc {
+                code, retry_delay, ..
+            } => match code {
+                Code::InvalidArgument => Some("invalid_argument"),
+                Code::ResourceExhausted if retry_delay.is_none() => Some("resource_exhausted"),
+                Code::Internal => Some("internal"),
+                Code::FailedPrecondition => Some("failed_precondition"),
+                _ => None,
+            },
+            ExportError::Http { status: 400, .. } => Some("http_400"),
+            ExportError::Http { status: 413, .. } => Some("http_413"),
+            _ => None,
+        }
+    }
+
     /// The wait the server asked for (gRPC RetryInfo, HTTP Retry-After), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -166,6 +199,9 @@ pub struct ExporterStats {
     /// Spans given up on: permanent errors, retries past `max_elapsed_time`, refused after
     /// shutdown began, or still undelivered when the grace period ended.
     pub failed_spans: u64,
+    /// Of the failed spans, those dropped alone: refused by the downstream once isolated,
+    /// or larger than a request may be (`too_large`).
+    pub dropped_spans: u64,
     /// Retried attempts.
     pub retries: u64,
     /// Spans the downstream rejected in a partial success.
@@ -178,6 +214,8 @@ struct Counters {
     failed: AtomicU64,
     retries: AtomicU64,
     rejected: AtomicU64,
+    /// Spans dropped alone, by reason.
+    dropped: parking_lot::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Spans a worker has taken off the queue and not yet finished with.
     in_flight: AtomicU64,
 }
@@ -215,6 +253,10 @@ struct Exporter {
     counters: Counters,
     workers: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     tracker: Arc<Tracker>,
+    /// The most one request to this exporter may hold (`None`: the file exporter, unbounded).
+    limits: Option<RequestLimits>,
+    /// Dropped spans are logged with their trace ids at most once per 10 s.
+    drop_log: RateLimitedLog,
 }
 
 impl Exporter {
@@ -225,6 +267,19 @@ impl Exporter {
             failed_spans: c.failed.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             rejected_spans: c.rejected.load(Ordering::Relaxed),
+            dropped_spans: c.dropped.lock().values().sum(),
+        }
+    }
+
+    /// One span given up on alone (refused once isolated, or too large to send): counted
+    /// failed and dropped for `reason`, logged with its trace id (rate-limited).
+    fn count_dropped(&self, reason: &'static str, trace_id: Option<&str>, error: &str) {
+        self.count_failed(1);
+        *self.counters.dropped.lock().entry(reason).or_default() += 1;
+        metrics::counter!("casefile_exporter_dropped_spans_total", "exporter" => self.name.clone(), "reason" => reason)
+            .increment(1);
+        if let Some(dropped) = self.drop_log.hit() {
+            tracing::warn!(exporter = %self.name, reason, trace_id = trace_id.unwrap_or("?"), error, dropped_since_last_line = dropped, "span dropped: the downstream refuses it (or it is larger than a request may be); the rest of its batch was delivered");
         }
     }
 
@@ -297,6 +352,10 @@ impl Exporters {
                 1
             };
             let consumers = qcfg.num_consumers.max(1);
+            let limits = match &sink {
+                Sink::File(_) => None,
+                _ => Some(qcfg.batch.limits()),
+            };
             let ex = Arc::new(Exporter {
                 name: name.clone(),
                 sink,
@@ -305,6 +364,8 @@ impl Exporters {
                 counters: Counters::default(),
                 workers: parking_lot::Mutex::new(Vec::new()),
                 tracker: Arc::clone(&tracker),
+                limits,
+                drop_log: RateLimitedLog::new(Duration::from_secs(10)),
             });
             metrics::gauge!("casefile_exporter_queue_capacity", "exporter" => name.clone())
                 .set(capacity as f64);
@@ -336,6 +397,21 @@ impl Exporters {
                 Sink::File(_) => None,
             })
             .collect()
+    }
+
+    /// The bounds every request handed to [`Exporters::send`] should keep: the smallest
+    /// over the `otlp` and `otlphttp` exporters (one batch goes to all). The file exporter
+    /// has none; without another exporter only the default span bound applies.
+    pub fn request_limits(&self) -> RequestLimits {
+        self.inner
+            .exporters
+            .iter()
+            .filter_map(|ex| ex.limits)
+            .reduce(RequestLimits::min)
+            .unwrap_or(RequestLimits {
+                max_bytes: usize::MAX,
+                ..RequestLimits::default()
+            })
     }
 
     /// Enqueues `batch` on every exporter, waiting while a queue is full. Never drops,
@@ -443,6 +519,19 @@ impl Exporters {
             .exporters
             .iter()
             .map(|ex| ex.name.clone())
+            .collect()
+    }
+
+    /// Spans each exporter dropped alone, by reason (`too_large`, `invalid_argument`,
+    /// `http_400`, ...), in configuration order.
+    pub fn dropped_by_reason(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        self.inner
+            .exporters
+            .iter()
+            .map(|ex| {
+                let by = ex.counters.dropped.lock();
+                (ex.name.clone(), by.iter().map(|(r, n)| (*r, *n)).collect())
+            })
             .collect()
     }
 

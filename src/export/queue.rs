@@ -94,11 +94,9 @@ pub(super) async fn run_worker(ex: Arc<Exporter>, mut closed: watch::Receiver<bo
             .in_flight
             .fetch_add(batch.spans as u64, Ordering::Relaxed);
         ex.queue.report_len(&ex.name);
+        // Takes each part of the batch out of `in_flight` as it is finished.
         retry::deliver(&ex, &batch).await;
         ex.tracker.finished(batch.seq);
-        ex.counters
-            .in_flight
-            .fetch_sub(batch.spans as u64, Ordering::Relaxed);
         if ex.queue.len() == 0 {
             ex.sink.idle().await;
         }

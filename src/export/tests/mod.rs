@@ -4,7 +4,9 @@
 mod file;
 mod grpc;
 mod http;
+mod limits;
 mod queue;
+mod split;
 mod units;
 
 use std::collections::VecDeque;
@@ -120,6 +122,7 @@ pub(super) fn otlp_cfg(endpoint: &str) -> OtlpCfg {
             enabled: true,
             num_consumers: 2,
             queue_size: 100,
+            ..QueueCfg::default()
         },
     }
 }
@@ -203,8 +206,19 @@ pub(super) struct GrpcGot {
 
 struct FakeGrpc {
     script: parking_lot::Mutex<VecDeque<Reply>>,
+    /// The answer to any request holding a span named `poison…` (after the script).
+    poison: Option<Reply>,
     got: mpsc::UnboundedSender<GrpcGot>,
     calls: Arc<AtomicUsize>,
+}
+
+/// Whether a request holds a span whose name starts with `poison`.
+pub(super) fn has_poison(req: &ExportTraceServiceRequest) -> bool {
+    req.resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .any(|s| s.name.starts_with("poison"))
 }
 
 #[tonic::async_trait]
@@ -214,7 +228,12 @@ impl TraceService for FakeGrpc {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let reply = self.script.lock().pop_front().unwrap_or(Reply::Ok);
+        let scripted = self.script.lock().pop_front();
+        let reply = match (scripted, &self.poison) {
+            (Some(r), _) => r,
+            (None, Some(p)) if has_poison(request.get_ref()) => p.clone(),
+            (None, _) => Reply::Ok,
+        };
         let rejected = match reply {
             Reply::Ok => 0,
             Reply::Partial(n) => n,
@@ -248,11 +267,26 @@ pub(super) async fn grpc_downstream(
     listener: TcpListener,
     script: Vec<Reply>,
 ) -> Downstream<GrpcGot> {
+    grpc_downstream_with(listener, script, None).await
+}
+
+/// A fake OTLP/gRPC downstream that answers `poison` to every request holding a span
+/// named `poison…`, and accepts the others.
+pub(super) async fn grpc_poison_downstream(poison: Reply) -> Downstream<GrpcGot> {
+    grpc_downstream_with(listen().await, vec![], Some(poison)).await
+}
+
+async fn grpc_downstream_with(
+    listener: TcpListener,
+    script: Vec<Reply>,
+    poison: Option<Reply>,
+) -> Downstream<GrpcGot> {
     let addr = listener.local_addr().unwrap();
     let (tx, got) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let fake = FakeGrpc {
         script: parking_lot::Mutex::new(script.into()),
+        poison,
         got: tx,
         calls: Arc::clone(&calls),
     };
@@ -288,6 +322,8 @@ pub(super) struct HttpGot {
 #[derive(Clone)]
 struct FakeHttp {
     script: Arc<parking_lot::Mutex<VecDeque<Reply>>>,
+    /// The answer to any request holding a span named `poison…` (after the script).
+    poison: Option<Reply>,
     got: mpsc::UnboundedSender<HttpGot>,
     calls: Arc<AtomicUsize>,
 }
@@ -301,22 +337,23 @@ async fn http_handler(
     use axum::response::IntoResponse;
     use std::io::Read;
     fake.calls.fetch_add(1, Ordering::SeqCst);
-    let reply = fake.script.lock().pop_front().unwrap_or(Reply::Ok);
-    let rejected = match reply {
+    let status = |code: u16, retry_after: Option<u64>| {
+        let mut r = (
+            ::http::StatusCode::from_u16(code).unwrap(),
+            "scripted failure",
+        )
+            .into_response();
+        if let Some(s) = retry_after {
+            r.headers_mut()
+                .insert(::http::header::RETRY_AFTER, s.into());
+        }
+        r
+    };
+    let scripted = fake.script.lock().pop_front();
+    let rejected = match scripted.clone().unwrap_or(Reply::Ok) {
         Reply::Ok => 0,
         Reply::Partial(n) => n,
-        Reply::Status(code, retry_after) => {
-            let mut r = (
-                ::http::StatusCode::from_u16(code).unwrap(),
-                "scripted failure",
-            )
-                .into_response();
-            if let Some(s) = retry_after {
-                r.headers_mut()
-                    .insert(::http::header::RETRY_AFTER, s.into());
-            }
-            return r;
-        }
+        Reply::Status(code, retry_after) => return status(code, retry_after),
         Reply::Hang => std::future::pending().await,
         Reply::Fail(..) => unreachable!("gRPC reply in an HTTP script"),
     };
@@ -333,6 +370,11 @@ async fn http_handler(
         body.to_vec()
     };
     let request = ExportTraceServiceRequest::decode(&body[..]).expect("protobuf body");
+    if let (None, Some(Reply::Status(code, retry_after))) = (&scripted, &fake.poison) {
+        if has_poison(&request) {
+            return status(*code, *retry_after);
+        }
+    }
     let _ = fake.got.send(HttpGot {
         path: uri.path().to_owned(),
         headers,
@@ -355,11 +397,26 @@ pub(super) async fn http_downstream(
     listener: TcpListener,
     script: Vec<Reply>,
 ) -> Downstream<HttpGot> {
+    http_downstream_with(listener, script, None).await
+}
+
+/// A fake OTLP/HTTP downstream that answers `poison` (a `Reply::Status`) to every request
+/// holding a span named `poison…`, and accepts the others.
+pub(super) async fn http_poison_downstream(poison: Reply) -> Downstream<HttpGot> {
+    http_downstream_with(listen().await, vec![], Some(poison)).await
+}
+
+async fn http_downstream_with(
+    listener: TcpListener,
+    script: Vec<Reply>,
+    poison: Option<Reply>,
+) -> Downstream<HttpGot> {
     let addr = listener.local_addr().unwrap();
     let (tx, got) = mpsc::unbounded_channel();
     let calls = Arc::new(AtomicUsize::new(0));
     let fake = FakeHttp {
         script: Arc::new(parking_lot::Mutex::new(script.into())),
+        poison,
         got: tx,
         calls: Arc::clone(&calls),
     };

@@ -14,6 +14,7 @@ async fn saturates_blocks_and_recovers_when_the_downstream_comes_up() {
         enabled: true,
         num_consumers: 1,
         queue_size: 2,
+        ..QueueCfg::default()
     };
     let ex = start("otlp", ExporterCfg::Otlp(cfg));
     assert!(!ex.saturated());
@@ -60,6 +61,7 @@ async fn saturation_is_any_exporter_at_90_percent() {
         enabled: true,
         num_consumers: 1,
         queue_size: 10,
+        ..QueueCfg::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let file = crate::export::config::FileCfg {
@@ -101,6 +103,7 @@ async fn shutdown_drains_what_is_queued() {
         enabled: true,
         num_consumers: 1,
         queue_size: 10,
+        ..QueueCfg::default()
     };
     let ex = start("otlp", ExporterCfg::Otlp(cfg));
     for i in 0..5 {
@@ -138,6 +141,7 @@ async fn shutdown_with_a_dead_downstream_returns_within_grace() {
         enabled: true,
         num_consumers: 2,
         queue_size: 10,
+        ..QueueCfg::default()
     };
     let ex = start("otlp", ExporterCfg::Otlp(cfg));
     for i in 0..4 {

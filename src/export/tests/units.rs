@@ -95,6 +95,57 @@ fn retryable_errors_follow_the_otlp_spec() {
 }
 
 #[test]
+fn content_refusals_are_told_from_endpoint_errors() {
+    let grpc = |code, retry_delay| ExportError::Grpc {
+        code,
+        message: String::new(),
+        retry_delay,
+    };
+    let http = |status| ExportError::Http {
+        status,
+        message: String::new(),
+        retry_after: None,
+    };
+    assert_eq!(
+        grpc(Code::InvalidArgument, None).refusal_reason(),
+        Some("invalid_argument")
+    );
+    assert_eq!(
+        grpc(Code::ResourceExhausted, None).refusal_reason(),
+        Some("resource_exhausted")
+    );
+    assert_eq!(
+        grpc(Code::Internal, None).refusal_reason(),
+        Some("internal")
+    );
+    assert_eq!(
+        grpc(Code::FailedPrecondition, None).refusal_reason(),
+        Some("failed_precondition")
+    );
+    assert_eq!(http(400).refusal_reason(), Some("http_400"));
+    assert_eq!(http(413).refusal_reason(), Some("http_413"));
+    // Throttling is retried, not split; endpoint errors fail every part alike.
+    let throttled = grpc(Code::ResourceExhausted, Some(Duration::from_secs(1)));
+    assert_eq!(throttled.refusal_reason(), None);
+    for code in [
+        Code::Unauthenticated,
+        Code::PermissionDenied,
+        Code::Unimplemented,
+        Code::NotFound,
+        Code::OutOfRange,
+        Code::Unavailable,
+        Code::Unknown,
+    ] {
+        assert_eq!(grpc(code, None).refusal_reason(), None, "{code:?}");
+    }
+    for status in [401, 403, 404, 405, 429, 500, 503] {
+        assert_eq!(http(status).refusal_reason(), None, "{status}");
+    }
+    let io = ExportError::Io(std::io::Error::other("disk full"));
+    assert_eq!(io.refusal_reason(), None);
+}
+
+#[test]
 fn grpc_endpoints() {
     let plain = |e: &str| endpoint_uri("x", e, Security::Plaintext);
     assert_eq!(plain("tempo:4317").unwrap(), "http://tempo:4317");
