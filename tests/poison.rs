@@ -423,3 +423,71 @@ async fn invalid_utf8_is_refused_span_by_span_when_told_to() {
     );
     daemon.shutdown().await;
 }
+
+/// A span the downstream will not take, in a trace the policies keep.
+const MARK: &str = "refused-by-the-backend";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_refusing_marked_spans_costs_only_those_spans() {
+    use std::sync::atomic::Ordering;
+    let (down, addr) = Downstream::start_refusing(MARK).await;
+    let daemon = start(config(addr, "1s", "")).await;
+    let mut g = Gen::new(61);
+    let good: Vec<Trace> = (0..40).map(|_| g.trace(Shape::ERROR, 4)).collect();
+    let mut marked: Vec<Trace> = (0..2).map(|_| g.trace(Shape::ERROR, 3)).collect();
+    for t in &mut marked {
+        t.spans[2].1.name = MARK.into();
+    }
+    // One decision window: every trace leaves in the same batch of 166 spans.
+    let mut all = good.clone();
+    all.extend(marked.iter().cloned());
+    for chunk in all.chunks(7) {
+        let (rejected, msg) = send(
+            &daemon,
+            Transport::Grpc,
+            fixture::request_for(chunk).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(rejected, 0, "{msg}");
+    }
+    down.wait_for("every good span and the marked traces' other spans", |d| {
+        let got = d.spans_by_trace();
+        d.has_all(&good)
+            && marked
+                .iter()
+                .all(|t| got.get(&hex::encode(t.trace_id)).map(Vec::len) == Some(2))
+    })
+    .await;
+    until_all_decided(&daemon).await;
+    let dropped = "casefile_exporter_dropped_spans_total";
+    eventually("the refused spans counted", || {
+        let d = &daemon;
+        async move { counter(d, dropped, "reason=\"invalid_argument\"").await == 2 }
+    })
+    .await;
+    // Bisection: k = 2 refused spans among n = 166 take at most 2·k·⌈log2 n⌉ + 1 calls.
+    let calls = down.calls.load(Ordering::Relaxed);
+    assert!(calls <= 2 * 2 * 8 + 1, "{calls} export calls");
+    // Every delivered span arrived once: no half was sent again.
+    let got = down.spans_by_trace();
+    for t in &good {
+        assert_eq!(
+            got[&hex::encode(t.trace_id)].len(),
+            t.spans.len(),
+            "no duplicates"
+        );
+    }
+    assert_eq!(
+        counter(&daemon, "casefile_exporter_sent_spans_total", "").await,
+        164
+    );
+    Row {
+        test: "a downstream refusing any batch with a marked span".into(),
+        sent: 166,
+        accepted: 166,
+        ..Row::default()
+    }
+    .count(&down, &good)
+    .report();
+    daemon.shutdown().await;
+}

@@ -26,11 +26,18 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// A downstream OTLP/gRPC receiver that records every request.
+/// A downstream OTLP/gRPC receiver that records every request; with `refuse` set, it
+/// refuses (INVALID_ARGUMENT) any request holding a span of that name, as a backend
+/// refuses a batch for one span it will not take.
 #[derive(Clone, Default)]
 pub struct Downstream {
     pub requests: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
     pub notify: Arc<Notify>,
+    pub refuse: Arc<Mutex<Option<String>>>,
+    /// Export calls answered, refused ones included.
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// Spans of the refuse name seen in refused requests (a span sent twice counts twice).
+    pub refused_spans: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -39,7 +46,26 @@ impl TraceService for Downstream {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.requests.lock().push(request.into_inner());
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let request = request.into_inner();
+        if let Some(name) = self.refuse.lock().as_deref() {
+            let marked = request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .filter(|s| s.name == name)
+                .count();
+            if marked > 0 {
+                self.refused_spans.fetch_add(marked, Ordering::Relaxed);
+                self.notify.notify_waiters();
+                return Err(tonic::Status::invalid_argument(format!(
+                    "{marked} span(s) named {name:?} are not accepted"
+                )));
+            }
+        }
+        self.requests.lock().push(request);
         self.notify.notify_waiters();
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
@@ -65,6 +91,13 @@ impl Downstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         serve_otlp(d.clone(), listener);
+        (d, addr)
+    }
+
+    /// Starts on 127.0.0.1:0, refusing any request that holds a span named `name`.
+    pub async fn start_refusing(name: &str) -> (Downstream, SocketAddr) {
+        let (d, addr) = Downstream::start().await;
+        *d.refuse.lock() = Some(name.to_owned());
         (d, addr)
     }
 
