@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The fault tests, counted: runs the end-to-end tests that break something (backend down,
+# a poisoned span among good ones,
 # full export queue, policy reload mid-stream, kill -9, corrupt log tail), each on loopback
 # and bounded, and prints RELIABILITY.md's table of spans accepted vs delivered from the
 # rows they write (tests/common/report.rs). The tests themselves fail on any loss.
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 mkdir -p bench-out
 out="$PWD/bench-out/reliability.jsonl"
 rm -f "$out"
-CASEFILE_RELIABILITY_OUT="$out" cargo nextest run --no-fail-fast --test faults --test durability
+CASEFILE_RELIABILITY_OUT="$out" cargo nextest run --no-fail-fast --test faults --test durability --test poison
 python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

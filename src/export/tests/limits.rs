@@ -13,7 +13,7 @@ use super::*;
 use crate::export::chunk::request_chunks;
 use crate::export::config::{BatchCfg, ExporterCfg, FileCfg, RequestLimits};
 use crate::model;
-use crate::wire::decode::decode_request;
+use crate::wire::decode::{decode_request_with, Checks};
 use crate::wire::encode::encode_request;
 
 /// A request of one trace: under each of `resources` resources (two scopes each), spans
@@ -55,8 +55,16 @@ fn sized_request(trace: u8, resources: usize, sizes: &[usize]) -> ExportTraceSer
     req
 }
 
+/// The spans as the decoder reads them, with no ingest size bound (`max_span_bytes` may be
+/// set above the export bound; the exporters must still cope).
 fn spans_of(req: &ExportTraceServiceRequest) -> Vec<model::Span> {
-    decode_request(&req.encode_to_vec()).unwrap().spans
+    let checks = Checks {
+        max_span_bytes: usize::MAX,
+        ..Checks::default()
+    };
+    decode_request_with(&req.encode_to_vec(), &checks)
+        .unwrap()
+        .spans
 }
 
 /// Chunks cover the spans once, in order, each within the bounds (a span too large alone
@@ -257,7 +265,7 @@ async fn a_refused_span_is_not_replayed_from_the_write_ahead_log() {
         buffer.set_decision_log(s.clone());
         s.append(&bytes).unwrap();
         let now = tokio::time::Instant::now();
-        buffer.ingest(decode_request(&bytes).unwrap().spans, now);
+        buffer.ingest(spans_of(&req), now);
         buffer.decide_all(now, false);
         let down =
             grpc_poison_downstream(Reply::Fail(tonic::Code::InvalidArgument, Bytes::new())).await;
