@@ -251,6 +251,27 @@ async fn lookups_show_pending_then_decided_traces_newest_first() {
         serde_json::json!([]),
         "nothing after the window"
     );
+    // The same instant with an offset (`+` as typed in a URL, a space once decoded, or
+    // %2B), or as epoch seconds or milliseconds, filters the same.
+    let later = g.now_ns / 1_000_000_000 + 3_600;
+    let local = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(later + 3_600),
+    )
+    .to_string();
+    let local = local.trim_end_matches('Z');
+    for start in [
+        format!("{local}%2B01:00"),
+        format!("{local}+01:00"),
+        later.to_string(),
+        (later * 1000).to_string(),
+    ] {
+        let (code, v) = get(&st, &format!("{uri}&start={start}"), None).await;
+        assert_eq!(code, StatusCode::OK, "{start}: {v}");
+        assert_eq!(v["traces"], serde_json::json!([]), "{start}");
+    }
+    let before = g.now_ns / 1_000_000_000 - 3_600;
+    let (_, v) = get(&st, &format!("{uri}&start={before}"), None).await;
+    assert_eq!(v["traces"].as_array().unwrap().len(), 2, "epoch seconds");
     let (code, one) = get(
         &st,
         &format!("/api/v1/traces/{}", hex::encode(older.trace_id)),

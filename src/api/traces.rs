@@ -3,7 +3,6 @@
 //! in their window) and the decision summaries, newest first.
 
 use std::collections::HashMap;
-use std::time::UNIX_EPOCH;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -31,16 +30,14 @@ pub fn parse_trace_id(s: &str) -> Result<TraceId, ApiError> {
     Ok(id)
 }
 
-/// Parses an RFC 3339 time to Unix nanoseconds.
+/// Parses a time filter to Unix nanoseconds (see [`crate::support::time`]).
 pub fn parse_time(name: &str, s: &str) -> Result<u64, ApiError> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+    crate::support::time::parse_nanos(s).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "invalid {name} {s:?}: {e} (use RFC 3339, e.g. 2026-02-06T14:00:00Z)"
+            "invalid {name} {s:?}: {}",
+            crate::support::time::FORMS
         ))
-    })?;
-    Ok(t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0))
+    })
 }
 
 fn with_url(settings: &Settings, s: &Summary) -> Value {

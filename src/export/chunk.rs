@@ -38,17 +38,26 @@ pub fn request_chunks(spans: &[Span], limits: RequestLimits) -> Vec<Range<usize>
     // Resource blocks and (resource, scope) blocks the current chunk already pays for.
     let mut resources: HashSet<u64> = HashSet::new();
     let mut scopes: HashSet<(u64, u64)> = HashSet::new();
+    // Spans of one trace and one service come together: the previous span's blocks are
+    // paid for already, without a set lookup.
+    let mut last: Option<(u64, u64)> = None;
     for (i, span) in spans.iter().enumerate() {
         let (r, s) = (span.resource(), span.scope());
         let mut cost = field_len(span.bytes.len());
-        let new_resource = !resources.contains(&r.id);
-        if new_resource {
-            cost += BLOCK_OVERHEAD + field_len(r.message.len()) + opt_len(&r.schema_url);
+        if last == Some((r.id, s.id)) && i > start {
+            if i - start < max_spans && bytes + cost <= limits.max_bytes {
+                bytes += cost;
+                continue;
+            }
+        } else {
+            if !resources.contains(&r.id) {
+                cost += BLOCK_OVERHEAD + field_len(r.message.len()) + opt_len(&r.schema_url);
+            }
+            if !scopes.contains(&(r.id, s.id)) {
+                cost += BLOCK_OVERHEAD + field_len(s.message.len()) + opt_len(&s.schema_url);
+            }
         }
-        let new_scope = !scopes.contains(&(r.id, s.id));
-        if new_scope {
-            cost += BLOCK_OVERHEAD + field_len(s.message.len()) + opt_len(&s.schema_url);
-        }
+        last = Some((r.id, s.id));
         let fits = i - start < max_spans && bytes + cost <= limits.max_bytes;
         if i > start && !fits {
             chunks.push(start..i);

@@ -58,12 +58,9 @@ pub fn parse_trace_id(s: &str) -> Option<TraceId> {
     (id != [0; 16]).then_some(id)
 }
 
-/// Parses RFC 3339 to Unix nanoseconds.
+/// Parses an instant to Unix nanoseconds (see [`crate::support::time`]).
 pub fn parse_time(s: &str) -> Option<u64> {
-    let t = humantime::parse_rfc3339_weak(s).ok()?;
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_nanos() as u64)
+    crate::support::time::parse_nanos(s)
 }
 
 /// A duration in nanoseconds, saturating (584 years).
@@ -169,7 +166,8 @@ impl Desk {
         let time = |name: &str, v: &Option<String>| match v {
             Some(s) => parse_time(s).map(Some).ok_or_else(|| {
                 invalid(format!(
-                    "invalid {name} {s:?}: use RFC 3339, e.g. 2026-02-06T14:00:00Z"
+                    "invalid {name} {s:?}: {}",
+                    crate::support::time::FORMS
                 ))
             }),
             None => Ok(None),

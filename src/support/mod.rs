@@ -8,6 +8,7 @@ pub mod index;
 pub mod marks;
 pub mod rescue;
 pub mod store;
+pub mod time;
 
 use std::sync::Arc;
 

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -557,37 +557,9 @@ fn millis_of(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// Parses an RFC3339 timestamp to unix millis. Accepts `Z`, no zone (taken as UTC) and
-/// numeric offsets `±hh:mm` (humantime alone only handles UTC).
+/// Parses a timestamp to unix millis (see [`crate::support::time`]).
 pub(crate) fn parse_millis(s: &str) -> Option<u64> {
-    parse_time(s).map(millis_of)
-}
-
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    let n = b.len();
-    if n >= 25 && (b[n - 6] == b'+' || b[n - 6] == b'-') && b[n - 3] == b':' {
-        let sign = b[n - 6];
-        let hh: u64 = s[n - 5..n - 3].parse().ok()?;
-        let mm: u64 = s[n - 2..].parse().ok()?;
-        if hh > 23 || mm > 59 {
-            return None;
-        }
-        let base = humantime::parse_rfc3339_weak(&s[..n - 6]).ok()?;
-        let off = Duration::from_secs(hh * 3600 + mm * 60);
-        // local = utc + offset, so utc = local - offset for '+'.
-        return if sign == b'+' {
-            base.checked_sub(off)
-        } else {
-            base.checked_add(off)
-        };
-    }
-    let s = s
-        .strip_suffix('Z')
-        .or_else(|| s.strip_suffix('z'))
-        .unwrap_or(s);
-    humantime::parse_rfc3339_weak(s).ok()
+    crate::support::time::parse(s).map(millis_of)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn at(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
