@@ -12,11 +12,27 @@ out="$PWD/bench-out/reliability.jsonl"
 rm -f "$out"
 CASEFILE_RELIABILITY_OUT="$out" cargo nextest run --no-fail-fast --test faults --test durability --test poison
 python3 - "$out" <<'PY'
-import json, sys
+import collections, json, re, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+# Poison rows (tests/poison.rs) are summed per case over transports and downstreams.
+poison = collections.defaultdict(collections.Counter)
+faults = []
+for r in rows:
+    m = re.match(r"poison: (.*) \((.*)\)$", r["test"])
+    if m:
+        c = poison[m.group(1)]
+        c.update({k: r[k] for k in ("kept_accepted", "delivered", "duplicates")})
+        c["runs"] += 1
+    else:
+        faults.append(r)
 print("| fault test | spans sent | acknowledged | refused (throttled) | acknowledged, of kept traces | delivered | lost | duplicates |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for r in sorted(rows, key=lambda r: r["test"]):
+for r in sorted(faults, key=lambda r: r["test"]):
     lost = r["kept_accepted"] - r["delivered"]
     print(f"| {r['test']} | {r['sent']} | {r['accepted']} | {r['refused']} | {r['kept_accepted']} | {r['delivered']} | {lost} | {r['duplicates']} |")
+print()
+print("| poison among good kept traces | runs (gRPC/HTTP x prost/Python) | good spans sent | delivered | lost | duplicates |")
+print("|---|---:|---:|---:|---:|---:|")
+for case, c in sorted(poison.items()):
+    print(f"| {case} | {c['runs']} | {c['kept_accepted']} | {c['delivered']} | {c['kept_accepted'] - c['delivered']} | {c['duplicates']} |")
 PY
