@@ -1,0 +1,136 @@
+//! Reading records back: a trace's records merged into one [`Summary`], its entries read
+//! from their blocks (the last few decompressed blocks are cached: a lookup's traces are
+//! often neighbours).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::files;
+use super::format::{self, decision_of, DROPPED, ERROR, KEPT, ROOT, SPANS};
+use super::segment::Rec;
+use crate::model::{Span, TraceId};
+use crate::support::index::{Decision, Summary};
+use crate::wire::decode::decode_request;
+
+/// Decompressed blocks recently read, by (data file, offset).
+#[derive(Default)]
+pub(crate) struct BlockCache {
+    blocks: Mutex<Vec<(Arc<PathBuf>, u64, Arc<Vec<u8>>)>>,
+}
+
+const CACHED_BLOCKS: usize = 4;
+
+impl BlockCache {
+    fn block(&self, rec: &Rec) -> Option<Arc<Vec<u8>>> {
+        {
+            let blocks = self.blocks.lock();
+            if let Some((_, _, b)) = blocks
+                .iter()
+                .find(|(p, off, _)| *off == rec.block_off && **p == *rec.data)
+            {
+                return Some(Arc::clone(b));
+            }
+        }
+        let f = File::open(&*rec.data).ok()?;
+        let payload = files::read_at(&f, rec.block_off, rec.block_len as usize).ok()?;
+        let block = Arc::new(format::decompress(&payload)?);
+        let mut blocks = self.blocks.lock();
+        if blocks.len() >= CACHED_BLOCKS {
+            blocks.remove(0);
+        }
+        blocks.push((Arc::clone(&rec.data), rec.block_off, Arc::clone(&block)));
+        Some(block)
+    }
+
+    /// The encoded spans of a record (None when it has none, or its block is gone).
+    pub(crate) fn spans_of(&self, rec: &Rec) -> Option<Vec<u8>> {
+        if rec.row.flags & SPANS == 0 {
+            return None;
+        }
+        let block = self.block(rec)?;
+        let entry = block.get(rec.row.off as usize..(rec.row.off + rec.row.len) as usize)?;
+        let (e, _) = format::read_entry(entry)?;
+        (e.id == rec.row.id).then(|| e.spans.to_vec())
+    }
+
+    /// The attribute names and keys of a record.
+    pub(crate) fn keys_of(&self, rec: &Rec) -> Vec<(String, crate::support::index::Key)> {
+        let Some(block) = self.block(rec) else {
+            return Vec::new();
+        };
+        let entry = block.get(rec.row.off as usize..(rec.row.off + rec.row.len) as usize);
+        match entry.and_then(format::read_entry) {
+            Some((e, _)) if e.id == rec.row.id => {
+                e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every archived span of the records, decoded; None when none has spans.
+    pub(crate) fn spans(&self, recs: &[Rec]) -> Option<Vec<Span>> {
+        let mut out = Vec::new();
+        let mut any = false;
+        for r in recs {
+            if let Some(bytes) = self.spans_of(r) {
+                any = true;
+                match decode_request(&bytes) {
+                    Ok(d) => out.extend(d.spans),
+                    Err(e) => tracing::warn!(error = %e, "archive: undecodable spans"),
+                }
+            }
+        }
+        any.then_some(out)
+    }
+}
+
+/// Merges the records of one trace (any order) into its summary: spans counted over all
+/// records, start and end over all, root names from the record with the root span, the
+/// decision of the latest record, except that a dropped record followed by a kept one
+/// makes the trace rescued; reasons of the latest record that has any.
+pub(crate) fn merge(id: TraceId, recs: &mut [Rec]) -> Option<Summary> {
+    recs.sort_by_key(|r| (r.seq, r.pos));
+    let last = recs.last()?;
+    let start = recs.iter().map(|r| r.row.start).min().unwrap_or(0);
+    let end = recs.iter().map(|r| r.row.end).max().unwrap_or(start);
+    let root = recs
+        .iter()
+        .find(|r| r.row.flags & ROOT != 0)
+        .or_else(|| recs.iter().min_by_key(|r| r.row.start))
+        .expect("not empty");
+    let mut decision = decision_of(last.row.decision);
+    if last.row.decision == KEPT && recs.iter().any(|r| r.row.decision == DROPPED) {
+        decision = Decision::Rescued;
+    }
+    let reasons = recs
+        .iter()
+        .rev()
+        .find(|r| !r.reasons.is_empty())
+        .map(|r| {
+            r.reasons
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Arc::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Summary {
+        trace_id: id,
+        start_unix_nano: start,
+        duration_ms: end.saturating_sub(start) as f64 / 1e6,
+        root_service: Arc::clone(&root.service),
+        root_name: Arc::clone(&root.name),
+        error: recs.iter().any(|r| r.row.flags & ERROR != 0),
+        span_count: recs
+            .iter()
+            .map(|r| u64::from(r.row.span_count))
+            .sum::<u64>()
+            .min(u64::from(u32::MAX)) as u32,
+        decision,
+        reasons,
+    })
+}
