@@ -19,6 +19,7 @@ mod files;
 mod format;
 mod keys;
 pub mod offline;
+mod pack;
 mod read;
 mod segment;
 mod writer;
@@ -27,6 +28,8 @@ mod writer;
 mod tests;
 #[cfg(test)]
 mod tests_disk;
+#[cfg(test)]
+mod tests_bench;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};

@@ -9,22 +9,41 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::files;
+use super::pack;
 use super::format::{self, decision_of, DROPPED, ERROR, KEPT, ROOT, SPANS};
 use super::segment::Rec;
-use crate::model::{Span, TraceId};
+use crate::model::{Shared, Span, TraceId};
 use crate::support::index::{Decision, Summary};
 use crate::wire::decode::decode_request;
+use crate::wire::encode::encode_request;
+
+/// A decompressed block: its dictionary, its bytes, where its entries start.
+struct Block {
+    dict: Vec<Arc<Shared>>,
+    bytes: Vec<u8>,
+    entries: usize,
+}
+
+impl Block {
+    /// The entry of a record (checked to be the record's trace).
+    fn entry(&self, rec: &Rec) -> Option<format::Entry<'_>> {
+        let area = &self.bytes[self.entries..];
+        let entry = area.get(rec.row.off as usize..(rec.row.off + rec.row.len) as usize)?;
+        let (e, _) = format::read_entry(entry)?;
+        (e.id == rec.row.id).then_some(e)
+    }
+}
 
 /// Decompressed blocks recently read, by (data file, offset).
 #[derive(Default)]
 pub(crate) struct BlockCache {
-    blocks: Mutex<Vec<(Arc<PathBuf>, u64, Arc<Vec<u8>>)>>,
+    blocks: Mutex<Vec<(Arc<PathBuf>, u64, Arc<Block>)>>,
 }
 
 const CACHED_BLOCKS: usize = 4;
 
 impl BlockCache {
-    fn block(&self, rec: &Rec) -> Option<Arc<Vec<u8>>> {
+    fn block(&self, rec: &Rec) -> Option<Arc<Block>> {
         {
             let blocks = self.blocks.lock();
             if let Some((_, _, b)) = blocks
@@ -36,7 +55,14 @@ impl BlockCache {
         }
         let f = File::open(&*rec.data).ok()?;
         let payload = files::read_at(&f, rec.block_off, rec.block_len as usize).ok()?;
-        let block = Arc::new(format::decompress(&payload)?);
+        let bytes = format::decompress(&payload)?;
+        let (dict, area) = pack::split(&bytes)?;
+        let entries = bytes.len() - area.len();
+        let block = Arc::new(Block {
+            dict,
+            bytes,
+            entries,
+        });
         let mut blocks = self.blocks.lock();
         if blocks.len() >= CACHED_BLOCKS {
             blocks.remove(0);
@@ -45,15 +71,14 @@ impl BlockCache {
         Some(block)
     }
 
-    /// The encoded spans of a record (None when it has none, or its block is gone).
-    pub(crate) fn spans_of(&self, rec: &Rec) -> Option<Vec<u8>> {
+    /// The spans of a record, as shells (None when it has none, or its block is gone).
+    fn spans_of(&self, rec: &Rec) -> Option<Vec<Span>> {
         if rec.row.flags & SPANS == 0 {
             return None;
         }
         let block = self.block(rec)?;
-        let entry = block.get(rec.row.off as usize..(rec.row.off + rec.row.len) as usize)?;
-        let (e, _) = format::read_entry(entry)?;
-        (e.id == rec.row.id).then(|| e.spans.to_vec())
+        let e = block.entry(rec)?;
+        pack::unpack(&e.id, e.start, e.spans, &block.dict)
     }
 
     /// The attribute names and keys of a record.
@@ -61,29 +86,39 @@ impl BlockCache {
         let Some(block) = self.block(rec) else {
             return Vec::new();
         };
-        let entry = block.get(rec.row.off as usize..(rec.row.off + rec.row.len) as usize);
-        match entry.and_then(format::read_entry) {
-            Some((e, _)) if e.id == rec.row.id => {
-                e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect()
-            }
-            _ => Vec::new(),
+        match block.entry(rec) {
+            Some(e) => e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
+            None => Vec::new(),
         }
     }
 
-    /// Every archived span of the records, decoded; None when none has spans.
+    /// Every archived span of the records, read again through the wire (so every field
+    /// read at ingest is set); None when none has spans.
     pub(crate) fn spans(&self, recs: &[Rec]) -> Option<Vec<Span>> {
-        let mut out = Vec::new();
+        let mut shells = Vec::new();
         let mut any = false;
         for r in recs {
-            if let Some(bytes) = self.spans_of(r) {
-                any = true;
-                match decode_request(&bytes) {
-                    Ok(d) => out.extend(d.spans),
-                    Err(e) => tracing::warn!(error = %e, "archive: undecodable spans"),
+            match self.spans_of(r) {
+                Some(s) => {
+                    any = true;
+                    shells.extend(s);
                 }
+                None if r.row.flags & SPANS != 0 => {
+                    tracing::warn!(trace_id = %hex::encode(r.row.id), "archive: unreadable record");
+                }
+                None => {}
             }
         }
-        any.then_some(out)
+        if !any {
+            return None;
+        }
+        match decode_request(&encode_request(&shells)) {
+            Ok(d) => Some(d.spans),
+            Err(e) => {
+                tracing::warn!(error = %e, "archive: undecodable spans");
+                None
+            }
+        }
     }
 }
 

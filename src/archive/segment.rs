@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::files;
+use super::pack;
 use super::format::{self, Entry, Header, Row, BLOCK_ROW, HEADER_LEN, KEY_ROW, ROW};
 use crate::model::TraceId;
 use crate::storage::wal;
@@ -218,7 +219,8 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scanned> {
         let offset = at + wal::HEADER as u64;
         at = offset + payload.len() as u64;
         let block = format::decompress(payload);
-        match block.as_deref().and_then(format::entries) {
+        let split = block.as_deref().and_then(pack::split);
+        match split.and_then(|(_, area)| format::entries(area)) {
             Some(entries) => index.add_block(offset, payload.len() as u32, &entries),
             None => corrupt += 1,
         }

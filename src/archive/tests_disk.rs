@@ -166,7 +166,7 @@ fn retention_deletes_whole_segments_by_age() {
     let mut c = cfg(dir.path(), Traces::All);
     c.retention = 72 * HOUR;
     let a = Archive::open_with(c, tuning).unwrap();
-    let old = traces(&mut g, 150, 3);
+    let old = traces(&mut g, 300, 3);
     a.record_dropped(old.clone());
     a.flush();
     let segments = a.stats().segments;
@@ -183,10 +183,10 @@ fn retention_deletes_whole_segments_by_age() {
     a.flush();
     let st = a.stats();
     // Whole segments only: old traces sharing the active segment with young ones stay.
-    assert!(st.evicted_retention >= 100, "{st:?}");
+    assert!(st.evicted_retention >= 200, "{st:?}");
     let left = old.iter().filter(|(id, _)| a.summary(id).is_some()).count() as u64;
-    assert_eq!(left, 150 - st.evicted_retention);
-    assert!(old[..100].iter().all(|(id, _)| a.summary(id).is_none()));
+    assert_eq!(left, 300 - st.evicted_retention);
+    assert!(old[..200].iter().all(|(id, _)| a.summary(id).is_none()));
     all_found(&a, &young);
     // The active segment goes too once its newest trace is past retention.
     now.store(t0 + 80 * 3_600_000, Relaxed);

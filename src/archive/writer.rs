@@ -20,13 +20,13 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::config::Traces;
 use super::files;
+use super::pack;
 use super::format::{self, Entry, DROPPED, ERROR, KEPT, ROOT, SPANS};
 use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
 use crate::model::{Span, TraceId};
 use crate::storage::wal;
 use crate::support::index::{Decision, Summary};
-use crate::wire::encode::encode_request;
 
 /// What `record_*`, `flush` and `close` send the writer.
 pub(crate) enum Msg {
@@ -58,7 +58,10 @@ struct Active {
 
 pub(crate) struct Writer {
     inner: Arc<Inner>,
+    /// Entries of the pending block.
     pending: Vec<u8>,
+    /// Its dictionary of resources and scopes.
+    dict: pack::Dict,
     pending_traces: u64,
     pending_since: Option<Instant>,
     active: Option<Active>,
@@ -77,6 +80,7 @@ impl Writer {
             compressor: zstd::bulk::Compressor::new(inner.tuning.level).ok(),
             inner,
             pending: Vec::new(),
+            dict: pack::Dict::default(),
             pending_traces: 0,
             pending_since: None,
             active: None,
@@ -161,11 +165,10 @@ impl Writer {
         if s.error {
             flags |= ERROR;
         }
-        let encoded = if keep {
-            encode_request(spans)
-        } else {
-            Vec::new()
-        };
+        let mut packed = Vec::new();
+        if keep {
+            pack::pack(&id, s.start_unix_nano, spans, &mut self.dict, &mut packed);
+        }
         let keys = inner.hasher.keys_of(&inner.cfg.attributes, spans);
         let entry = Entry {
             id,
@@ -181,7 +184,7 @@ impl Writer {
                 .iter()
                 .map(|(i, k)| (inner.cfg.attributes[*i as usize].as_str(), *k))
                 .collect(),
-            spans: &encoded,
+            spans: &packed,
         };
         entry.write(&mut self.pending);
         self.pending_traces += 1;
@@ -197,9 +200,10 @@ impl Writer {
         if self.pending.is_empty() {
             return;
         }
-        let block = std::mem::take(&mut self.pending);
+        let entries = std::mem::take(&mut self.pending);
+        let block = self.dict.block(&entries);
         let traces = std::mem::take(&mut self.pending_traces);
-        if let Err(e) = self.append(&block) {
+        if let Err(e) = self.append(&block, &entries) {
             let c = &self.inner.counters;
             c.write_errors.fetch_add(1, Relaxed);
             metrics::counter!("casefile_archive_write_errors_total").increment(1);
@@ -222,7 +226,8 @@ impl Writer {
         self.publish();
     }
 
-    fn append(&mut self, block: &[u8]) -> io::Result<()> {
+    /// Appends `block` (its dictionary, then `entries`).
+    fn append(&mut self, block: &[u8], entries: &[u8]) -> io::Result<()> {
         if self.active.as_ref().is_some_and(|a| a.broken) {
             self.seal()?;
         }
@@ -231,7 +236,7 @@ impl Writer {
             None => zstd::bulk::compress(block, self.inner.tuning.level)?,
         };
         let framed = wal::frame(&payload).map_err(|e| io::Error::other(e.to_string()))?;
-        let entries = format::entries(block).ok_or_else(|| io::Error::other("bad block"))?;
+        let entries = format::entries(entries).ok_or_else(|| io::Error::other("bad block"))?;
         let fault = self.inner.fault();
         let a = self.open_active()?;
         let at = a.len;
