@@ -137,26 +137,24 @@ pub(crate) fn entries(block: &[u8]) -> Option<Vec<(Entry<'_>, u32, u32)>> {
     Some(out)
 }
 
-/// One index row: a trace record (64 bytes on disk).
+/// One index row: a trace record (48 bytes on disk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Row {
     pub id: TraceId,
     pub start: u64,
+    /// On disk as microseconds after `start` (rounded up, at most 71 minutes).
     pub end: u64,
     pub span_count: u32,
     pub decision: u8,
     pub flags: u8,
-    /// String table indexes.
-    pub service: u32,
-    pub name: u32,
-    pub reasons: u32,
-    /// Block index, the entry's offset and length in the decompressed block.
+    /// Index of (root service, root name, reasons) in the string table, three strings each.
+    pub names: u32,
+    /// Block index, the entry's offset in the block's entries.
     pub block: u32,
     pub off: u32,
-    pub len: u32,
 }
 
-pub(crate) const ROW: usize = 64;
+pub(crate) const ROW: usize = 48;
 pub(crate) const KEY_ROW: usize = 20;
 pub(crate) const BLOCK_ROW: usize = 12;
 pub(crate) const HEADER_LEN: usize = 128;
@@ -172,37 +170,29 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 impl Row {
     pub(crate) fn put(&self, out: &mut Vec<u8>) {
+        let dur_us = self.end.saturating_sub(self.start).div_ceil(1000).min(u32::MAX.into()) as u32;
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.start.to_le_bytes());
-        out.extend_from_slice(&self.end.to_le_bytes());
+        out.extend_from_slice(&dur_us.to_le_bytes());
         out.extend_from_slice(&self.span_count.to_le_bytes());
         out.extend_from_slice(&[self.decision, self.flags, 0, 0]);
-        for v in [
-            self.service,
-            self.name,
-            self.reasons,
-            self.block,
-            self.off,
-            self.len,
-        ] {
+        for v in [self.names, self.block, self.off] {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
 
     pub(crate) fn parse(b: &[u8]) -> Row {
+        let start = u64_at(b, 16);
         Row {
             id: b[..16].try_into().expect("16 bytes"),
-            start: u64_at(b, 16),
-            end: u64_at(b, 24),
-            span_count: u32_at(b, 32),
-            decision: b[36],
-            flags: b[37],
-            service: u32_at(b, 40),
-            name: u32_at(b, 44),
-            reasons: u32_at(b, 48),
-            block: u32_at(b, 52),
-            off: u32_at(b, 56),
-            len: u32_at(b, 60),
+            start,
+            end: start.saturating_add(u64::from(u32_at(b, 24)) * 1000),
+            span_count: u32_at(b, 28),
+            decision: b[32],
+            flags: b[33],
+            names: u32_at(b, 36),
+            block: u32_at(b, 40),
+            off: u32_at(b, 44),
         }
     }
 }

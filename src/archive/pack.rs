@@ -1,13 +1,13 @@
 //! How a block holds spans compactly (the rescue ring's idea: resource and scope messages
 //! once per block in its dictionary, span records pointing at them), plus two reversible
 //! per-span transforms that help zstd: the leading trace id field (the entry has the id)
-//! is cut, and the start and end times (fixed64) are stored as offsets from the trace's
-//! start, so their high bytes are zeros instead of noise. A span whose fields cannot be
-//! walked is stored as it is.
+//! is cut, and the start and end times (fixed64) are taken out and stored as varint
+//! offsets from the trace's start (3–4 bytes instead of 8 bytes of which the high ones
+//! zstd can only partly match). A span whose fields cannot be walked is stored as it is.
 //!
 //! Block: `varint n, n × (varint len, message, varint len, schema_url)` (the dictionary),
 //! then the entries. An entry's spans: `n × (varint resource, varint scope, u8 how,
-//! varint len, bytes)`.
+//! varint len, bytes without the times, varint times)`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ fn times(b: &[u8]) -> Option<Vec<usize>> {
                 read_varint(b, &mut pos).ok()?;
             }
             1 => {
-                if (tag >> 3 == 7 || tag >> 3 == 8) && pos + 8 <= b.len() {
+                if is_time(tag) {
                     out.push(pos);
                 }
                 pos += 8;
@@ -108,19 +108,13 @@ fn times(b: &[u8]) -> Option<Vec<usize>> {
     (pos == b.len()).then_some(out)
 }
 
-fn shift(b: &mut [u8], at: &[usize], base: u64, add: bool) {
-    for &p in at {
-        let v = u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));
-        let v = if add {
-            v.wrapping_add(base)
-        } else {
-            v.wrapping_sub(base)
-        };
-        b[p..p + 8].copy_from_slice(&v.to_le_bytes());
-    }
+fn is_time(tag: u64) -> bool {
+    tag == (7 << 3 | 1) || tag == (8 << 3 | 1)
 }
 
-/// Appends the spans of trace `id` (started at `base`) to `out`.
+/// Appends the spans of trace `id` (started at `base`) to `out`. With [`TIMES`], the
+/// span's bytes go without the 8 bytes of each time, which follow as varint offsets from
+/// `base`.
 pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out: &mut Vec<u8>) {
     for span in spans {
         put_varint(out, dict.index(span.resource()).into());
@@ -131,40 +125,82 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
             how |= CUT_ID;
             b = &b[18..];
         }
-        let mut owned = b.to_vec();
-        if let Some(at) = times(&owned) {
-            how |= TIMES;
-            shift(&mut owned, &at, base, false);
+        match times(b) {
+            Some(at) => {
+                out.push(how | TIMES);
+                put_varint(out, (b.len() - 8 * at.len()) as u64);
+                let mut from = 0;
+                for &p in &at {
+                    out.extend_from_slice(&b[from..p]);
+                    from = p + 8;
+                }
+                out.extend_from_slice(&b[from..]);
+                for &p in &at {
+                    let v = u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));
+                    put_varint(out, v.wrapping_sub(base));
+                }
+            }
+            None => {
+                out.push(how);
+                put_varint(out, b.len() as u64);
+                out.extend_from_slice(b);
+            }
         }
-        out.push(how);
-        put_varint(out, owned.len() as u64);
-        out.extend_from_slice(&owned);
     }
+}
+
+/// Puts the times back into a span's bytes packed with [`TIMES`]: walks `holed`, reading
+/// each time from `rest` at `*pos`.
+fn restore(holed: &[u8], base: u64, rest: &[u8], pos: &mut usize, out: &mut Vec<u8>) -> Option<()> {
+    let mut at = 0;
+    while at < holed.len() {
+        let from = at;
+        let tag = read_varint(holed, &mut at).ok()?;
+        match tag & 7 {
+            0 => {
+                read_varint(holed, &mut at).ok()?;
+            }
+            1 if is_time(tag) => {
+                out.extend_from_slice(&holed[from..at]);
+                let v = read_varint(rest, pos).ok()?.wrapping_add(base);
+                out.extend_from_slice(&v.to_le_bytes());
+                continue;
+            }
+            1 => at += 8,
+            2 => {
+                let len = read_varint(holed, &mut at).ok()? as usize;
+                at = at.checked_add(len)?;
+            }
+            5 => at += 4,
+            _ => return None,
+        }
+        out.extend_from_slice(holed.get(from..at)?);
+    }
+    Some(())
 }
 
 /// The spans packed by [`pack`], as shells holding their bytes and origin only (to be
 /// read again through the wire).
-pub(crate) fn unpack(id: &TraceId, base: u64, mut buf: &[u8], dict: &[Arc<Shared>]) -> Option<Vec<Span>> {
+pub(crate) fn unpack(id: &TraceId, base: u64, buf: &[u8], dict: &[Arc<Shared>]) -> Option<Vec<Span>> {
     let mut out = Vec::new();
-    while !buf.is_empty() {
-        let mut pos = 0;
+    let mut pos = 0;
+    while pos < buf.len() {
         let r = read_varint(buf, &mut pos).ok()? as usize;
         let c = read_varint(buf, &mut pos).ok()? as usize;
         let how = *buf.get(pos)?;
         pos += 1;
         let len = read_varint(buf, &mut pos).ok()? as usize;
         let b = buf.get(pos..pos.checked_add(len)?)?;
-        buf = &buf[pos + len..];
-        let mut bytes = Vec::with_capacity(b.len() + 18);
+        pos += len;
+        let mut bytes = Vec::with_capacity(b.len() + 34);
         if how & CUT_ID != 0 {
             bytes.extend_from_slice(&TRACE_ID_PREFIX);
             bytes.extend_from_slice(id);
         }
-        let from = bytes.len();
-        bytes.extend_from_slice(b);
         if how & TIMES != 0 {
-            let at = times(&bytes[from..])?;
-            shift(&mut bytes[from..], &at, base, true);
+            restore(b, base, buf, &mut pos, &mut bytes)?;
+        } else {
+            bytes.extend_from_slice(b);
         }
         out.push(Span {
             start_unix_nano: 0,

@@ -28,7 +28,7 @@ impl Block {
     /// The entry of a record (checked to be the record's trace).
     fn entry(&self, rec: &Rec) -> Option<format::Entry<'_>> {
         let area = &self.bytes[self.entries..];
-        let entry = area.get(rec.row.off as usize..(rec.row.off + rec.row.len) as usize)?;
+        let entry = area.get(rec.row.off as usize..)?;
         let (e, _) = format::read_entry(entry)?;
         (e.id == rec.row.id).then_some(e)
     }
@@ -143,9 +143,9 @@ pub(crate) fn merge(id: TraceId, recs: &mut [Rec]) -> Option<Summary> {
     let reasons = recs
         .iter()
         .rev()
-        .find(|r| !r.reasons.is_empty())
+        .find(|r| !r.names[2].is_empty())
         .map(|r| {
-            r.reasons
+            r.names[2]
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -157,8 +157,8 @@ pub(crate) fn merge(id: TraceId, recs: &mut [Rec]) -> Option<Summary> {
         trace_id: id,
         start_unix_nano: start,
         duration_ms: end.saturating_sub(start) as f64 / 1e6,
-        root_service: Arc::clone(&root.service),
-        root_name: Arc::clone(&root.name),
+        root_service: Arc::clone(&root.names[0]),
+        root_name: Arc::clone(&root.names[1]),
         error: recs.iter().any(|r| r.row.flags & ERROR != 0),
         span_count: recs
             .iter()

@@ -16,6 +16,9 @@ use crate::model::TraceId;
 use crate::storage::wal;
 use crate::support::index::Key;
 
+/// A record's root service, root name and reasons (comma-separated).
+pub(crate) type Names = [Arc<str>; 3];
+
 /// One trace record found by a search, with what is needed to read its entry.
 #[derive(Debug, Clone)]
 pub(crate) struct Rec {
@@ -23,9 +26,8 @@ pub(crate) struct Rec {
     pub seq: u64,
     pub pos: u32,
     pub row: Row,
-    pub service: Arc<str>,
-    pub name: Arc<str>,
-    pub reasons: Arc<str>,
+    /// Root service, root name, reasons (comma-separated).
+    pub names: Names,
     pub data: Arc<PathBuf>,
     /// The block's payload in the data file.
     pub block_off: u64,
@@ -41,8 +43,9 @@ pub(crate) struct MemIndex {
     by_key: HashMap<Key, Vec<u32>>,
     /// (payload offset, payload length) in the data file.
     pub blocks: Vec<(u64, u32)>,
-    strings: Vec<Arc<str>>,
-    string_ids: HashMap<Arc<str>, u32>,
+    /// (service, name, reasons) of the rows.
+    strings: Vec<Names>,
+    string_ids: HashMap<Names, u32>,
     pub min_start: u64,
     pub max_start: u64,
     /// Bytes of the data file the index covers.
@@ -50,14 +53,15 @@ pub(crate) struct MemIndex {
 }
 
 impl MemIndex {
-    fn string(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.string_ids.get(s) {
+    fn names(&mut self, e: &Entry<'_>) -> u32 {
+        let key = [e.service, e.name, e.reasons];
+        if let Some(&i) = self.string_ids.get(&key.map(Arc::from)) {
             return i;
         }
-        let a: Arc<str> = Arc::from(s);
+        let n: Names = key.map(Arc::from);
         let i = self.strings.len() as u32;
-        self.strings.push(Arc::clone(&a));
-        self.string_ids.insert(a, i);
+        self.strings.push(n.clone());
+        self.string_ids.insert(n, i);
         i
     }
 
@@ -66,7 +70,7 @@ impl MemIndex {
         let block = self.blocks.len() as u32;
         self.blocks.push((offset, len));
         self.data_len = self.data_len.max(offset + u64::from(len));
-        for (e, off, elen) in entries {
+        for (e, off, _) in entries {
             let row = Row {
                 id: e.id,
                 start: e.start,
@@ -74,12 +78,9 @@ impl MemIndex {
                 span_count: e.span_count,
                 decision: e.decision,
                 flags: e.flags,
-                service: self.string(e.service),
-                name: self.string(e.name),
-                reasons: self.string(e.reasons),
+                names: self.names(e),
                 block,
                 off: *off,
-                len: *elen,
             };
             if self.rows.is_empty() {
                 self.min_start = row.start;
@@ -110,9 +111,7 @@ impl MemIndex {
             seq,
             pos: i,
             row,
-            service: Arc::clone(&self.strings[row.service as usize]),
-            name: Arc::clone(&self.strings[row.name as usize]),
-            reasons: Arc::clone(&self.strings[row.reasons as usize]),
+            names: self.strings[row.names as usize].clone(),
             data: Arc::clone(data),
             block_off,
             block_len,
@@ -157,7 +156,7 @@ impl MemIndex {
             rows: self.rows.len() as u32,
             keys: keys.len() as u32,
             blocks: self.blocks.len() as u32,
-            strings: self.strings.len() as u32,
+            strings: self.strings.len() as u32 * 3,
             min_start: self.min_start,
             max_start: self.max_start,
             ..Header::default()
@@ -182,8 +181,8 @@ impl MemIndex {
         h.strings_off = HEADER_LEN as u64 + body.len() as u64;
         let mut ends = Vec::with_capacity(self.strings.len() * 4);
         let mut bytes = Vec::new();
-        for s in &self.strings {
-            bytes.extend_from_slice(s.as_bytes());
+        for part in self.strings.iter().flatten() {
+            bytes.extend_from_slice(part.as_bytes());
             ends.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
         }
         body.extend_from_slice(&ends);
@@ -244,7 +243,7 @@ pub(crate) struct Sealed {
     pub index: PathBuf,
     pub header: Header,
     /// The string table, read at first use (a few KiB).
-    strings: OnceLock<Vec<Arc<str>>>,
+    strings: OnceLock<Vec<Names>>,
 }
 
 impl Sealed {
@@ -273,7 +272,7 @@ impl Sealed {
         self.header.data_len + self.header.file_len
     }
 
-    fn strings(&self, f: &File) -> io::Result<&Vec<Arc<str>>> {
+    fn strings(&self, f: &File) -> io::Result<&Vec<Names>> {
         if let Some(s) = self.strings.get() {
             return Ok(s);
         }
@@ -282,14 +281,18 @@ impl Sealed {
         let raw = files::read_at(f, h.strings_off, (h.file_len - h.strings_off) as usize)?;
         let bad = || io::Error::other("damaged string table");
         let (ends, bytes) = raw.split_at_checked(n * 4).ok_or_else(bad)?;
-        let mut out = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(n);
         let mut from = 0usize;
         for c in ends.chunks_exact(4) {
             let to = u32::from_le_bytes(c.try_into().expect("4 bytes")) as usize;
             let s = bytes.get(from..to).and_then(|b| std::str::from_utf8(b).ok());
-            out.push(Arc::from(s.ok_or_else(bad)?));
+            parts.push(Arc::<str>::from(s.ok_or_else(bad)?));
             from = to;
         }
+        let out = parts
+            .chunks_exact(3)
+            .map(|p| [Arc::clone(&p[0]), Arc::clone(&p[1]), Arc::clone(&p[2])])
+            .collect();
         Ok(self.strings.get_or_init(|| out))
     }
 
@@ -378,9 +381,7 @@ impl Sealed {
             seq: self.seq,
             pos,
             row,
-            service: s(row.service)?,
-            name: s(row.name)?,
-            reasons: s(row.reasons)?,
+            names: s(row.names)?,
             data: Arc::clone(&self.data),
             block_off: u64::from_le_bytes(b[..8].try_into().expect("8 bytes")),
             block_len: u32::from_le_bytes(b[8..].try_into().expect("4 bytes")),
