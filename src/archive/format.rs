@@ -19,6 +19,9 @@ use crate::wire::{put_varint, read_varint};
 pub(crate) const ROOT: u8 = 1;
 pub(crate) const ERROR: u8 = 2;
 pub(crate) const SPANS: u8 = 4;
+/// The keys are not in the entry: they are read again from its spans when needed (a
+/// trace's keys are written once, in the index).
+pub(crate) const KEYS_IN_SPANS: u8 = 8;
 
 /// A record's decision as stored.
 pub(crate) const DROPPED: u8 = 1;

@@ -268,7 +268,8 @@ impl Archive {
             ),
         };
         let counters = Counters::default();
-        let (sealed, next_seq) = recover(&cfg.dir, &counters).map_err(dir_err)?;
+        let (sealed, next_seq) =
+            recover(&cfg.dir, &counters, &hasher, &cfg.attributes).map_err(dir_err)?;
         let inner = Arc::new(Inner {
             retention_ms: AtomicU64::new(cfg.retention.as_millis() as u64),
             max_bytes: AtomicU64::new(cfg.max_bytes),
@@ -408,8 +409,14 @@ impl Archive {
     /// The indexed attributes the trace has values for, with their keys.
     pub fn keys_of(&self, id: &TraceId) -> Vec<(String, Key)> {
         let mut out: Vec<(String, Key)> = Vec::new();
-        for r in self.inner().recs_of(id) {
-            for k in self.inner().cache.keys_of(&r) {
+        let inner = self.inner();
+        let names = &inner.cfg.attributes;
+        let rekey = |spans: &[Span]| -> Vec<(String, Key)> {
+            let keys = inner.hasher.keys_of(names, spans);
+            keys.into_iter().map(|(i, k)| (names[i as usize].clone(), k)).collect()
+        };
+        for r in inner.recs_of(id) {
+            for k in inner.cache.keys_of(&r, &rekey) {
                 if !out.contains(&k) {
                     out.push(k);
                 }
@@ -481,7 +488,12 @@ impl Archive {
 /// Opens the sealed segments (headers only) and re-indexes any data file whose index is
 /// missing, damaged or stale, truncating it after its last complete record. Returns the
 /// sealed segments, oldest first, and the next sequence number.
-fn recover(dir: &std::path::Path, counters: &Counters) -> std::io::Result<(Vec<Arc<Sealed>>, u64)> {
+fn recover(
+    dir: &std::path::Path,
+    counters: &Counters,
+    hasher: &Hasher,
+    attributes: &[String],
+) -> std::io::Result<(Vec<Arc<Sealed>>, u64)> {
     let listing = files::list(dir)?;
     for t in listing.temps {
         let _ = std::fs::remove_file(t);
@@ -499,7 +511,7 @@ fn recover(dir: &std::path::Path, counters: &Counters) -> std::io::Result<(Vec<A
                 continue;
             }
         }
-        match reindex(dir, seq, counters) {
+        match reindex(dir, seq, counters, hasher, attributes) {
             Ok(Some(s)) => sealed.push(Arc::new(s)),
             Ok(None) => {}
             Err(e) => tracing::error!(seq, error = %e, "archive: cannot re-index a segment; skipped"),
@@ -508,10 +520,20 @@ fn recover(dir: &std::path::Path, counters: &Counters) -> std::io::Result<(Vec<A
     Ok((sealed, next))
 }
 
-fn reindex(dir: &std::path::Path, seq: u64, counters: &Counters) -> std::io::Result<Option<Sealed>> {
+fn reindex(
+    dir: &std::path::Path,
+    seq: u64,
+    counters: &Counters,
+    hasher: &Hasher,
+    attributes: &[String],
+) -> std::io::Result<Option<Sealed>> {
     let data = files::data_path(dir, seq);
     let index = files::index_path(dir, seq);
-    let scanned = segment::scan(&data)?;
+    let rekey = |spans: &[Span]| -> Vec<Key> {
+        let keys = hasher.keys_of(attributes, spans);
+        keys.into_iter().map(|(_, k)| k).collect()
+    };
+    let scanned = segment::scan(&data, Some(&rekey))?;
     if scanned.corrupt > 0 {
         counters.corrupt.fetch_add(scanned.corrupt, Relaxed);
         metrics::counter!("casefile_archive_corrupt_records_total").increment(scanned.corrupt);

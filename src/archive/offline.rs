@@ -40,7 +40,7 @@ impl Catalog {
                 continue;
             }
             let path = files::data_path(dir, seq);
-            let s = scan(&path).map_err(|source| ArchiveError::Io {
+            let s = scan(&path, None).map_err(|source| ArchiveError::Io {
                 path: path.clone(),
                 source,
             })?;

@@ -10,10 +10,10 @@ use parking_lot::Mutex;
 
 use super::files;
 use super::pack;
-use super::format::{self, decision_of, DROPPED, ERROR, KEPT, ROOT, SPANS};
+use super::format::{self, decision_of, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
 use super::segment::Rec;
 use crate::model::{Shared, Span, TraceId};
-use crate::support::index::{Decision, Summary};
+use crate::support::index::{Decision, Key, Summary};
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
 
@@ -82,11 +82,14 @@ impl BlockCache {
     }
 
     /// The attribute names and keys of a record.
-    pub(crate) fn keys_of(&self, rec: &Rec) -> Vec<(String, crate::support::index::Key)> {
+    pub(crate) fn keys_of(&self, rec: &Rec, rekey: &dyn Fn(&[Span]) -> Vec<(String, Key)>) -> Vec<(String, Key)> {
         let Some(block) = self.block(rec) else {
             return Vec::new();
         };
         match block.entry(rec) {
+            Some(e) if e.flags & KEYS_IN_SPANS != 0 => pack::unpack(&e.id, e.start, e.spans, &block.dict)
+                .map(|spans| rekey(&spans))
+                .unwrap_or_default(),
             Some(e) => e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
             None => Vec::new(),
         }

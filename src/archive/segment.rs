@@ -66,11 +66,18 @@ impl MemIndex {
     }
 
     /// Adds a block written at `offset` (its payload), whose entries are `entries`.
-    pub(crate) fn add_block(&mut self, offset: u64, len: u32, entries: &[(Entry<'_>, u32, u32)]) {
+    /// `keys[i]` are the keys of `entries[i]`.
+    pub(crate) fn add_block(
+        &mut self,
+        offset: u64,
+        len: u32,
+        entries: &[(Entry<'_>, u32, u32)],
+        keys: &[Vec<Key>],
+    ) {
         let block = self.blocks.len() as u32;
         self.blocks.push((offset, len));
         self.data_len = self.data_len.max(offset + u64::from(len));
-        for (e, off, _) in entries {
+        for ((e, off, _), keys) in entries.iter().zip(keys) {
             let row = Row {
                 id: e.id,
                 start: e.start,
@@ -91,7 +98,7 @@ impl MemIndex {
             let i = self.rows.len() as u32;
             self.rows.push(row);
             self.by_id.entry(e.id).or_default().push(i);
-            for (_, key) in &e.keys {
+            for key in keys {
                 let v = self.by_key.entry(*key).or_default();
                 if v.last() != Some(&i) {
                     v.push(i);
@@ -210,7 +217,12 @@ pub(crate) struct Scanned {
 }
 
 /// Re-indexes a data file from its blocks, up to its last complete, checksummed record.
-pub(crate) fn scan(path: &Path) -> io::Result<Scanned> {
+/// Derives the keys of spans (for entries with [`format::KEYS_IN_SPANS`]).
+pub(crate) type Rekey<'a> = &'a dyn Fn(&[crate::model::Span]) -> Vec<Key>;
+
+/// Re-indexes a data file; without `rekey`, entries whose keys are in their spans get none
+/// (offline reading, which finds traces by id only).
+pub(crate) fn scan(path: &Path, rekey: Option<Rekey<'_>>) -> io::Result<Scanned> {
     let mut index = MemIndex::default();
     let mut at = 0u64;
     let mut corrupt = 0;
@@ -219,10 +231,23 @@ pub(crate) fn scan(path: &Path) -> io::Result<Scanned> {
         at = offset + payload.len() as u64;
         let block = format::decompress(payload);
         let split = block.as_deref().and_then(pack::split);
-        match split.and_then(|(_, area)| format::entries(area)) {
-            Some(entries) => index.add_block(offset, payload.len() as u32, &entries),
-            None => corrupt += 1,
-        }
+        let Some((dict, entries)) = split.and_then(|(d, area)| Some((d, format::entries(area)?)))
+        else {
+            corrupt += 1;
+            return;
+        };
+        let keys: Vec<Vec<Key>> = entries
+            .iter()
+            .map(|(e, _, _)| match rekey {
+                Some(rekey) if e.flags & format::KEYS_IN_SPANS != 0 => {
+                    pack::unpack(&e.id, e.start, e.spans, &dict)
+                        .map(|spans| rekey(&spans))
+                        .unwrap_or_default()
+                }
+                _ => e.keys.iter().map(|(_, k)| *k).collect(),
+            })
+            .collect();
+        index.add_block(offset, payload.len() as u32, &entries, &keys);
     })
     .map_err(|e| io::Error::other(e.to_string()))?;
     if damage.is_some() {

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use super::config::Traces;
 use super::files;
 use super::pack;
-use super::format::{self, Entry, DROPPED, ERROR, KEPT, ROOT, SPANS};
+use super::format::{self, Entry, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
 use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
 use crate::model::{Span, TraceId};
 use crate::storage::wal;
-use crate::support::index::{Decision, Summary};
+use crate::support::index::{Decision, Key, Summary};
 
 /// What `record_*`, `flush` and `close` send the writer.
 pub(crate) enum Msg {
@@ -62,6 +62,8 @@ pub(crate) struct Writer {
     pending: Vec<u8>,
     /// Its dictionary of resources and scopes.
     dict: pack::Dict,
+    /// The keys of its entries, in order.
+    pending_keys: Vec<Vec<Key>>,
     pending_traces: u64,
     pending_since: Option<Instant>,
     active: Option<Active>,
@@ -81,6 +83,7 @@ impl Writer {
             inner,
             pending: Vec::new(),
             dict: pack::Dict::default(),
+            pending_keys: Vec::new(),
             pending_traces: 0,
             pending_since: None,
             active: None,
@@ -158,7 +161,7 @@ impl Writer {
         };
         let s = Summary::of(id, spans, d, Vec::new());
         let keep = decision == DROPPED || inner.cfg.traces == Traces::All;
-        let mut flags = if keep { SPANS } else { 0 };
+        let mut flags = if keep { SPANS | KEYS_IN_SPANS } else { 0 };
         if spans.iter().any(Span::is_root) {
             flags |= ROOT;
         }
@@ -180,13 +183,17 @@ impl Writer {
             service: &s.root_service,
             name: &s.root_name,
             reasons: &reasons,
-            keys: keys
-                .iter()
-                .map(|(i, k)| (inner.cfg.attributes[*i as usize].as_str(), *k))
-                .collect(),
+            keys: if keep {
+                Vec::new()
+            } else {
+                keys.iter()
+                    .map(|(i, k)| (inner.cfg.attributes[*i as usize].as_str(), *k))
+                    .collect()
+            },
             spans: &packed,
         };
         entry.write(&mut self.pending);
+        self.pending_keys.push(keys.into_iter().map(|(_, k)| k).collect());
         self.pending_traces += 1;
         self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= inner.tuning.block_bytes {
@@ -202,8 +209,9 @@ impl Writer {
         }
         let entries = std::mem::take(&mut self.pending);
         let block = self.dict.block(&entries);
+        let keys = std::mem::take(&mut self.pending_keys);
         let traces = std::mem::take(&mut self.pending_traces);
-        if let Err(e) = self.append(&block, &entries) {
+        if let Err(e) = self.append(&block, &entries, &keys) {
             let c = &self.inner.counters;
             c.write_errors.fetch_add(1, Relaxed);
             metrics::counter!("casefile_archive_write_errors_total").increment(1);
@@ -227,7 +235,7 @@ impl Writer {
     }
 
     /// Appends `block` (its dictionary, then `entries`).
-    fn append(&mut self, block: &[u8], entries: &[u8]) -> io::Result<()> {
+    fn append(&mut self, block: &[u8], entries: &[u8], keys: &[Vec<Key>]) -> io::Result<()> {
         if self.active.as_ref().is_some_and(|a| a.broken) {
             self.seal()?;
         }
@@ -251,7 +259,8 @@ impl Writer {
         {
             let mut st = self.inner.state.write();
             if let Some(v) = st.active.as_mut().filter(|v| v.seq == seq) {
-                v.index.add_block(at + wal::HEADER as u64, payload.len() as u32, &entries);
+                v.index
+                    .add_block(at + wal::HEADER as u64, payload.len() as u32, &entries, keys);
             }
         }
         self.inner.counters.writes.fetch_add(1, Relaxed);
