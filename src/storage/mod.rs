@@ -23,7 +23,7 @@
 mod records;
 #[cfg(test)]
 mod tests;
-mod wal;
+pub(crate) mod wal;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

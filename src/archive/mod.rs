@@ -1,0 +1,554 @@
+//! The archive: every decided trace kept on local disk for days, beside the in-memory
+//! index and rescue ring (fed by the decider, never in front of it), so a ticket filed
+//! tomorrow still finds its trace by key or id and can rescue it.
+//!
+//! `record_*` hand batches to a bounded queue and return at once (a full queue drops the
+//! batch, counted `busy`); one writer thread ([`writer`]) writes them into append-only
+//! segments of zstd blocks ([`format`]) and seals each full segment with its index
+//! ([`segment`]); readers search the sealed indexes with positioned reads and the active
+//! segment's index in memory, and merge a trace's records ([`read`]). `open` reads only the
+//! index headers, and re-indexes a data file whose index is missing or damaged (the
+//! segment of a killed process: read up to its last complete record). Retention deletes
+//! whole segments, oldest first. [`offline`] reads an archive without the daemon.
+//!
+//! Figures (fixture traces of 10 spans, `traces: all`, see the tests `bytes_per_span`):
+//! see the report in the branch history; zstd level 3 is the default ([`writer::LEVEL`]).
+
+mod config;
+mod files;
+mod format;
+mod keys;
+pub mod offline;
+mod pack;
+mod read;
+mod segment;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_disk;
+#[cfg(test)]
+mod tests_bench;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use thiserror::Error;
+
+pub use config::{ArchiveCfg, Traces};
+pub use crate::support::index::Key;
+use crate::model::{Span, TraceId};
+use crate::support::index::Summary;
+use keys::Hasher;
+use read::BlockCache;
+use segment::{MemIndex, Rec, Sealed};
+use writer::{Msg, Writer};
+
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    #[error("archive directory {dir}: {source}")]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("archive {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The clock retention is measured against (injected by tests).
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Knobs tests and benchmarks turn; the daemon uses [`Tuning::default`].
+#[derive(Clone)]
+pub struct Tuning {
+    pub clock: Clock,
+    /// Overrides [`ArchiveCfg::segment_bytes`] (tests: many small segments).
+    pub segment_bytes: Option<u64>,
+    /// A block is written once it holds this much, uncompressed.
+    pub block_bytes: usize,
+    /// zstd level of the blocks.
+    pub level: i32,
+    /// Batches the queue holds before `record_*` drops (`busy`).
+    pub queue: usize,
+    /// Injected write failures: 0 none, 1 ENOSPC, 2 another I/O error.
+    pub faults: Arc<AtomicU8>,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            clock: Arc::new(SystemTime::now),
+            segment_bytes: None,
+            block_bytes: 1 << 20,
+            level: writer::LEVEL,
+            queue: 256,
+            faults: Arc::default(),
+        }
+    }
+}
+
+/// Counters and sizes, for the support API, the CLI and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveStats {
+    /// Bytes on disk (data and index files).
+    pub bytes: u64,
+    pub segments: u64,
+    /// Trace records (a trace with late spans or a rescue has several).
+    pub traces: u64,
+    /// Earliest span start held, Unix nanoseconds.
+    pub oldest_trace_start: Option<u64>,
+    /// Blocks written.
+    pub writes: u64,
+    pub write_errors: u64,
+    pub dropped_busy: u64,
+    pub dropped_disk_full: u64,
+    pub dropped_write_error: u64,
+    pub lookups: u64,
+    pub evicted_retention: u64,
+    pub evicted_bytes: u64,
+    /// Torn, corrupt or zero-filled records skipped when re-indexing a data file.
+    pub corrupt_records: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    write_errors: AtomicU64,
+    dropped_busy: AtomicU64,
+    dropped_disk_full: AtomicU64,
+    dropped_write_error: AtomicU64,
+    lookups: AtomicU64,
+    evicted_retention: AtomicU64,
+    evicted_bytes: AtomicU64,
+    corrupt: AtomicU64,
+}
+
+/// The segment being written, as readers see it.
+pub(crate) struct ActiveView {
+    seq: u64,
+    data: Arc<PathBuf>,
+    index: MemIndex,
+}
+
+#[derive(Default)]
+struct State {
+    /// Oldest first.
+    sealed: Vec<Arc<Sealed>>,
+    active: Option<ActiveView>,
+}
+
+/// What the handle and the writer thread share.
+pub(crate) struct Inner {
+    cfg: ArchiveCfg,
+    tuning: Tuning,
+    hasher: Hasher,
+    state: RwLock<State>,
+    counters: Counters,
+    /// Held by the writer while it handles a message; tests hold it to pause the writer.
+    gate: Mutex<()>,
+    retention_ms: AtomicU64,
+    max_bytes: AtomicU64,
+    clock: Clock,
+    cache: BlockCache,
+}
+
+impl Inner {
+    fn segment_bytes(&self) -> u64 {
+        self.tuning.segment_bytes.unwrap_or_else(|| {
+            let mut c = self.cfg.clone();
+            c.max_bytes = self.max_bytes.load(Relaxed);
+            c.segment_bytes()
+        })
+    }
+
+    fn fault(&self) -> std::io::Result<()> {
+        match self.tuning.faults.load(Relaxed) {
+            0 => Ok(()),
+            1 => Err(std::io::ErrorKind::StorageFull.into()),
+            _ => Err(std::io::Error::other("injected write failure")),
+        }
+    }
+
+    fn sizes(&self) -> ArchiveStats {
+        let st = self.state.read();
+        let mut s = ArchiveStats::default();
+        for seg in &st.sealed {
+            s.bytes += seg.bytes();
+            s.segments += 1;
+            s.traces += u64::from(seg.header.rows);
+            if seg.header.rows > 0 {
+                let m = seg.header.min_start;
+                s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o| o.min(m)));
+            }
+        }
+        if let Some(a) = &st.active {
+            s.bytes += a.index.data_len;
+            s.segments += 1;
+            s.traces += a.index.rows.len() as u64;
+            if !a.index.is_empty() {
+                let m = a.index.min_start;
+                s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o| o.min(m)));
+            }
+        }
+        s
+    }
+
+    /// Every record of a trace, from every segment.
+    fn recs_of(&self, id: &TraceId) -> Vec<Rec> {
+        let (sealed, mut recs) = {
+            let st = self.state.read();
+            let recs = st
+                .active
+                .as_ref()
+                .map(|a| a.index.by_id(a.seq, &a.data, id))
+                .unwrap_or_default();
+            (st.sealed.clone(), recs)
+        };
+        for s in &sealed {
+            match s.by_id(id) {
+                Ok(r) => recs.extend(r),
+                Err(e) => tracing::debug!(seq = s.seq, error = %e, "archive: segment unreadable"),
+            }
+        }
+        recs
+    }
+}
+
+/// The archive handle: cheap to clone, shared by the decider, the API and the complaints.
+#[derive(Clone)]
+pub struct Archive {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+    tx: SyncSender<Msg>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Archive {
+    /// Opens (creating) the archive in `cfg.dir` and starts its writer thread.
+    pub fn open(cfg: ArchiveCfg) -> Result<Archive, ArchiveError> {
+        Archive::open_with(cfg, Tuning::default())
+    }
+
+    /// [`Archive::open`] with retention measured against `clock`.
+    pub fn open_with_clock(cfg: ArchiveCfg, clock: Clock) -> Result<Archive, ArchiveError> {
+        Archive::open_with(
+            cfg,
+            Tuning {
+                clock,
+                ..Tuning::default()
+            },
+        )
+    }
+
+    /// [`Archive::open`] with tests' and benchmarks' knobs.
+    pub fn open_with(cfg: ArchiveCfg, tuning: Tuning) -> Result<Archive, ArchiveError> {
+        let dir = cfg.dir.clone();
+        let dir_err = |source| ArchiveError::Dir {
+            dir: dir.clone(),
+            source,
+        };
+        files::create_dir(&cfg.dir).map_err(dir_err)?;
+        let hasher = match &cfg.hash_key {
+            Some(k) => Hasher::Hmac(k.clone()),
+            None => Hasher::Seeded(
+                keys::load_seed(&cfg.dir, true)
+                    .map_err(dir_err)?
+                    .expect("created"),
+            ),
+        };
+        let counters = Counters::default();
+        let (sealed, next_seq) =
+            recover(&cfg.dir, &counters, &hasher, &cfg.attributes).map_err(dir_err)?;
+        let inner = Arc::new(Inner {
+            retention_ms: AtomicU64::new(cfg.retention.as_millis() as u64),
+            max_bytes: AtomicU64::new(cfg.max_bytes),
+            clock: Arc::clone(&tuning.clock),
+            hasher,
+            state: RwLock::new(State {
+                sealed,
+                active: None,
+            }),
+            counters,
+            gate: Mutex::new(()),
+            cache: BlockCache::default(),
+            tuning,
+            cfg,
+        });
+        let (tx, rx) = sync_channel(inner.tuning.queue);
+        let mut w = Writer::new(Arc::clone(&inner), next_seq);
+        w.enforce();
+        let thread = std::thread::Builder::new()
+            .name("casefile-archive".into())
+            .spawn(move || w.run(rx))
+            .map_err(dir_err)?;
+        Ok(Archive {
+            handle: Arc::new(Handle {
+                inner,
+                tx,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    fn inner(&self) -> &Inner {
+        &self.handle.inner
+    }
+
+    fn send(&self, msg: Msg, traces: u64) {
+        match self.handle.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.inner().counters.dropped_busy.fetch_add(traces, Relaxed);
+                metrics::counter!("casefile_archive_dropped_traces_total", "reason" => "busy")
+                    .increment(traces);
+            }
+            // Closed: the daemon is shutting down.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Dropped traces (at decision, and late spans of dropped traces). Never blocks.
+    pub fn record_dropped(&self, traces: Vec<(TraceId, Vec<Span>)>) {
+        if !traces.is_empty() {
+            let n = traces.len() as u64;
+            self.send(Msg::Dropped(traces), n);
+        }
+    }
+
+    /// Kept spans as handed to the exporters (many traces, late spans too). Never blocks.
+    pub fn record_kept(&self, spans: Vec<Span>) {
+        if spans.is_empty() {
+            return;
+        }
+        let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        self.send(Msg::Kept(spans), ids.len() as u64);
+    }
+
+    /// The on-disk key of a lookup of `attribute` = `value`.
+    pub fn key(&self, attribute: &str, value: &str) -> Key {
+        self.inner().hasher.key(attribute.as_bytes(), value.as_bytes())
+    }
+
+    /// Traces with `key` whose start is within `[start, end]` (Unix nanoseconds), newest
+    /// first, at most `limit`.
+    pub fn lookup(&self, key: &Key, start: Option<u64>, end: Option<u64>, limit: usize) -> Vec<Summary> {
+        let inner = self.inner();
+        inner.counters.lookups.fetch_add(1, Relaxed);
+        metrics::counter!("casefile_archive_lookups_total").increment(1);
+        let (lo, hi) = (start.unwrap_or(0), end.unwrap_or(u64::MAX));
+        let (sealed, mut recs) = {
+            let st = inner.state.read();
+            let recs = st
+                .active
+                .as_ref()
+                .map(|a| a.index.by_key(a.seq, &a.data, key))
+                .unwrap_or_default();
+            (st.sealed.clone(), recs)
+        };
+        for s in sealed.iter().rev() {
+            // A trace of this segment starts no later than its record here.
+            if s.header.max_start < lo {
+                continue;
+            }
+            match s.by_key(key) {
+                Ok(r) => recs.extend(r),
+                Err(e) => tracing::debug!(seq = s.seq, error = %e, "archive: segment unreadable"),
+            }
+        }
+        let mut first: std::collections::HashMap<TraceId, u64> = Default::default();
+        for r in &recs {
+            let e = first.entry(r.row.id).or_insert(u64::MAX);
+            *e = (*e).min(r.row.start);
+        }
+        let mut candidates: Vec<(u64, TraceId)> = first
+            .into_iter()
+            .filter(|&(_, s)| s >= lo)
+            .map(|(id, s)| (s, id))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::new();
+        for (_, id) in candidates {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(s) = self.summary(&id) {
+                if (lo..=hi).contains(&s.start_unix_nano) {
+                    out.push(s);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        out
+    }
+
+    /// The trace's summary, all its records merged.
+    pub fn summary(&self, id: &TraceId) -> Option<Summary> {
+        read::merge(*id, &mut self.inner().recs_of(id))
+    }
+
+    /// Every archived span of the trace (None when the archive holds none of its spans).
+    pub fn spans(&self, id: &TraceId) -> Option<Vec<Span>> {
+        let mut recs = self.inner().recs_of(id);
+        recs.sort_by_key(|r| (r.seq, r.pos));
+        self.inner().cache.spans(&recs)
+    }
+
+    /// The indexed attributes the trace has values for, with their keys.
+    pub fn keys_of(&self, id: &TraceId) -> Vec<(String, Key)> {
+        let mut out: Vec<(String, Key)> = Vec::new();
+        let inner = self.inner();
+        let names = &inner.cfg.attributes;
+        let rekey = |spans: &[Span]| -> Vec<(String, Key)> {
+            let keys = inner.hasher.keys_of(names, spans);
+            keys.into_iter().map(|(i, k)| (names[i as usize].clone(), k)).collect()
+        };
+        for r in inner.recs_of(id) {
+            for k in inner.cache.keys_of(&r, &rekey) {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        out
+    }
+
+    /// Live reload of the bounds (enforced by the writer within a few seconds).
+    pub fn set_bounds(&self, retention: Duration, max_bytes: u64) {
+        let inner = self.inner();
+        inner.retention_ms.store(retention.as_millis() as u64, Relaxed);
+        inner.max_bytes.store(max_bytes, Relaxed);
+    }
+
+    pub fn stats(&self) -> ArchiveStats {
+        let inner = self.inner();
+        let c = &inner.counters;
+        ArchiveStats {
+            writes: c.writes.load(Relaxed),
+            write_errors: c.write_errors.load(Relaxed),
+            dropped_busy: c.dropped_busy.load(Relaxed),
+            dropped_disk_full: c.dropped_disk_full.load(Relaxed),
+            dropped_write_error: c.dropped_write_error.load(Relaxed),
+            lookups: c.lookups.load(Relaxed),
+            evicted_retention: c.evicted_retention.load(Relaxed),
+            evicted_bytes: c.evicted_bytes.load(Relaxed),
+            corrupt_records: c.corrupt.load(Relaxed),
+            ..inner.sizes()
+        }
+    }
+
+    /// Blocks until everything handed in so far is written and searchable, and retention
+    /// has run (tests, shutdown).
+    pub fn flush(&self) {
+        let (ack, done) = sync_channel(1);
+        if self.handle.tx.send(Msg::Flush(ack)).is_ok() {
+            let _ = done.recv();
+        }
+    }
+
+    /// Flushes, seals the active segment and stops the writer. Later records are ignored.
+    pub fn close(&self) {
+        let (ack, done) = sync_channel(1);
+        if self.handle.tx.send(Msg::Close(ack)).is_ok() {
+            let _ = done.recv();
+        }
+        if let Some(t) = self.handle.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Tests: stops the writer as a kill would (pending block lost, segment unsealed).
+    #[cfg(test)]
+    fn abort(&self) {
+        let _ = self.handle.tx.send(Msg::Abort);
+        if let Some(t) = self.handle.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Tests: holds the writer still while the guard lives.
+    #[cfg(test)]
+    fn pause(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.inner().gate.lock()
+    }
+}
+
+/// Opens the sealed segments (headers only) and re-indexes any data file whose index is
+/// missing, damaged or stale, truncating it after its last complete record. Returns the
+/// sealed segments, oldest first, and the next sequence number.
+fn recover(
+    dir: &std::path::Path,
+    counters: &Counters,
+    hasher: &Hasher,
+    attributes: &[String],
+) -> std::io::Result<(Vec<Arc<Sealed>>, u64)> {
+    let listing = files::list(dir)?;
+    for t in listing.temps {
+        let _ = std::fs::remove_file(t);
+    }
+    let next = listing.segments.last().map_or(1, |s| s.0 + 1);
+    let mut sealed = Vec::new();
+    for (seq, data, index) in listing.segments {
+        if !data {
+            let _ = std::fs::remove_file(files::index_path(dir, seq));
+            continue;
+        }
+        if index {
+            if let Some(s) = Sealed::open(dir, seq) {
+                sealed.push(Arc::new(s));
+                continue;
+            }
+        }
+        match reindex(dir, seq, counters, hasher, attributes) {
+            Ok(Some(s)) => sealed.push(Arc::new(s)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(seq, error = %e, "archive: cannot re-index a segment; skipped"),
+        }
+    }
+    Ok((sealed, next))
+}
+
+fn reindex(
+    dir: &std::path::Path,
+    seq: u64,
+    counters: &Counters,
+    hasher: &Hasher,
+    attributes: &[String],
+) -> std::io::Result<Option<Sealed>> {
+    let data = files::data_path(dir, seq);
+    let index = files::index_path(dir, seq);
+    let rekey = |spans: &[Span]| -> Vec<Key> {
+        let keys = hasher.keys_of(attributes, spans);
+        keys.into_iter().map(|(_, k)| k).collect()
+    };
+    let scanned = segment::scan(&data, Some(&rekey))?;
+    if scanned.corrupt > 0 {
+        counters.corrupt.fetch_add(scanned.corrupt, Relaxed);
+        metrics::counter!("casefile_archive_corrupt_records_total").increment(scanned.corrupt);
+        tracing::warn!(seq, records = scanned.corrupt, "archive: damaged records skipped");
+    }
+    if scanned.index.is_empty() {
+        let _ = std::fs::remove_file(&index);
+        std::fs::remove_file(&data)?;
+        return Ok(None);
+    }
+    if files::size(&data) != scanned.good_len {
+        let f = std::fs::OpenOptions::new().write(true).open(&data)?;
+        f.set_len(scanned.good_len)?;
+        f.sync_all()?;
+    }
+    scanned.index.write(&index)?;
+    Ok(Sealed::open(dir, seq))
+}

@@ -1,0 +1,174 @@
+//! Reading records back: a trace's records merged into one [`Summary`], its entries read
+//! from their blocks (the last few decompressed blocks are cached: a lookup's traces are
+//! often neighbours).
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::files;
+use super::pack;
+use super::format::{self, decision_of, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
+use super::segment::Rec;
+use crate::model::{Shared, Span, TraceId};
+use crate::support::index::{Decision, Key, Summary};
+use crate::wire::decode::decode_request;
+use crate::wire::encode::encode_request;
+
+/// A decompressed block: its dictionary, its bytes, where its entries start.
+struct Block {
+    dict: Vec<Arc<Shared>>,
+    bytes: Vec<u8>,
+    entries: usize,
+}
+
+impl Block {
+    /// The entry of a record (checked to be the record's trace).
+    fn entry(&self, rec: &Rec) -> Option<format::Entry<'_>> {
+        let area = &self.bytes[self.entries..];
+        let entry = area.get(rec.row.off as usize..)?;
+        let (e, _) = format::read_entry(entry)?;
+        (e.id == rec.row.id).then_some(e)
+    }
+}
+
+/// Decompressed blocks recently read, by (data file, offset).
+#[derive(Default)]
+pub(crate) struct BlockCache {
+    blocks: Mutex<Vec<(Arc<PathBuf>, u64, Arc<Block>)>>,
+}
+
+const CACHED_BLOCKS: usize = 4;
+
+impl BlockCache {
+    fn block(&self, rec: &Rec) -> Option<Arc<Block>> {
+        {
+            let blocks = self.blocks.lock();
+            if let Some((_, _, b)) = blocks
+                .iter()
+                .find(|(p, off, _)| *off == rec.block_off && **p == *rec.data)
+            {
+                return Some(Arc::clone(b));
+            }
+        }
+        let f = File::open(&*rec.data).ok()?;
+        let payload = files::read_at(&f, rec.block_off, rec.block_len as usize).ok()?;
+        let bytes = format::decompress(&payload)?;
+        let (dict, area) = pack::split(&bytes)?;
+        let entries = bytes.len() - area.len();
+        let block = Arc::new(Block {
+            dict,
+            bytes,
+            entries,
+        });
+        let mut blocks = self.blocks.lock();
+        if blocks.len() >= CACHED_BLOCKS {
+            blocks.remove(0);
+        }
+        blocks.push((Arc::clone(&rec.data), rec.block_off, Arc::clone(&block)));
+        Some(block)
+    }
+
+    /// The spans of a record, as shells (None when it has none, or its block is gone).
+    fn spans_of(&self, rec: &Rec) -> Option<Vec<Span>> {
+        if rec.row.flags & SPANS == 0 {
+            return None;
+        }
+        let block = self.block(rec)?;
+        let e = block.entry(rec)?;
+        pack::unpack(&e.id, e.start, e.spans, &block.dict)
+    }
+
+    /// The attribute names and keys of a record.
+    pub(crate) fn keys_of(&self, rec: &Rec, rekey: &dyn Fn(&[Span]) -> Vec<(String, Key)>) -> Vec<(String, Key)> {
+        let Some(block) = self.block(rec) else {
+            return Vec::new();
+        };
+        match block.entry(rec) {
+            Some(e) if e.flags & KEYS_IN_SPANS != 0 => pack::unpack(&e.id, e.start, e.spans, &block.dict)
+                .map(|spans| rekey(&spans))
+                .unwrap_or_default(),
+            Some(e) => e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Every archived span of the records, read again through the wire (so every field
+    /// read at ingest is set); None when none has spans.
+    pub(crate) fn spans(&self, recs: &[Rec]) -> Option<Vec<Span>> {
+        let mut shells = Vec::new();
+        let mut any = false;
+        for r in recs {
+            match self.spans_of(r) {
+                Some(s) => {
+                    any = true;
+                    shells.extend(s);
+                }
+                None if r.row.flags & SPANS != 0 => {
+                    tracing::warn!(trace_id = %hex::encode(r.row.id), "archive: unreadable record");
+                }
+                None => {}
+            }
+        }
+        if !any {
+            return None;
+        }
+        match decode_request(&encode_request(&shells)) {
+            Ok(d) => Some(d.spans),
+            Err(e) => {
+                tracing::warn!(error = %e, "archive: undecodable spans");
+                None
+            }
+        }
+    }
+}
+
+/// Merges the records of one trace (any order) into its summary: spans counted over all
+/// records, start and end over all, root names from the record with the root span, the
+/// decision of the latest record, except that a dropped record followed by a kept one
+/// makes the trace rescued; reasons of the latest record that has any.
+pub(crate) fn merge(id: TraceId, recs: &mut [Rec]) -> Option<Summary> {
+    recs.sort_by_key(|r| (r.seq, r.pos));
+    let last = recs.last()?;
+    let start = recs.iter().map(|r| r.row.start).min().unwrap_or(0);
+    let end = recs.iter().map(|r| r.row.end).max().unwrap_or(start);
+    let root = recs
+        .iter()
+        .find(|r| r.row.flags & ROOT != 0)
+        .or_else(|| recs.iter().min_by_key(|r| r.row.start))
+        .expect("not empty");
+    let mut decision = decision_of(last.row.decision);
+    if last.row.decision == KEPT && recs.iter().any(|r| r.row.decision == DROPPED) {
+        decision = Decision::Rescued;
+    }
+    let reasons = recs
+        .iter()
+        .rev()
+        .find(|r| !r.names[2].is_empty())
+        .map(|r| {
+            r.names[2]
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Arc::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Summary {
+        trace_id: id,
+        start_unix_nano: start,
+        duration_ms: end.saturating_sub(start) as f64 / 1e6,
+        root_service: Arc::clone(&root.names[0]),
+        root_name: Arc::clone(&root.names[1]),
+        error: recs.iter().any(|r| r.row.flags & ERROR != 0),
+        span_count: recs
+            .iter()
+            .map(|r| u64::from(r.row.span_count))
+            .sum::<u64>()
+            .min(u64::from(u32::MAX)) as u32,
+        decision,
+        reasons,
+    })
+}

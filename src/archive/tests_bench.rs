@@ -1,0 +1,146 @@
+//! Figures, not checks (`cargo test --lib archive::tests_bench -- --ignored --nocapture`):
+//! disk bytes per span by zstd level, start-up time, lookup latency.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::tests::{cfg, decoded};
+use super::*;
+use crate::fixture::{Gen, Shape};
+
+fn disk(dir: &Path) -> (u64, u64) {
+    let (mut data, mut index) = (0, 0);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let n = std::fs::metadata(&p).unwrap().len();
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("data") => data += n,
+            Some("index") => index += n,
+            _ => {}
+        }
+    }
+    (data, index)
+}
+
+/// The load tool's traffic: its shape mix, 10 spans a trace.
+fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
+    let mut g = Gen::new(42);
+    (0..n)
+        .map(|_| {
+            let m = g.mixed();
+            let shape = Shape {
+                error: m.spans.iter().any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2)),
+                slow: m.spans[0].1.end_time_unix_nano - m.spans[0].1.start_time_unix_nano >= 500_000_000,
+                premium: false,
+            };
+            let t = g.trace(shape, 10);
+            (t.trace_id, decoded(&t))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore]
+fn bytes_per_span_by_level() {
+    let ts = load_traces(30_000);
+    let spans: usize = ts.iter().map(|(_, s)| s.len()).sum();
+    let raw: usize = ts.iter().flat_map(|(_, s)| s.iter().map(|s| s.bytes.len())).sum();
+    println!("{} traces, {spans} spans, {:.0} B/span as span bytes", ts.len(), raw as f64 / spans as f64);
+    for level in [1, 3, 6, 9, 15] {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = Tuning {
+            level,
+            segment_bytes: Some(64 << 20),
+            ..Tuning::default()
+        };
+        let a = Archive::open_with(cfg(dir.path(), Traces::All), tuning).unwrap();
+        let t = Instant::now();
+        for c in ts.chunks(200) {
+            a.record_dropped(c.to_vec());
+            a.flush();
+        }
+        a.close();
+        let took = t.elapsed();
+        let (data, index) = disk(dir.path());
+        println!(
+            "level {level:2}: {:.1} B/span ({:.1} data + {:.1} index), writer {:.2} µs/span (debug build)",
+            (data + index) as f64 / spans as f64,
+            data as f64 / spans as f64,
+            index as f64 / spans as f64,
+            took.as_secs_f64() * 1e6 / spans as f64
+        );
+    }
+}
+
+/// ~1 M traces (summaries and keys; 10 traces per user), then start-up and lookups.
+#[test]
+#[ignore]
+fn startup_and_lookup_latency() {
+    let n: usize = std::env::var("ARCHIVE_BENCH_TRACES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let users = n / 10;
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = || Tuning {
+        segment_bytes: Some(4 << 20),
+        queue: 1 << 16,
+        ..Tuning::default()
+    };
+    let a = Archive::open_with(cfg(dir.path(), Traces::Dropped), tuning()).unwrap();
+    let mut g = Gen::new(7);
+    let templates: Vec<Vec<Span>> = (0..users.min(100_000))
+        .map(|i| {
+            let mut t = g.trace(Shape::default(), 10);
+            t.set_user(&format!("user-{i}"));
+            decoded(&t)
+        })
+        .collect();
+    let t = Instant::now();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let mut spans = templates[i % templates.len()].clone();
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&(fastrand::u128(..)).to_be_bytes());
+        for s in &mut spans {
+            s.bytes[2..18].copy_from_slice(&id);
+            s.start_unix_nano += i as u64 * 1_000_000;
+        }
+        batch.extend(spans);
+        if batch.len() >= 2000 {
+            a.record_kept(std::mem::take(&mut batch));
+        }
+        if i % 50_000 == 0 {
+            a.flush();
+        }
+    }
+    a.record_kept(batch);
+    a.close();
+    let (data, index) = disk(dir.path());
+    println!("wrote {n} traces in {:?}: {} MiB data, {} MiB index", t.elapsed(), data >> 20, index >> 20);
+    let t = Instant::now();
+    let a = Archive::open_with(cfg(dir.path(), Traces::Dropped), tuning()).unwrap();
+    let open = t.elapsed();
+    let st = a.stats();
+    println!("open: {open:?} for {} segments, {} traces, {} MiB", st.segments, st.traces, st.bytes >> 20);
+    let mut lat = Vec::new();
+    for i in 0..2000 {
+        let key = a.key("user.id", &format!("user-{}", fastrand::usize(..templates.len())));
+        let t = Instant::now();
+        let found = a.lookup(&key, None, None, 100);
+        lat.push(t.elapsed());
+        if i == 0 {
+            println!("a user has {} traces", found.len());
+        }
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!("lookup by user.id (limit 100): p50 {:?} p99 {:?} max {:?}", pct(0.5), pct(0.99), lat.last().unwrap());
+    let mut lat: Vec<Duration> = Vec::new();
+    for _ in 0..2000 {
+        let id: TraceId = fastrand::u128(..).to_be_bytes();
+        let t = Instant::now();
+        let _ = a.summary(&id);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    println!("summary by id (miss): p50 {:?} p99 {:?}", lat[1000], lat[1980]);
+    a.close();
+}

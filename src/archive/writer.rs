@@ -1,0 +1,432 @@
+//! The writer thread: the only one that writes the archive. It takes batches from the
+//! bounded queue, groups kept spans by trace, appends each trace's entry to the pending
+//! block, and writes the block (zstd, one checksummed record) once it holds
+//! [`super::Tuning::block_bytes`] or has waited a second. A segment reaching its size is
+//! sealed (index written next to it) and retention runs. Blocking file I/O is fine here:
+//! nothing upstream ever waits for this thread.
+//!
+//! A failed write drops the block's traces (counted by reason, logged at most once per
+//! 10 s), truncates the segment back to its last complete record and closes it: it is
+//! sealed before the next block goes to a new segment (retried with each later block
+//! while sealing fails too).
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use super::config::Traces;
+use super::files;
+use super::pack;
+use super::format::{self, Entry, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
+use super::segment::{MemIndex, Sealed};
+use super::{ActiveView, Inner};
+use crate::model::{Span, TraceId};
+use crate::storage::wal;
+use crate::support::index::{Decision, Key, Summary};
+
+/// What `record_*`, `flush` and `close` send the writer.
+pub(crate) enum Msg {
+    Dropped(Vec<(TraceId, Vec<Span>)>),
+    Kept(Vec<Span>),
+    Flush(SyncSender<()>),
+    Close(SyncSender<()>),
+    /// Tests: stop at once, as a killed process would (pending block lost, segment
+    /// unsealed).
+    #[cfg(test)]
+    Abort,
+}
+
+/// A pending block older than this is written even if not full.
+const IDLE_FLUSH: Duration = Duration::from_secs(1);
+/// Retention is checked at least this often.
+const ENFORCE_EVERY: Duration = Duration::from_secs(5);
+/// At most one log line per this, with the count since the last.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+struct Active {
+    seq: u64,
+    path: Arc<PathBuf>,
+    file: File,
+    len: u64,
+    /// A write failed: nothing more is appended; sealed before the next block.
+    broken: bool,
+}
+
+pub(crate) struct Writer {
+    inner: Arc<Inner>,
+    /// Entries of the pending block.
+    pending: Vec<u8>,
+    /// Its dictionary of resources and scopes.
+    dict: pack::Dict,
+    /// The keys of its entries, in order.
+    pending_keys: Vec<Vec<Key>>,
+    pending_traces: u64,
+    pending_since: Option<Instant>,
+    active: Option<Active>,
+    next_seq: u64,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    last_enforce: Instant,
+    log: (Option<Instant>, u64),
+}
+
+/// zstd level of the blocks (see the figures in the module header of `archive`).
+pub(crate) const LEVEL: i32 = 3;
+
+impl Writer {
+    pub(crate) fn new(inner: Arc<Inner>, next_seq: u64) -> Writer {
+        Writer {
+            compressor: zstd::bulk::Compressor::new(inner.tuning.level).ok(),
+            inner,
+            pending: Vec::new(),
+            dict: pack::Dict::default(),
+            pending_keys: Vec::new(),
+            pending_traces: 0,
+            pending_since: None,
+            active: None,
+            next_seq,
+            last_enforce: Instant::now(),
+            log: (None, 0),
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        loop {
+            let msg = rx.recv_timeout(Duration::from_millis(250));
+            let inner = Arc::clone(&self.inner);
+            let _gate = inner.gate.lock();
+            match msg {
+                Ok(Msg::Dropped(traces)) => {
+                    for (id, spans) in &traces {
+                        self.add(*id, spans, DROPPED);
+                    }
+                }
+                Ok(Msg::Kept(spans)) => {
+                    for (id, spans) in group(spans) {
+                        self.add(id, &spans, KEPT);
+                    }
+                }
+                Ok(Msg::Flush(ack)) => {
+                    self.write_block();
+                    self.enforce();
+                    let _ = ack.send(());
+                }
+                Ok(Msg::Close(ack)) => {
+                    self.shut_down();
+                    let _ = ack.send(());
+                    return;
+                }
+                #[cfg(test)]
+                Ok(Msg::Abort) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.shut_down();
+                    return;
+                }
+            }
+            if self.pending_since.is_some_and(|t| t.elapsed() >= IDLE_FLUSH) {
+                self.write_block();
+            }
+            if self.last_enforce.elapsed() >= ENFORCE_EVERY {
+                self.enforce();
+            }
+        }
+    }
+
+    fn shut_down(&mut self) {
+        self.write_block();
+        if let Err(e) = self.seal() {
+            tracing::warn!(error = %e, "archive: cannot seal the segment at shutdown");
+        }
+    }
+
+    /// Appends one trace's entry to the pending block.
+    fn add(&mut self, id: TraceId, spans: &[Span], decision: u8) {
+        if spans.is_empty() {
+            return;
+        }
+        let inner = &*self.inner;
+        let reasons = if decision == KEPT {
+            policy_of(spans)
+        } else {
+            String::new()
+        };
+        let d = if decision == KEPT {
+            Decision::Sampled
+        } else {
+            Decision::Dropped
+        };
+        let s = Summary::of(id, spans, d, Vec::new());
+        let keep = decision == DROPPED || inner.cfg.traces == Traces::All;
+        let mut flags = if keep { SPANS | KEYS_IN_SPANS } else { 0 };
+        if spans.iter().any(Span::is_root) {
+            flags |= ROOT;
+        }
+        if s.error {
+            flags |= ERROR;
+        }
+        let mut packed = Vec::new();
+        if keep {
+            pack::pack(&id, s.start_unix_nano, spans, &mut self.dict, &mut packed);
+        }
+        let keys = inner.hasher.keys_of(&inner.cfg.attributes, spans);
+        let entry = Entry {
+            id,
+            decision,
+            flags,
+            start: s.start_unix_nano,
+            end: spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0),
+            span_count: s.span_count,
+            service: &s.root_service,
+            name: &s.root_name,
+            reasons: &reasons,
+            keys: if keep {
+                Vec::new()
+            } else {
+                keys.iter()
+                    .map(|(i, k)| (inner.cfg.attributes[*i as usize].as_str(), *k))
+                    .collect()
+            },
+            spans: &packed,
+        };
+        entry.write(&mut self.pending);
+        self.pending_keys.push(keys.into_iter().map(|(_, k)| k).collect());
+        self.pending_traces += 1;
+        self.pending_since.get_or_insert_with(Instant::now);
+        if self.pending.len() >= inner.tuning.block_bytes {
+            self.write_block();
+        }
+    }
+
+    /// Writes the pending block to the active segment (opening one if needed).
+    fn write_block(&mut self) {
+        self.pending_since = None;
+        if self.pending.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.pending);
+        let block = self.dict.block(&entries);
+        let keys = std::mem::take(&mut self.pending_keys);
+        let traces = std::mem::take(&mut self.pending_traces);
+        if let Err(e) = self.append(&block, &entries, &keys) {
+            let c = &self.inner.counters;
+            c.write_errors.fetch_add(1, Relaxed);
+            metrics::counter!("casefile_archive_write_errors_total").increment(1);
+            let reason = if e.kind() == io::ErrorKind::StorageFull {
+                c.dropped_disk_full.fetch_add(traces, Relaxed);
+                "disk_full"
+            } else {
+                c.dropped_write_error.fetch_add(traces, Relaxed);
+                "write_error"
+            };
+            metrics::counter!("casefile_archive_dropped_traces_total", "reason" => reason)
+                .increment(traces);
+            self.log.1 += 1;
+            if self.log.0.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                tracing::warn!(error = %e, failures = self.log.1, reason,
+                    "archive: write failed, traces dropped");
+                self.log = (Some(Instant::now()), 0);
+            }
+        }
+        self.publish();
+    }
+
+    /// Appends `block` (its dictionary, then `entries`).
+    fn append(&mut self, block: &[u8], entries: &[u8], keys: &[Vec<Key>]) -> io::Result<()> {
+        if self.active.as_ref().is_some_and(|a| a.broken) {
+            self.seal()?;
+        }
+        let payload = match &mut self.compressor {
+            Some(c) => c.compress(block)?,
+            None => zstd::bulk::compress(block, self.inner.tuning.level)?,
+        };
+        let framed = wal::frame(&payload).map_err(|e| io::Error::other(e.to_string()))?;
+        let entries = format::entries(entries).ok_or_else(|| io::Error::other("bad block"))?;
+        let fault = self.inner.fault();
+        let a = self.open_active()?;
+        let at = a.len;
+        let res = fault.and_then(|()| a.file.write_all(&framed));
+        if let Err(e) = res {
+            let _ = a.file.set_len(at);
+            a.broken = true;
+            return Err(e);
+        }
+        a.len += framed.len() as u64;
+        let (len, seq) = (a.len, a.seq);
+        {
+            let mut st = self.inner.state.write();
+            if let Some(v) = st.active.as_mut().filter(|v| v.seq == seq) {
+                v.index
+                    .add_block(at + wal::HEADER as u64, payload.len() as u32, &entries, keys);
+            }
+        }
+        self.inner.counters.writes.fetch_add(1, Relaxed);
+        metrics::counter!("casefile_archive_writes_total").increment(1);
+        if len >= self.inner.segment_bytes() {
+            if let Err(e) = self.seal() {
+                tracing::warn!(error = %e, "archive: cannot seal a segment; retried");
+            }
+            self.enforce();
+        }
+        Ok(())
+    }
+
+    fn open_active(&mut self) -> io::Result<&mut Active> {
+        if self.active.is_none() {
+            self.inner.fault()?;
+            let seq = self.next_seq;
+            let path = Arc::new(files::data_path(&self.inner.cfg.dir, seq));
+            let file = files::create_append(&path)?;
+            self.next_seq += 1;
+            self.inner.state.write().active = Some(ActiveView {
+                seq,
+                data: Arc::clone(&path),
+                index: MemIndex::default(),
+            });
+            self.active = Some(Active {
+                seq,
+                path,
+                file,
+                len: 0,
+                broken: false,
+            });
+        }
+        Ok(self.active.as_mut().expect("opened above"))
+    }
+
+    /// Seals the active segment: its index is written next to it and it joins the sealed
+    /// ones. An empty segment is removed instead.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let dir = &self.inner.cfg.dir;
+        let empty = {
+            let st = self.inner.state.read();
+            st.active.as_ref().is_none_or(|v| v.index.is_empty())
+        };
+        if empty {
+            let _ = std::fs::remove_file(&*a.path);
+        } else {
+            // Only this thread changes the active index: a read lock keeps it still while
+            // lookups go on.
+            let st = self.inner.state.read();
+            let v = st.active.as_ref().expect("not empty");
+            let truncated = a.file.set_len(v.index.data_len).and_then(|()| a.file.sync_data());
+            self.inner.fault().and(truncated)?;
+            v.index.write(&files::index_path(dir, a.seq))?;
+        }
+        let seq = a.seq;
+        self.active = None;
+        let sealed = (!empty).then(|| Sealed::open(dir, seq));
+        let mut st = self.inner.state.write();
+        st.active = None;
+        match sealed {
+            Some(Some(s)) => st.sealed.push(Arc::new(s)),
+            Some(None) => tracing::error!(seq, "archive: a segment just sealed does not open"),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments, oldest first: those whose newest trace is older than the
+    /// retention, then while the total exceeds `max_bytes`.
+    pub(crate) fn enforce(&mut self) {
+        self.last_enforce = Instant::now();
+        let now = (self.inner.clock)();
+        let retention = Duration::from_millis(self.inner.retention_ms.load(Relaxed));
+        let cutoff = now
+            .checked_sub(retention)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
+        let active_old = {
+            let st = self.inner.state.read();
+            st.active
+                .as_ref()
+                .is_some_and(|v| !v.index.is_empty() && v.index.max_start < cutoff)
+        };
+        if active_old && self.pending.is_empty() {
+            if let Err(e) = self.seal() {
+                tracing::warn!(error = %e, "archive: cannot seal an expired segment");
+            }
+        }
+        let max_bytes = self.inner.max_bytes.load(Relaxed);
+        let mut gone = Vec::new();
+        {
+            let mut st = self.inner.state.write();
+            let active = self.active.as_ref().map_or(0, |a| a.len);
+            let mut total: u64 = st.sealed.iter().map(|s| s.bytes()).sum::<u64>() + active;
+            while let Some(first) = st.sealed.first() {
+                let reason = if first.header.max_start < cutoff {
+                    0
+                } else if total > max_bytes {
+                    1
+                } else {
+                    break;
+                };
+                total -= first.bytes();
+                gone.push((st.sealed.remove(0), reason));
+            }
+        }
+        for (s, reason) in gone {
+            let rows = u64::from(s.header.rows);
+            let c = &self.inner.counters;
+            let (counter, label) = if reason == 0 {
+                (&c.evicted_retention, "retention")
+            } else {
+                (&c.evicted_bytes, "bytes")
+            };
+            counter.fetch_add(rows, Relaxed);
+            metrics::counter!("casefile_archive_evictions_total", "reason" => label)
+                .increment(rows);
+            // Data first: an index without its data is removed at the next open, data
+            // without its index would be re-indexed.
+            let _ = std::fs::remove_file(&*s.data);
+            let _ = std::fs::remove_file(&s.index);
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let s = self.inner.sizes();
+        metrics::gauge!("casefile_archive_bytes").set(s.bytes as f64);
+        metrics::gauge!("casefile_archive_segments").set(s.segments as f64);
+        metrics::gauge!("casefile_archive_traces").set(s.traces as f64);
+        let age = s.oldest_trace_start.map_or(0.0, |t| {
+            let now = (self.inner.clock)()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            now.saturating_sub(t) as f64 / 1e9
+        });
+        metrics::gauge!("casefile_archive_oldest_trace_age_seconds").set(age);
+    }
+}
+
+/// Kept spans arrive flat, several traces mixed: grouped by trace, in arrival order.
+pub(crate) fn group(spans: Vec<Span>) -> Vec<(TraceId, Vec<Span>)> {
+    let mut out: Vec<(TraceId, Vec<Span>)> = Vec::new();
+    let mut at: std::collections::HashMap<TraceId, usize> = Default::default();
+    for s in spans {
+        let id = s.trace_id();
+        let i = *at.entry(id).or_insert_with(|| {
+            out.push((id, Vec::new()));
+            out.len() - 1
+        });
+        out[i].1.push(s);
+    }
+    out
+}
+
+/// The reasons a kept trace was kept: `casefile.policy` on its root span, as the decider
+/// appends it.
+fn policy_of(spans: &[Span]) -> String {
+    spans
+        .iter()
+        .filter(|s| s.is_root())
+        .find_map(|s| s.attributes().get(b"casefile.policy"))
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
