@@ -145,7 +145,8 @@ impl Daemon {
         for w in &budget.warnings {
             tracing::warn!("memory: {w}");
         }
-        let hooks = Hooks::from_config(&config.support);
+        let hooks =
+            Hooks::from_config(&config.support).with_archive(config.support.archive.as_ref());
         let buffer_cfg = BufferCfg::from_config(&config.tail_sampling, budget.max_buffer_bytes);
         let buffer = Buffer::new(buffer_cfg, policies);
         let buffer = Arc::new(buffer.with_hooks(hooks));
@@ -155,6 +156,7 @@ impl Daemon {
             store,
             config.support.complaints.watch_for,
         ));
+        desk.set_max_rescue_traces(config.support.complaints.max_rescue_traces);
         match desk.restore_watches() {
             Ok(0) => {}
             Ok(n) => tracing::info!(watches = n, "restored the watches of stored complaints"),
@@ -404,6 +406,10 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
     }
     if let Some(t) = api_task {
         let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+    }
+    // Everything decided went to the archive: write it out before exiting.
+    if let Some(a) = buffer.archive().cloned() {
+        let _ = tokio::task::spawn_blocking(move || a.close()).await;
     }
     tracing::info!("casefile stopped");
 }

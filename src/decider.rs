@@ -81,6 +81,10 @@ pub async fn flush(buffer: &Buffer, exporters: &Exporters, storage: Option<&Stor
             .increment(chunk.len() as u64);
         exporters.send(Arc::new(batch)).await;
     }
+    // Encoded for export already: the spans themselves go to the archive.
+    if let Some(archive) = buffer.archive() {
+        archive.record_kept(out.spans);
+    }
 }
 
 /// Shutdown: decide every pending trace (unless told to drop them) and hand the kept

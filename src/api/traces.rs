@@ -1,6 +1,7 @@
 //! Lookups: `GET /api/v1/traces?<indexed attribute>=<value>[&start][&end][&status][&limit]`
 //! and `GET /api/v1/traces/{trace_id}`, answered from the index, the buffer (traces still
-//! in their window) and the decision summaries, newest first.
+//! in their window), the decision summaries and the archive (days of decided traces on
+//! disk), newest first, one row per trace.
 
 use std::collections::HashMap;
 
@@ -50,11 +51,22 @@ fn with_url(settings: &Settings, s: &Summary) -> Value {
     v
 }
 
-/// The summary of a trace: decided (index) or still pending (buffer).
+/// The summary of a trace: still pending (buffer), decided (index), or archived.
 fn summary(st: &ApiState, id: &TraceId) -> Option<Summary> {
     st.buffer
         .pending_summary(id)
         .or_else(|| st.buffer.index().and_then(|ix| ix.summary(id)))
+        .or_else(|| st.buffer.archive().and_then(|a| a.summary(id)))
+}
+
+/// The spans of a trace from whichever tier holds them: the buffer, else the archive.
+fn held_spans(st: &ApiState, id: &TraceId) -> Option<Vec<crate::model::Span>> {
+    st.buffer.pending_spans(id).or_else(|| {
+        st.buffer
+            .archive()
+            .and_then(|a| a.spans(id))
+            .filter(|s| !s.is_empty())
+    })
 }
 
 pub async fn search(
@@ -89,7 +101,7 @@ pub async fn search(
                         indexed()
                     ))
                 })?;
-                if key.replace(k).is_some() {
+                if key.replace((k, (attr, v.as_str()))).is_some() {
                     return Err(ApiError::bad_request(
                         "give one indexed attribute per lookup",
                     ));
@@ -97,7 +109,7 @@ pub async fn search(
             }
         }
     }
-    let key = key.ok_or_else(|| {
+    let (key, (attr, value)) = key.ok_or_else(|| {
         ApiError::bad_request(format!(
             "name an indexed attribute, e.g. ?user.id=...; indexed: {}",
             indexed()
@@ -108,16 +120,40 @@ pub async fn search(
             return Err(ApiError::bad_request("start is after end"));
         }
     }
+    let wanted = |s: &Summary| {
+        start.is_none_or(|t| s.start_unix_nano >= t)
+            && end.is_none_or(|t| s.start_unix_nano <= t)
+            && status.is_none_or(|e| s.error == e)
+    };
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (id, decided) in index.lookup(&key) {
         let Some(s) = st.buffer.pending_summary(&id).or(decided) else {
             continue;
         };
-        let in_range = start.is_none_or(|t| s.start_unix_nano >= t)
-            && end.is_none_or(|t| s.start_unix_nano <= t);
-        if in_range && status.is_none_or(|e| s.error == e) {
+        seen.insert(id);
+        if wanted(&s) {
             out.push(s);
         }
+    }
+    // Then the archive: every decided trace, for days; memory's summary wins for a trace
+    // both hold (it is the fresher). A status filter reads further, to fill the limit.
+    if let Some(archive) = st.buffer.archive().cloned() {
+        let want = if status.is_some() {
+            MAX_LIMIT * 10
+        } else {
+            limit
+        } + seen.len();
+        let key = archive.key(attr, value);
+        // Positioned reads of index files: off the async workers.
+        let archived = tokio::task::spawn_blocking(move || archive.lookup(&key, start, end, want))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("archive lookup failed: {e}")))?;
+        out.extend(
+            archived
+                .into_iter()
+                .filter(|s| !seen.contains(&s.trace_id) && wanted(s)),
+        );
     }
     // Newest first by the traces' own start times (arrival order can differ).
     out.sort_by_key(|s| std::cmp::Reverse(s.start_unix_nano));
@@ -133,13 +169,20 @@ pub async fn one(
     Path(trace_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_trace_id(&trace_id)?;
-    let s = summary(&st, &id).ok_or_else(|| {
+    let found = {
+        let st = st.clone();
+        // The archive reads files: off the async workers.
+        tokio::task::spawn_blocking(move || summary(&st, &id).map(|s| (s, held_spans(&st, &id))))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("trace read failed: {e}")))?
+    };
+    let (s, held) = found.ok_or_else(|| {
         ApiError::not_found(format!(
             "trace {trace_id} is not held or indexed by casefile"
         ))
     })?;
     let mut v = with_url(&st.settings.get(), &s);
-    if let Some(spans) = st.buffer.pending_spans(&id) {
+    if let Some(spans) = held {
         let json = request_to_json(&encode_request(&spans))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let req: Value = serde_json::from_str(&json).unwrap_or(Value::Null);

@@ -44,3 +44,7 @@ impl ArchiveCfg {
         (self.max_bytes / 50).clamp(MIN_SEGMENT, MAX_SEGMENT)
     }
 }
+
+/// Disk bytes an archived span takes, data and index, on the load tool's traces with
+/// `traces: all` (BENCHMARKS.md, "The archive"): what `casefile check` sizes `max_bytes` with.
+pub const ESTIMATED_BYTES_PER_SPAN: u64 = 40;

@@ -181,7 +181,12 @@ fn restore(holed: &[u8], base: u64, rest: &[u8], pos: &mut usize, out: &mut Vec<
 
 /// The spans packed by [`pack`], as shells holding their bytes and origin only (to be
 /// read again through the wire).
-pub(crate) fn unpack(id: &TraceId, base: u64, buf: &[u8], dict: &[Arc<Shared>]) -> Option<Vec<Span>> {
+pub(crate) fn unpack(
+    id: &TraceId,
+    base: u64,
+    buf: &[u8],
+    dict: &[Arc<Shared>],
+) -> Option<Vec<Span>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::files;
-use super::pack;
 use super::format::{self, decision_of, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
+use super::pack;
 use super::segment::Rec;
 use crate::model::{Shared, Span, TraceId};
 use crate::support::index::{Decision, Key, Summary};
@@ -82,14 +82,20 @@ impl BlockCache {
     }
 
     /// The attribute names and keys of a record.
-    pub(crate) fn keys_of(&self, rec: &Rec, rekey: &dyn Fn(&[Span]) -> Vec<(String, Key)>) -> Vec<(String, Key)> {
+    pub(crate) fn keys_of(
+        &self,
+        rec: &Rec,
+        rekey: &dyn Fn(&[Span]) -> Vec<(String, Key)>,
+    ) -> Vec<(String, Key)> {
         let Some(block) = self.block(rec) else {
             return Vec::new();
         };
         match block.entry(rec) {
-            Some(e) if e.flags & KEYS_IN_SPANS != 0 => pack::unpack(&e.id, e.start, e.spans, &block.dict)
-                .map(|spans| rekey(&spans))
-                .unwrap_or_default(),
+            Some(e) if e.flags & KEYS_IN_SPANS != 0 => {
+                pack::unpack(&e.id, e.start, e.spans, &block.dict)
+                    .map(|spans| rekey(&spans))
+                    .unwrap_or_default()
+            }
             Some(e) => e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
             None => Vec::new(),
         }

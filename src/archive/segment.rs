@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::files;
-use super::pack;
 use super::format::{self, Entry, Header, Row, BLOCK_ROW, HEADER_LEN, KEY_ROW, ROW};
+use super::pack;
 use crate::model::TraceId;
 use crate::storage::wal;
 use crate::support::index::Key;
@@ -140,7 +140,9 @@ impl MemIndex {
     }
 
     pub(crate) fn all(&self, seq: u64, data: &Arc<PathBuf>) -> Vec<Rec> {
-        (0..self.rows.len() as u32).map(|i| self.rec(seq, data, i)).collect()
+        (0..self.rows.len() as u32)
+            .map(|i| self.rec(seq, data, i))
+            .collect()
     }
 
     /// Writes the index file for the data file (temp file, then rename): rows sorted by
@@ -310,7 +312,9 @@ impl Sealed {
         let mut from = 0usize;
         for c in ends.chunks_exact(4) {
             let to = u32::from_le_bytes(c.try_into().expect("4 bytes")) as usize;
-            let s = bytes.get(from..to).and_then(|b| std::str::from_utf8(b).ok());
+            let s = bytes
+                .get(from..to)
+                .and_then(|b| std::str::from_utf8(b).ok());
             parts.push(Arc::<str>::from(s.ok_or_else(bad)?));
             from = to;
         }

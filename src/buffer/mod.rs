@@ -111,8 +111,10 @@ struct Kept {
     traces: usize,
     /// Summaries of decided traces that carry an indexed value, with their index slots.
     summaries: Vec<(Slot, Summary)>,
-    /// Dropped traces, for the rescue buffer.
+    /// Dropped traces, for the rescue buffer and the archive.
     dropped: Vec<(TraceId, Vec<Span>)>,
+    /// Late spans of dropped traces, for the archive only.
+    late_dropped: Vec<(TraceId, Vec<Span>)>,
     /// Decision delays past the deadline (seconds) and decisions by trigger and outcome:
     /// recorded once the lock is released, a handful of metric calls per batch.
     delays: Vec<f64>,
@@ -325,7 +327,11 @@ impl Buffer {
                         }
                         kept.spans.push(span)
                     }
-                    shard::Added::LateDropped => {}
+                    shard::Added::LateDropped(span) => {
+                        if self.hooks.archive.is_some() {
+                            kept.late_dropped.push((span.trace_id(), vec![span]));
+                        }
+                    }
                 }
             }
             for id in too_large {
@@ -456,7 +462,7 @@ impl Buffer {
             ));
         }
         if !sampled {
-            if self.hooks.rescue.is_some() {
+            if self.hooks.rescue.is_some() || self.hooks.archive.is_some() {
                 kept.dropped.push((*id, pending.spans));
             }
             return;
@@ -471,7 +477,7 @@ impl Buffer {
         // Durable before the exporters can see the spans.
         self.journal_record(&kept.decided);
         record_decisions(&kept.delays, &kept.decisions);
-        self.after_decisions(kept.summaries, kept.dropped);
+        self.after_decisions(kept.summaries, kept.dropped, kept.late_dropped);
         if kept.spans.is_empty() {
             return;
         }

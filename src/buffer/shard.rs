@@ -45,8 +45,8 @@ pub enum Added {
     Pending(TraceId, usize),
     /// The trace was kept already: send the span on.
     LateKept(Span),
-    /// The trace was dropped already.
-    LateDropped,
+    /// The trace was dropped already (the span goes no further than the archive).
+    LateDropped(Span),
 }
 
 impl Shard {
@@ -82,7 +82,7 @@ impl Shard {
                 }
                 Some(false) => {
                     stats.late_dropped += 1;
-                    return Added::LateDropped;
+                    return Added::LateDropped(span);
                 }
                 None => {}
             }

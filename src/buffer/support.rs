@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::{Buffer, Kept};
+use crate::archive::Archive;
 use crate::model::{Span, TraceId};
 use crate::support::index::{Decision, Index, Slot, Summary};
 use crate::support::marks::Mark;
@@ -71,6 +72,10 @@ impl Buffer {
         self.hooks.rescue.as_ref()
     }
 
+    pub fn archive(&self) -> Option<&Archive> {
+        self.hooks.archive.as_ref()
+    }
+
     /// The complaint mark that keeps `id`, if any.
     pub(super) fn mark_of(&self, id: &TraceId) -> Option<Mark> {
         let keys = || {
@@ -87,7 +92,8 @@ impl Buffer {
     pub(super) fn after_decisions(
         &self,
         summaries: Vec<(Slot, Summary)>,
-        dropped: Vec<(TraceId, Vec<Span>)>,
+        mut dropped: Vec<(TraceId, Vec<Span>)>,
+        late_dropped: Vec<(TraceId, Vec<Span>)>,
     ) {
         if let Some(index) = &self.hooks.index {
             index.decided_at(summaries);
@@ -100,6 +106,27 @@ impl Buffer {
                 );
             }
         }
+        if let Some(archive) = &self.hooks.archive {
+            dropped.extend(late_dropped);
+            if !dropped.is_empty() {
+                archive.record_dropped(dropped);
+            }
+        }
+    }
+
+    /// The spans of a trace the archive holds as dropped, for a rescue (counted).
+    fn from_archive(&self, id: &TraceId) -> Option<Vec<Span>> {
+        let archive = self.hooks.archive.as_ref()?;
+        if archive.summary(id)?.decision != Decision::Dropped {
+            return None;
+        }
+        let spans = archive.spans(id).filter(|s| !s.is_empty())?;
+        metrics::counter!("casefile_archive_rescued_traces_total").increment(1);
+        Some(spans)
+    }
+
+    fn archived_decision(&self, id: &TraceId) -> Option<Decision> {
+        Some(self.hooks.archive.as_ref()?.summary(id)?.decision)
     }
 
     /// The summary of a trace still in its window.
@@ -137,8 +164,12 @@ impl Buffer {
         {
             return Resolved::AlreadySampled;
         }
-        let Some(mut spans) = self.hooks.rescue.as_ref().and_then(|r| r.take(id)) else {
-            return Resolved::NotFound;
+        let held = self.hooks.rescue.as_ref().and_then(|r| r.take(id));
+        let Some(mut spans) = held.or_else(|| self.from_archive(id)) else {
+            return match self.archived_decision(id) {
+                Some(Decision::Sampled | Decision::Rescued) => Resolved::AlreadySampled,
+                _ => Resolved::NotFound,
+            };
         };
         let reasons: Vec<Arc<str>> = vec![Arc::from(mark.reason)];
         mark_root(&mut spans, &reasons, Some(mark));

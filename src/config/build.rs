@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
 
 use super::*;
+use crate::archive::{ArchiveCfg, Traces};
 use crate::export::config::{
     BatchCfg, ExporterCfg, FileCfg, OtlpCfg, Sizer, MIN_MAX_REQUEST_BYTES,
 };
@@ -444,6 +445,7 @@ impl Reader {
     }
 
     fn support(&mut self, s: raw::Support) -> Option<SupportCfg> {
+        let archive = self.archive(s.archive, &s.index);
         let endpoint = s.api.endpoint.filter(|e| !e.trim().is_empty());
         if let Some(ep) = &endpoint {
             self.check_listen("support.api.endpoint", ep);
@@ -518,7 +520,46 @@ impl Reader {
                 rescue_window: s.complaints.rescue_window.0,
                 rescue_max_bytes: s.complaints.rescue_max_bytes.0 as usize,
                 store: s.complaints.store,
+                max_rescue_traces: s.complaints.max_rescue_traces as usize,
             },
+            archive,
+        })
+    }
+
+    /// `support.archive`, with the index's attributes and hash key (the archive keys the
+    /// same attributes, hashed the same way when `hash_values` is on).
+    fn archive(&mut self, a: raw::Archive, index: &raw::Index) -> Option<ArchiveCfg> {
+        const P: &str = "support.archive";
+        let traces = match a.traces.as_str() {
+            "all" => Traces::All,
+            "dropped" => Traces::Dropped,
+            other => {
+                self.problem(
+                    format!("{P}.traces"),
+                    format!("{other:?} is not a choice: use all (every decided trace keeps its spans) or dropped (only dropped traces do)"),
+                );
+                Traces::All
+            }
+        };
+        if a.retention.0.is_zero() {
+            self.problem(
+                format!("{P}.retention"),
+                "must be more than 0 (remove dir to turn the archive off)",
+            );
+        }
+        if a.max_bytes.0 < 16 << 20 {
+            self.problem(format!("{P}.max_bytes"), "must be at least 16MiB");
+        }
+        let dir = a.dir.filter(|d| !d.trim().is_empty())?;
+        Some(ArchiveCfg {
+            dir: dir.into(),
+            retention: a.retention.0,
+            max_bytes: a.max_bytes.0,
+            traces,
+            attributes: index.attributes.clone(),
+            hash_key: index
+                .hash_values
+                .then(|| index.hash_key.clone().unwrap_or_default().into_bytes()),
         })
     }
 

@@ -245,6 +245,9 @@ pub struct ComplaintsCfg {
     pub rescue_window: Duration,
     pub rescue_max_bytes: usize,
     pub store: Option<String>,
+    /// At most this many traces a complaint about a user or attributes rescues; the rest
+    /// are reported `not_rescued_limit`.
+    pub max_rescue_traces: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +256,8 @@ pub struct SupportCfg {
     pub trace_url: Option<String>,
     pub index: IndexCfg,
     pub complaints: ComplaintsCfg,
+    /// `support.archive`; None without `dir`.
+    pub archive: Option<crate::archive::ArchiveCfg>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

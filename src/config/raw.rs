@@ -166,6 +166,29 @@ pub struct Support {
     pub trace_url: Option<String>,
     pub index: Index,
     pub complaints: Complaints,
+    pub archive: Archive,
+}
+
+/// `support.archive:`; without `dir` there is no archive.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Archive {
+    pub dir: Option<String>,
+    pub retention: GoDuration,
+    pub max_bytes: ByteSize,
+    /// `all` or `dropped`.
+    pub traces: String,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive {
+            dir: None,
+            retention: GoDuration(std::time::Duration::from_secs(72 * 3600)),
+            max_bytes: ByteSize(20 << 30),
+            traces: "all".into(),
+        }
+    }
 }
 
 /// `support.api:`.
@@ -228,6 +251,8 @@ pub struct Complaints {
     pub rescue_window: GoDuration,
     pub rescue_max_bytes: ByteSize,
     pub store: Option<String>,
+    /// At most this many traces a complaint about a user or attributes rescues.
+    pub max_rescue_traces: u64,
 }
 
 impl Default for Complaints {
@@ -237,6 +262,7 @@ impl Default for Complaints {
             rescue_window: GoDuration(std::time::Duration::from_secs(600)),
             rescue_max_bytes: ByteSize(256 << 20),
             store: None,
+            max_rescue_traces: 1000,
         }
     }
 }

@@ -138,6 +138,10 @@ impl Config {
                 }
             ));
         }
+        out.push(match &self.support.archive {
+            None => "archive: off (support.archive.dir unset)".into(),
+            Some(a) => archive_line(a),
+        });
         let fmt = if self.logging.format == LogFormat::Json {
             "json"
         } else {
@@ -150,4 +154,24 @@ impl Config {
         ));
         out
     }
+}
+
+/// The archive's line: where, how long, how much, and what that bound holds at a stated
+/// rate with the measured bytes a span (BENCHMARKS.md, "The archive").
+fn archive_line(a: &crate::archive::ArchiveCfg) -> String {
+    use crate::archive::{Traces, ESTIMATED_BYTES_PER_SPAN};
+    const SPANS_PER_SEC: f64 = 10_000.0;
+    let what = match a.traces {
+        Traces::All => "spans of every decided trace",
+        Traces::Dropped => "spans of dropped traces, summaries of kept ones",
+    };
+    let hours = a.max_bytes as f64 / (ESTIMATED_BYTES_PER_SPAN as f64 * SPANS_PER_SEC) / 3600.0;
+    format!(
+        "archive: {} for {}, at most {} (segments of {}), {what}; at ~{ESTIMATED_BYTES_PER_SPAN} B a span, {} holds ~{hours:.0} h of 10 000 spans/s",
+        a.dir.display(),
+        secs(a.retention),
+        ByteSize(a.max_bytes),
+        ByteSize(a.segment_bytes()),
+        ByteSize(a.max_bytes),
+    )
 }

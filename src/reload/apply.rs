@@ -84,6 +84,11 @@ impl Daemon {
             let c = &new.complaints;
             rescue.set_limits(c.rescue_window, c.rescue_max_bytes);
         }
+        self.desk
+            .set_max_rescue_traces(new.complaints.max_rescue_traces);
+        if let (Some(archive), Some(a)) = (self.buffer.archive(), &new.archive) {
+            archive.set_bounds(a.retention, a.max_bytes);
+        }
     }
 }
 
@@ -123,6 +128,10 @@ pub fn live_support_keys(a: &SupportCfg, b: &SupportCfg) -> Vec<&'static str> {
         "support.index.max_bytes",
         a.index.max_bytes != b.index.max_bytes,
     );
+    if let (Some(x), Some(y)) = (&a.archive, &b.archive) {
+        check("support.archive.retention", x.retention != y.retention);
+        check("support.archive.max_bytes", x.max_bytes != y.max_bytes);
+    }
     let (a, b) = (&a.complaints, &b.complaints);
     check("support.complaints.watch_for", a.watch_for != b.watch_for);
     check(
@@ -132,6 +141,10 @@ pub fn live_support_keys(a: &SupportCfg, b: &SupportCfg) -> Vec<&'static str> {
     check(
         "support.complaints.rescue_max_bytes",
         a.rescue_max_bytes != b.rescue_max_bytes,
+    );
+    check(
+        "support.complaints.max_rescue_traces",
+        a.max_rescue_traces != b.max_rescue_traces,
     );
     out
 }

@@ -83,6 +83,16 @@ pub(super) fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
         "support.complaints.store",
         a.complaints.store != b.complaints.store,
     );
+    // Retention and max_bytes apply live; where the archive is and what it keeps do not.
+    let (x, y) = (a.archive.as_ref(), b.archive.as_ref());
+    check(
+        "support.archive.dir",
+        x.map(|c| &c.dir) != y.map(|c| &c.dir),
+    );
+    check(
+        "support.archive.traces",
+        x.map(|c| c.traces) != y.map(|c| c.traces),
+    );
     // A new window or bound applies live; turning the rescue buffer on or off does not.
     let rescue_on =
         |c: &crate::config::ComplaintsCfg| !c.rescue_window.is_zero() && c.rescue_max_bytes > 0;

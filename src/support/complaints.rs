@@ -6,7 +6,7 @@
 //! with the trace ids it resolved to; live watches are restored at start.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -75,6 +75,8 @@ pub struct Desk {
     /// `support.complaints.watch_for` in nanoseconds; a reload changes it for the
     /// complaints filed from then on.
     watch_for: AtomicU64,
+    /// `support.complaints.max_rescue_traces`: rescues one complaint about a key makes.
+    max_rescue_traces: AtomicUsize,
 }
 
 impl Desk {
@@ -83,7 +85,13 @@ impl Desk {
             buffer,
             store,
             watch_for: AtomicU64::new(nanos(watch_for)),
+            max_rescue_traces: AtomicUsize::new(1000),
         }
+    }
+
+    /// At most `n` traces rescued by one complaint about a user or attributes.
+    pub fn set_max_rescue_traces(&self, n: usize) {
+        self.max_rescue_traces.store(n, Ordering::Relaxed);
     }
 
     /// How long a complaint filed from now on watches its keys.
@@ -135,6 +143,27 @@ impl Desk {
             keys.push(key);
         }
         Ok(keys)
+    }
+
+    /// The archive's keys for what a complaint names (checked by [`Desk::keys`] first):
+    /// `user_id` as every indexed one of user.id and enduser.id.
+    fn archive_keys(&self, c: &NewComplaint) -> Vec<crate::archive::Key> {
+        let (Some(archive), Some(index)) = (self.buffer.archive(), self.buffer.index()) else {
+            return Vec::new();
+        };
+        let indexed = index.attributes();
+        let mut keys = Vec::new();
+        if let Some(user) = &c.user_id {
+            for a in ["user.id", "enduser.id"] {
+                if indexed.iter().any(|i| i == a) {
+                    keys.push(archive.key(a, user));
+                }
+            }
+        }
+        for (attr, value) in &c.attributes {
+            keys.push(archive.key(attr, value));
+        }
+        keys
     }
 
     /// Files one complaint: acts on its traces, opens its watch, stores the record.
@@ -193,22 +222,47 @@ impl Desk {
             seen.insert(id);
             traces.push(self.act(&id, &mark));
         }
+        // The key's traces from memory, then from the archive, each once, in range.
+        let in_range = |t: u64| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e);
+        let mut named = Vec::new();
         for key in &keys {
             let index = self.buffer.index().expect("keys imply an index");
             for (id, decided) in index.lookup(key) {
-                if !seen.insert(id) {
-                    continue;
-                }
                 let started = self
                     .buffer
                     .pending_summary(&id)
                     .or(decided)
                     .map(|s| s.start_unix_nano);
-                let in_range = |t: u64| start.is_none_or(|s| t >= s) && end.is_none_or(|e| t <= e);
-                if started.is_some_and(in_range) {
-                    traces.push(self.act(&id, &mark));
+                if started.is_some_and(in_range) && seen.insert(id) {
+                    named.push(id);
                 }
             }
+        }
+        let limit = self.max_rescue_traces.load(Ordering::Relaxed);
+        if let Some(archive) = self.buffer.archive() {
+            for key in self.archive_keys(&c) {
+                // Past the limit, a thousand more are reported, not rescued.
+                for s in archive.lookup(&key, start, end, limit.saturating_add(1000)) {
+                    if in_range(s.start_unix_nano) && seen.insert(s.trace_id) {
+                        named.push(s.trace_id);
+                    }
+                }
+            }
+        }
+        let mut rescued = 0;
+        for id in named {
+            // Past the limit, traces still pending are flagged (that costs nothing); the
+            // others are reported, not rescued.
+            if rescued >= limit && self.buffer.pending_summary(&id).is_none() {
+                traces.push(TraceOutcome {
+                    trace_id: hex::encode(id),
+                    outcome: Outcome::NotRescuedLimit,
+                });
+                continue;
+            }
+            let t = self.act(&id, &mark);
+            rescued += usize::from(t.outcome == Outcome::Rescued);
+            traces.push(t);
         }
         let now = SystemTime::now();
         let watch_for = self.watch_for();

@@ -18,6 +18,8 @@ pub struct Hooks {
     pub index: Option<Arc<index::Index>>,
     pub rescue: Option<Arc<rescue::RescueBuffer>>,
     pub marks: Arc<marks::Marks>,
+    /// `support.archive`: every decided trace on disk, behind the index and the ring.
+    pub archive: Option<crate::archive::Archive>,
 }
 
 impl Hooks {
@@ -35,7 +37,26 @@ impl Hooks {
                 ))
             }),
             marks: Arc::default(),
+            archive: None,
         }
+    }
+
+    /// Opens `support.archive` when it is configured. An archive that cannot open (a
+    /// directory it may not create, a disk that fails) is logged and left off: it is a
+    /// feature, the pipeline runs without it.
+    pub fn with_archive(mut self, cfg: Option<&crate::archive::ArchiveCfg>) -> Hooks {
+        let Some(cfg) = cfg else { return self };
+        match crate::archive::Archive::open(cfg.clone()) {
+            Ok(a) => {
+                let st = a.stats();
+                tracing::info!(dir = %cfg.dir.display(), segments = st.segments, bytes = st.bytes, "archive opened");
+                self.archive = Some(a);
+            }
+            Err(e) => {
+                tracing::error!(dir = %cfg.dir.display(), error = %e, "the archive cannot open; running without it (lookups answer from memory only)");
+            }
+        }
+        self
     }
 }
 

@@ -43,8 +43,11 @@ pub enum Outcome {
     AlreadySampled,
     /// Dropped but still in the rescue buffer: exported now.
     Rescued,
-    /// Neither buffered nor in the rescue buffer.
+    /// Neither buffered nor in the rescue buffer or the archive.
     NotFound,
+    /// Dropped and held, but past `support.complaints.max_rescue_traces` for one
+    /// complaint: not rescued (file another complaint with a narrower range for more).
+    NotRescuedLimit,
 }
 
 /// A complaint record, exactly the JSON object the API answers.
