@@ -15,8 +15,8 @@ pub enum Traces {
     Dropped,
 }
 
-/// The archive's settings.
-#[derive(Debug, Clone)]
+/// The archive's settings. `Debug` never shows the hash key.
+#[derive(Clone)]
 pub struct ArchiveCfg {
     /// Directory of the segment files (created 0700, files 0600).
     pub dir: PathBuf,
@@ -48,3 +48,16 @@ impl ArchiveCfg {
 /// Disk bytes an archived span takes, data and index, on the load tool's traces with
 /// `traces: all` (BENCHMARKS.md, "The archive"): what `casefile check` sizes `max_bytes` with.
 pub const ESTIMATED_BYTES_PER_SPAN: u64 = 40;
+
+impl std::fmt::Debug for ArchiveCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveCfg")
+            .field("dir", &self.dir)
+            .field("retention", &self.retention)
+            .field("max_bytes", &self.max_bytes)
+            .field("traces", &self.traces)
+            .field("attributes", &self.attributes)
+            .field("hash_key", &self.hash_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}

@@ -276,11 +276,14 @@ fn unset_variables_are_problems() {
 
 #[test]
 fn secrets_never_show_in_debug_output() {
-    let text = MINIMAL.replace("exporters:", "support:\n  api: { auth_token: tok_SECRET }\n  index: { hash_values: true, hash_key: key_SECRET }\nexporters:");
+    let text = MINIMAL.replace("exporters:", "support:\n  api: { auth_token: tok_SECRET }\n  index: { hash_values: true, hash_key: key_SECRET }\n  archive: { dir: /tmp/a }\nexporters:");
     let c = load_with_env(&text, "s.yaml", &env()).unwrap();
     assert_eq!(c.support.api.auth_token.as_deref(), Some("tok_SECRET"));
+    assert!(c.support.archive.as_ref().unwrap().hash_key.is_some());
     let shown = format!("{c:?} {:?}", c.summary());
     assert!(!shown.contains("SECRET"), "{shown}");
+    // Nor as the archive's key bytes ("key_SECRET" = 107, 101, 121, ...).
+    assert!(!shown.contains("107, 101, 121"), "{shown}");
     assert!(shown.contains("<set>"));
 }
 
@@ -486,4 +489,44 @@ fn export_batch_sizes_default_to_3mib_and_are_checked() {
     assert!(at("exporters.otlphttp.sending_queue.batch.max_size").contains("at least 64KiB"));
     assert!(at("exporters.otlp/d.sending_queue.batch.max_bytes").contains("max_bytes"));
     assert_eq!(ps.len(), 4, "{ps:#?}");
+}
+
+#[test]
+fn the_archive_is_configured_checked_and_summarized() {
+    use crate::archive::Traces;
+    let c = load_with_env(MINIMAL, "m.yaml", &env()).unwrap();
+    assert!(c.support.archive.is_none(), "no dir, no archive");
+    assert!(c.summary().iter().any(|l| l.starts_with("archive: off")));
+    let on = MINIMAL.replace(
+        "exporters:",
+        "support:\n  archive: { dir: ./data/archive, max_bytes: 1GiB }\nexporters:",
+    );
+    let c = load_with_env(&on, "a.yaml", &env()).unwrap();
+    let a = c.support.archive.as_ref().unwrap();
+    assert_eq!(a.retention, Duration::from_secs(72 * 3600));
+    assert_eq!(a.max_bytes, 1 << 30);
+    assert_eq!(a.traces, Traces::All);
+    assert_eq!(a.attributes, ["user.id", "enduser.id", "session.id"]);
+    assert!(a.hash_key.is_none());
+    let summary = c.summary().join("\n");
+    assert!(
+        summary.contains("archive: ./data/archive for 72h, at most 1GiB (segments of"),
+        "{summary}"
+    );
+    assert!(summary.contains("spans of every decided trace"), "{summary}");
+    let bad = MINIMAL.replace(
+        "exporters:",
+        "support:\n  archive: { dir: /tmp/a, retention: 0s, max_bytes: 1MiB, traces: some }\nexporters:",
+    );
+    let p = problems(&bad);
+    let paths: Vec<&str> = p.iter().map(|l| l.problem.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "support.archive.traces",
+            "support.archive.retention",
+            "support.archive.max_bytes"
+        ],
+        "{p:?}"
+    );
 }
