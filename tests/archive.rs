@@ -124,6 +124,16 @@ async fn a_dropped_trace_pushed_out_of_memory_is_found_restarted_and_rescued() {
     let (code, one) = api_get(first.api, &format!("/api/v1/traces/{id}"), None).await;
     assert_eq!(code, 200, "{one}");
     assert_eq!(one["spans"].as_array().map(Vec::len), Some(5), "{one}");
+    assert_eq!(one["held"], "archive", "{one}");
+    assert_eq!(one["decision"], "dropped");
+    assert!(
+        one["resource_spans"][0]["resource"]["attributes"].is_array(),
+        "spans come with their resources: {one}"
+    );
+    assert_eq!(
+        one["indexed_attributes"],
+        serde_json::json!(["user.id", "session.id"])
+    );
 
     // A clean restart: found again.
     let (ok, log) = first.process.stop();

@@ -59,14 +59,17 @@ fn summary(st: &ApiState, id: &TraceId) -> Option<Summary> {
         .or_else(|| st.buffer.archive().and_then(|a| a.summary(id)))
 }
 
-/// The spans of a trace from whichever tier holds them: the buffer, else the archive.
-fn held_spans(st: &ApiState, id: &TraceId) -> Option<Vec<crate::model::Span>> {
-    st.buffer.pending_spans(id).or_else(|| {
-        st.buffer
-            .archive()
-            .and_then(|a| a.spans(id))
-            .filter(|s| !s.is_empty())
-    })
+/// The spans of a trace from whichever tier holds them, and its name: the buffer
+/// (`pending`), the rescue ring (`rescue_ring`), else the archive (`archive`).
+fn held_spans(st: &ApiState, id: &TraceId) -> Option<(Vec<crate::model::Span>, &'static str)> {
+    if let Some(spans) = st.buffer.pending_spans(id) {
+        return Some((spans, "pending"));
+    }
+    if let Some(spans) = st.buffer.rescue_buffer().and_then(|r| r.peek(id)) {
+        return Some((spans, "rescue_ring"));
+    }
+    let spans = st.buffer.archive()?.spans(id)?;
+    (!spans.is_empty()).then_some((spans, "archive"))
 }
 
 pub async fn search(
@@ -182,7 +185,12 @@ pub async fn one(
         ))
     })?;
     let mut v = with_url(&st.settings.get(), &s);
-    if let Some(spans) = held {
+    v["indexed_attributes"] = json!(st
+        .buffer
+        .index()
+        .map(|ix| ix.attributes())
+        .unwrap_or_default());
+    if let Some((spans, tier)) = held {
         let json = request_to_json(&encode_request(&spans))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let req: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
@@ -193,6 +201,9 @@ pub async fn one(
             }
         }
         v["spans"] = Value::Array(flat);
+        // The same spans with their resources and scopes, as OTLP/JSON lays them out.
+        v["resource_spans"] = req["resourceSpans"].clone();
+        v["held"] = json!(tier);
     }
     Ok(Json(v))
 }

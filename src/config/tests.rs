@@ -513,7 +513,10 @@ fn the_archive_is_configured_checked_and_summarized() {
         summary.contains("archive: ./data/archive for 72h, at most 1GiB (segments of"),
         "{summary}"
     );
-    assert!(summary.contains("spans of every decided trace"), "{summary}");
+    assert!(
+        summary.contains("spans of every decided trace"),
+        "{summary}"
+    );
     let bad = MINIMAL.replace(
         "exporters:",
         "support:\n  archive: { dir: /tmp/a, retention: 0s, max_bytes: 1MiB, traces: some }\nexporters:",

@@ -299,17 +299,31 @@ impl RescueBuffer {
     /// Takes a held trace out: its spans, with their resource and scope. A trace can be
     /// taken once; `None` when it is not held (never dropped, evicted or already taken).
     pub fn take(&self, trace_id: &TraceId) -> Option<Vec<Span>> {
+        self.read(trace_id, true)
+    }
+
+    /// A held trace's spans, left held (for the support API's case file).
+    pub fn peek(&self, trace_id: &TraceId) -> Option<Vec<Span>> {
+        self.read(trace_id, false)
+    }
+
+    fn read(&self, trace_id: &TraceId, take: bool) -> Option<Vec<Span>> {
         if !self.enabled {
             return None;
         }
         let mut st = self.state.lock();
-        let first = st.map.remove(trace_id)?;
-        let mut locs = vec![first];
-        if !st.extra.is_empty() {
+        let locs = if take {
+            let first = st.map.remove(trace_id)?;
+            let mut locs = vec![first];
             if let Some(more) = st.extra.remove(trace_id) {
                 locs.extend(more);
             }
-        }
+            locs
+        } else {
+            let mut locs = vec![*st.map.get(trace_id)?];
+            locs.extend(st.extra.get(trace_id).into_iter().flatten().copied());
+            locs
+        };
         let mut records: Vec<Record> = Vec::new();
         for loc in &locs {
             let range = loc.offset as usize..(loc.offset + loc.len) as usize;
@@ -342,11 +356,15 @@ impl RescueBuffer {
                 read_records(&raw[range], &block.dict, &mut records);
             }
         }
-        st.rescued += 1;
-        let (bytes, traces) = (self.held_bytes_of(&st), st.map.len());
-        drop(st);
-        metrics::counter!("casefile_rescue_rescued_traces_total").increment(1);
-        publish(bytes, traces, [0, 0]);
+        if take {
+            st.rescued += 1;
+            let (bytes, traces) = (self.held_bytes_of(&st), st.map.len());
+            drop(st);
+            metrics::counter!("casefile_rescue_rescued_traces_total").increment(1);
+            publish(bytes, traces, [0, 0]);
+        } else {
+            drop(st);
+        }
         // Rebuilt through the wire so every field read at ingest is read again.
         let shells: Vec<Span> = records
             .into_iter()

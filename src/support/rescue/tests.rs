@@ -105,9 +105,14 @@ fn a_trace_is_rescued_once() {
     let ts = traces(3, 10);
     let now = Instant::now();
     r.insert_many(ts.iter().map(|(id, s)| (*id, s.as_slice())), now);
-    let (id, _) = &ts[0];
+    let (id, spans) = &ts[0];
+    // A peek reads the trace and leaves it held.
+    assert_same(&r.peek(id).unwrap(), spans);
+    assert!(r.contains(id));
+    assert_eq!(r.stats().rescued, 0);
     assert!(r.take(id).is_some());
     assert!(r.take(id).is_none());
+    assert!(r.peek(id).is_none());
     assert!(!r.contains(id));
     assert!(r.take(&[7; 16]).is_none(), "never inserted");
     assert_eq!(r.stats().rescued, 1);
