@@ -25,6 +25,6 @@ name, r, ticks, hz, rss, disk = sys.argv[1], json.loads(sys.argv[2]), int(sys.ar
 line = (f"{name:12} {r['accepted_spans_per_sec']:>10,.0f} spans/s  {ticks / hz / max(r['accepted_spans'], 1) * 1e6:5.2f} us CPU/span  "
         f"peak RSS {rss / 1024:6.0f} MiB  refused {r['refused_spans']}  must-keep whole {r['expected_traces_whole']}/{r['expected_traces']}")
 if disk != "-":
-    line += f"  log dir {disk} MiB before stop"
+    line += f"  {disk} MiB on disk before stop"
 print(line)
 PY
