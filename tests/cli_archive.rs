@@ -157,13 +157,26 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
     let out = run(&["archive", "stats", "--dir", dir.to_str().unwrap()]);
     let t = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(t.contains("segments:") && t.contains("trace records:   9"), "{t}");
-    assert!(t.contains(&format!("oldest start:    {oldest} (UTC)")), "{t}");
+    assert!(
+        t.contains("segments:") && t.contains("trace records:   9"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("oldest start:    {oldest} (UTC)")),
+        "{t}"
+    );
 
     // Export: one OTLP/JSON document whose spans are the trace's, with their services.
     let target = &made.errors[1];
     let id = hex::encode(target.trace_id);
-    let out = run(&["archive", "export", "--dir", dir.to_str().unwrap(), "--trace", &id]);
+    let out = run(&[
+        "archive",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        &id,
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let proto = casefile::wire::json::request_from_json(&out.stdout).unwrap();
     let req = ExportTraceServiceRequest::decode(proto.as_slice()).unwrap();
@@ -179,22 +192,54 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
 
     // Unknown id: exit 1 and a message; a bad id: exit 2; no directory: exit 1.
     let unknown = "0123456789abcdef0123456789abcdef";
-    let out = run(&["archive", "export", "--dir", dir.to_str().unwrap(), "--trace", unknown]);
+    let out = run(&[
+        "archive",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        unknown,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert!(text(&out.stderr).contains("not in the archive"), "{}", text(&out.stderr));
-    let out = run(&["archive", "export", "--dir", dir.to_str().unwrap(), "--trace", "xyz"]);
+    assert!(
+        text(&out.stderr).contains("not in the archive"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        "archive",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        "xyz",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("invalid trace id"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("invalid trace id"),
+        "{}",
+        text(&out.stderr)
+    );
     let missing = tmp.path().join("nope");
     for args in [
         vec!["archive", "stats", "--dir", missing.to_str().unwrap()],
-        vec!["archive", "export", "--dir", missing.to_str().unwrap(), "--trace", &id],
+        vec![
+            "archive",
+            "export",
+            "--dir",
+            missing.to_str().unwrap(),
+            "--trace",
+            &id,
+        ],
     ] {
         let out = run(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = text(&out.stderr);
-        assert!(err.contains("archive directory") && err.contains("nope"), "{err}");
+        assert!(
+            err.contains("archive directory") && err.contains("nope"),
+            "{err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     // A file is not an archive directory.
@@ -202,9 +247,17 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
     std::fs::write(&file, "x").unwrap();
     let out = run(&["archive", "stats", "--dir", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not a directory"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
 
-    assert_eq!(snapshot(&dir), before, "the archive directory is left as it was");
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "the archive directory is left as it was"
+    );
 }
 
 #[test]
@@ -280,7 +333,11 @@ fn what_if_replays_the_archived_traffic_through_two_policy_files() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("archive directory"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("archive directory"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = bin()
         .args(["what-if", "--archive"])
         .arg(&dir)
@@ -289,8 +346,16 @@ fn what_if_replays_the_archived_traffic_through_two_policy_files() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--since"), "{}", text(&out.stderr));
-    assert_eq!(snapshot(&dir), before, "what-if never writes to the archive");
+    assert!(
+        text(&out.stderr).contains("--since"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "what-if never writes to the archive"
+    );
 }
 
 /// Runs the binary off the async runtime.
@@ -317,7 +382,10 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     let mut g = gen(93, Duration::ZERO);
     let mut target = g.trace(Shape::ERROR, 5);
     target.set_user("usr_show");
-    target.spans[0].1.attributes.push(kv("session.id", "sess_show"));
+    target.spans[0]
+        .1
+        .attributes
+        .push(kv("session.id", "sess_show"));
     let last = target.spans.len() - 1;
     let at = target.spans[last].1.start_time_unix_nano;
     target.spans[last].1.events.push(Event {
@@ -354,7 +422,11 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     assert_eq!(api_json["held"], "archive", "never served from the archive");
     let api = format!("http://{api_addr}");
 
-    let out = run_bin(vec!["show".into(), id.clone(), "--api".into(), api.clone()], "UTC").await;
+    let out = run_bin(
+        vec!["show".into(), id.clone(), "--api".into(), api.clone()],
+        "UTC",
+    )
+    .await;
     let t = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(t.starts_with(&format!("trace {id}")), "{t}");
@@ -365,7 +437,8 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     assert!(t.contains("spans:     5"), "{t}");
     for (svc, s) in &target.spans {
         assert!(
-            t.lines().any(|l| l.contains(&format!("{svc}  {}  ", s.name))),
+            t.lines()
+                .any(|l| l.contains(&format!("{svc}  {}  ", s.name))),
             "span {svc} {} is in the tree: {t}",
             s.name
         );
@@ -384,7 +457,13 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
 
     // --json: the API's answer, whose spans parse back to the ones sent.
     let out = run_bin(
-        vec!["show".into(), id.clone(), "--api".into(), api.clone(), "--json".into()],
+        vec![
+            "show".into(),
+            id.clone(),
+            "--api".into(),
+            api.clone(),
+            "--json".into(),
+        ],
         "UTC",
     )
     .await;
@@ -396,19 +475,35 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     let got = request_spans(&ExportTraceServiceRequest::decode(proto.as_slice()).unwrap());
     // Kept spans are archived as exported: the root names the policy that kept it.
     let mut got: Vec<Span> = got.into_values().map(|(_, s)| s).collect();
-    let root = got.iter_mut().find(|s| s.parent_span_id.is_empty()).unwrap();
+    let root = got
+        .iter_mut()
+        .find(|s| s.parent_span_id.is_empty())
+        .unwrap();
     assert_eq!(root.attributes.pop(), Some(kv("casefile.policy", "errors")));
     assert_eq!(got, protos(&target).into_values().collect::<Vec<_>>());
 
     // Not found: a clear message, exit 1; a bad id: exit 2.
     let out = run_bin(
-        vec!["show".into(), "0123456789abcdef0123456789abcdef".into(), "--api".into(), api.clone()],
+        vec![
+            "show".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+            "--api".into(),
+            api.clone(),
+        ],
         "UTC",
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
-    let out = run_bin(vec!["show".into(), "nothex".into(), "--api".into(), api.clone()], "UTC").await;
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_bin(
+        vec!["show".into(), "nothex".into(), "--api".into(), api.clone()],
+        "UTC",
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
 
     // Lookup finds the archived trace; --start/--end in RFC 3339 with an offset, epoch
@@ -420,7 +515,10 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     let plus_one = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs + 3600))
         .to_string()
         .replace('Z', "+01:00");
-    for (s, e) in [(hour_ago_ms.as_str(), in_an_hour_s.as_str()), (plus_one.as_str(), in_an_hour_s.as_str())] {
+    for (s, e) in [
+        (hour_ago_ms.as_str(), in_an_hour_s.as_str()),
+        (plus_one.as_str(), in_an_hour_s.as_str()),
+    ] {
         let out = run_bin(
             vec![
                 "lookup".into(),
@@ -444,7 +542,14 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     // A range after the trace: not listed.
     let later = (start / 1_000_000_000 + 60).to_string();
     let out = run_bin(
-        vec!["lookup".into(), "user.id=usr_show".into(), "--api".into(), api.clone(), "--start".into(), later],
+        vec![
+            "lookup".into(),
+            "user.id=usr_show".into(),
+            "--api".into(),
+            api.clone(),
+            "--start".into(),
+            later,
+        ],
         "UTC",
     )
     .await;
@@ -452,31 +557,60 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     assert!(!text(&out.stdout).contains(&id), "{}", text(&out.stdout));
     // --local in a +05:30 zone.
     let out = run_bin(
-        vec!["lookup".into(), "user.id=usr_show".into(), "--api".into(), api.clone(), "--local".into()],
+        vec![
+            "lookup".into(),
+            "user.id=usr_show".into(),
+            "--api".into(),
+            api.clone(),
+            "--local".into(),
+        ],
         "<+0530>-5:30",
     )
     .await;
     let t = text(&out.stdout);
     assert!(t.starts_with("START (local)"), "{t}");
-    let row = t.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{t}"));
-    let local_start = casefile::support::index::rfc3339(start + 19_800 * 1_000_000_000)
-        .replace('Z', "+05:30");
+    let row = t
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("{t}"));
+    let local_start =
+        casefile::support::index::rfc3339(start + 19_800 * 1_000_000_000).replace('Z', "+05:30");
     assert!(row.starts_with(&local_start), "{row}");
     // show --local too.
     let out = run_bin(
-        vec!["show".into(), id.clone(), "--api".into(), api.clone(), "--local".into()],
+        vec![
+            "show".into(),
+            id.clone(),
+            "--api".into(),
+            api.clone(),
+            "--local".into(),
+        ],
         "<+0530>-5:30",
     )
     .await;
     let t = text(&out.stdout);
-    assert!(t.contains(&format!("{local_start} (local time, UTC+05:30)")), "{t}");
+    assert!(
+        t.contains(&format!("{local_start} (local time, UTC+05:30)")),
+        "{t}"
+    );
     // A bad instant is the API's clear refusal.
     let out = run_bin(
-        vec!["lookup".into(), "user.id=usr_show".into(), "--api".into(), api, "--start".into(), "tuesday".into()],
+        vec![
+            "lookup".into(),
+            "user.id=usr_show".into(),
+            "--api".into(),
+            api,
+            "--start".into(),
+            "tuesday".into(),
+        ],
         "UTC",
     )
     .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("RFC 3339"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("RFC 3339"),
+        "{}",
+        text(&out.stderr)
+    );
     daemon.shutdown().await;
 }

@@ -52,8 +52,8 @@ pub fn archive(c: ArchiveCommand) -> ExitCode {
 
 /// Refuses what is not an archive directory before the engine reads it.
 pub(super) fn check_dir(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(dir)
-        .map_err(|e| format!("archive directory {}: {e}", dir.display()))?;
+    let meta =
+        std::fs::metadata(dir).map_err(|e| format!("archive directory {}: {e}", dir.display()))?;
     if !meta.is_dir() {
         return Err(format!(
             "archive directory {}: not a directory",
@@ -118,7 +118,10 @@ fn stats(a: &StatsArgs) -> ExitCode {
     }
     println!("  segments:        {}", s.segments);
     println!("  bytes:           {} ({})", s.bytes, human_bytes(s.bytes));
-    println!("  trace records:   {} (a trace with late spans or a rescue has several)", s.traces);
+    println!(
+        "  trace records:   {} (a trace with late spans or a rescue has several)",
+        s.traces
+    );
     println!(
         "  oldest start:    {} ({})",
         when(s.oldest_trace_start),
@@ -135,13 +138,18 @@ fn stats(a: &StatsArgs) -> ExitCode {
     if let (Some(o), Some(n)) = (s.oldest_trace_start, newest) {
         println!(
             "  span of time:    {}",
-            humantime::format_duration(std::time::Duration::from_secs((n.saturating_sub(o)) / 1_000_000_000))
+            humantime::format_duration(std::time::Duration::from_secs(
+                (n.saturating_sub(o)) / 1_000_000_000
+            ))
         );
     }
     if s.traces > 0 {
         println!("  bytes per trace: {:.0}", s.bytes as f64 / s.traces as f64);
     }
-    println!("  damaged records: {} (torn or corrupt tails, skipped)", s.corrupt_records);
+    println!(
+        "  damaged records: {} (torn or corrupt tails, skipped)",
+        s.corrupt_records
+    );
     ExitCode::SUCCESS
 }
 
@@ -192,7 +200,10 @@ fn export(a: &ExportArgs) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("casefile: trace {}: cannot render as OTLP/JSON: {e}", a.trace);
+                eprintln!(
+                    "casefile: trace {}: cannot render as OTLP/JSON: {e}",
+                    a.trace
+                );
                 ExitCode::FAILURE
             }
         },

@@ -232,7 +232,14 @@ fn print_traces(attr: &str, value: &str, v: &Value, local: bool) {
     let zone = if local { "local" } else { "UTC" };
     println!(
         "{:<29} {:>10} {:<14} {:<22} {:<5} {:>5} {:<9} {:<18} TRACE",
-        format!("START ({zone})"), "DURATION", "SERVICE", "OPERATION", "ERROR", "SPANS", "DECISION", "REASONS"
+        format!("START ({zone})"),
+        "DURATION",
+        "SERVICE",
+        "OPERATION",
+        "ERROR",
+        "SPANS",
+        "DECISION",
+        "REASONS"
     );
     for t in &traces {
         let s = |k: &str| t[k].as_str().unwrap_or("").to_owned();

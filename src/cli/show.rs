@@ -110,7 +110,13 @@ fn any_value(v: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|kv| format!("{}={}", kv["key"].as_str().unwrap_or(""), any_value(&kv["value"])))
+                .map(|kv| {
+                    format!(
+                        "{}={}",
+                        kv["key"].as_str().unwrap_or(""),
+                        any_value(&kv["value"])
+                    )
+                })
                 .collect();
             format!("{{{}}}", items.join(", "))
         }
@@ -272,7 +278,10 @@ pub fn render(v: &Value, local: bool) -> String {
     let _ = writeln!(
         o,
         "  held:      {}",
-        held.map_or("nowhere: casefile has its summary only (kept traces' spans went downstream)", held_words)
+        held.map_or(
+            "nowhere: casefile has its summary only (kept traces' spans went downstream)",
+            held_words
+        )
     );
     if let Some(url) = v["url"].as_str() {
         let _ = writeln!(o, "  url:       {url}");
@@ -292,7 +301,10 @@ pub fn render(v: &Value, local: bool) -> String {
     }
     if !nodes.is_empty() {
         let _ = writeln!(o);
-        let _ = writeln!(o, "spans (duration, offset from the trace's start, status):");
+        let _ = writeln!(
+            o,
+            "spans (duration, offset from the trace's start, status):"
+        );
         tree(&mut o, &nodes, trace_start.unwrap_or(0));
     }
     let _ = writeln!(o);
@@ -335,7 +347,12 @@ pub fn render(v: &Value, local: bool) -> String {
 /// does not hold are printed as roots, marked.
 fn tree(o: &mut String, nodes: &[Node], t0: u64) {
     let id = |n: &Node| n.span["spanId"].as_str().unwrap_or_default().to_owned();
-    let parent = |n: &Node| n.span["parentSpanId"].as_str().unwrap_or_default().to_owned();
+    let parent = |n: &Node| {
+        n.span["parentSpanId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
     let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (id(n), i)).collect();
     let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut roots = Vec::new();
@@ -445,12 +462,24 @@ mod tests {
                 .position(|l| l.contains(needle))
                 .unwrap_or_else(|| panic!("{needle}: {text}"))
         };
-        assert!(lines[at("api  POST /checkout  20.0 ms")].starts_with("  api"), "{text}");
-        assert!(lines[at("pay  pay  9.0 ms  +1.0 ms")].contains("└─ pay"), "{text}");
+        assert!(
+            lines[at("api  POST /checkout  20.0 ms")].starts_with("  api"),
+            "{text}"
+        );
+        assert!(
+            lines[at("pay  pay  9.0 ms  +1.0 ms")].contains("└─ pay"),
+            "{text}"
+        );
         let charge = lines[at("pay  charge  4.0 ms  +5.0 ms  ERROR: declined")];
-        assert!(charge.starts_with("✗ ") && charge.contains("   └─ pay"), "{text}");
+        assert!(
+            charge.starts_with("✗ ") && charge.contains("   └─ pay"),
+            "{text}"
+        );
         assert!(at("exception: CardError: insufficient funds") == at("pay  charge  4.0") + 1);
-        assert!(lines[at("late")].contains("(parent span not held)"), "{text}");
+        assert!(
+            lines[at("late")].contains("(parent span not held)"),
+            "{text}"
+        );
         assert!(text.contains("user.id = usr_1"), "{text}");
         assert!(text.contains("session.id = -"), "{text}");
     }

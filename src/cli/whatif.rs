@@ -68,7 +68,8 @@ impl Capture {
     /// nanoseconds), with their spans; never writes to `dir`.
     pub fn read_archive(&mut self, dir: &Path, since: Option<u64>) -> Result<(), Vec<String>> {
         super::archive::check_dir(dir).map_err(|e| vec![e])?;
-        let traces = crate::archive::offline::traces(dir, since).map_err(|e| vec![e.to_string()])?;
+        let traces =
+            crate::archive::offline::traces(dir, since).map_err(|e| vec![e.to_string()])?;
         for (_, spans) in traces {
             if spans.is_empty() {
                 self.without_spans += 1;

@@ -250,7 +250,8 @@ impl When {
     fn at(&self, year: i64) -> i64 {
         let first = days(year, self.month, 1);
         let weekday = (first + 4).rem_euclid(7); // 1970-01-01 was a Thursday
-        let mut day = 1 + (i64::from(self.day) - weekday).rem_euclid(7) + 7 * (i64::from(self.week) - 1);
+        let mut day =
+            1 + (i64::from(self.day) - weekday).rem_euclid(7) + 7 * (i64::from(self.week) - 1);
         let (ny, nm) = if self.month == 12 {
             (year + 1, 1)
         } else {
@@ -269,7 +270,8 @@ fn name(p: &mut &str) -> Option<()> {
     let n = if let Some(rest) = p.strip_prefix('<') {
         rest.find('>')? + 2
     } else {
-        p.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(p.len())
+        p.find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(p.len())
     };
     (n >= 3).then(|| *p = &p[n..])
 }
