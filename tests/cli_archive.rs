@@ -253,6 +253,17 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
         text(&out.stderr)
     );
 
+    // A directory that holds no archive.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = run(&["archive", "stats", "--dir", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("holds no archive"),
+        "{}",
+        text(&out.stderr)
+    );
+
     assert_eq!(
         snapshot(&dir),
         before,

@@ -60,6 +60,21 @@ pub(super) fn check_dir(dir: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("archive directory {}: {e}", dir.display()))?;
+    let archive_file = |name: &str| {
+        name == "seed"
+            || (name.starts_with("seg-") && (name.ends_with(".data") || name.ends_with(".index")))
+    };
+    let found = entries
+        .filter_map(Result::ok)
+        .any(|e| archive_file(&e.file_name().to_string_lossy()));
+    if !found {
+        return Err(format!(
+            "archive directory {}: holds no archive (no seg-*.data segment, no seed): is it support.archive.dir?",
+            dir.display()
+        ));
+    }
     Ok(())
 }
 
@@ -114,7 +129,7 @@ fn stats(a: &StatsArgs) -> ExitCode {
     };
     println!("archive {}", a.dir.display());
     if s.segments == 0 {
-        println!("  empty: no segment (not an archive directory, or nothing archived yet)");
+        println!("  empty: nothing archived yet");
     }
     println!("  segments:        {}", s.segments);
     println!("  bytes:           {} ({})", s.bytes, human_bytes(s.bytes));
