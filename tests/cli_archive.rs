@@ -272,6 +272,47 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
 }
 
 #[test]
+fn the_segment_a_running_daemon_is_writing_is_read_without_being_touched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let mut g = gen(94, Duration::from_secs(60));
+    let traces: Vec<Trace> = (0..4).map(|_| g.trace(Shape::default(), 3)).collect();
+    let a = Archive::open(archive_cfg(&dir)).unwrap();
+    a.record_dropped(traces.iter().map(|t| (t.trace_id, spans_of(t))).collect());
+    // Written, not sealed: the data file has no index yet.
+    a.flush();
+    let before = snapshot(&dir);
+    assert!(
+        !before
+            .keys()
+            .any(|p| p.to_string_lossy().ends_with(".index")),
+        "{before:?}"
+    );
+    let out = run(&["archive", "stats", "--json", "--dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["traces"], 4, "{v}");
+    let id = hex::encode(traces[2].trace_id);
+    let out = run(&[
+        "archive",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        &id,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let proto = casefile::wire::json::request_from_json(&out.stdout).unwrap();
+    let got = request_spans(&ExportTraceServiceRequest::decode(proto.as_slice()).unwrap());
+    assert_eq!(
+        got.into_values().map(|(_, s)| s).collect::<Vec<_>>(),
+        protos(&traces[2]).into_values().collect::<Vec<_>>()
+    );
+    assert_eq!(snapshot(&dir), before, "the live segment is left as it was");
+    a.close();
+}
+
+#[test]
 fn what_if_replays_the_archived_traffic_through_two_policy_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("archive");
