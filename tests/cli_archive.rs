@@ -313,6 +313,55 @@ fn the_segment_a_running_daemon_is_writing_is_read_without_being_touched() {
 }
 
 #[test]
+fn kept_traces_of_a_dropped_only_archive_have_no_spans_to_export_or_replay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let mut g = gen(95, Duration::from_secs(60));
+    let kept = g.trace(Shape::ERROR, 3);
+    let dropped = g.trace(Shape::default(), 2);
+    let a = Archive::open(ArchiveCfg {
+        traces: Traces::Dropped,
+        ..archive_cfg(&dir)
+    })
+    .unwrap();
+    a.record_kept(spans_of(&kept));
+    a.record_dropped(vec![(dropped.trace_id, spans_of(&dropped))]);
+    a.close();
+    let id = hex::encode(kept.trace_id);
+    let out = run(&[
+        "archive",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        &id,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("archived without its spans"),
+        "{}",
+        text(&out.stderr)
+    );
+    let policies = tmp.path().join("all.yaml");
+    std::fs::write(
+        &policies,
+        "processors:\n  tail_sampling:\n    policies:\n      - { name: all, type: always_sample }\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["what-if", "--json", "--archive"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"]["traces"], 1, "{v}");
+    assert_eq!(v["archived_without_spans"], 1, "{v}");
+}
+
+#[test]
 fn what_if_replays_the_archived_traffic_through_two_policy_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("archive");

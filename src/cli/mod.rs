@@ -41,7 +41,8 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Look traces up by a business key: `casefile lookup user.id=usr_1 --since 1h --errors`.
+    /// Look traces up by a business key, in memory and in the archive:
+    /// `casefile lookup user.id=usr_1 --since 1h --errors`.
     Lookup(client::LookupArgs),
     /// File a complaint: `casefile complain --ticket cs_441 --user usr_1 --label checkout`.
     Complain(client::ComplainArgs),
