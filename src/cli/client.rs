@@ -9,13 +9,14 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 use super::https::{self, TlsFiles};
+use super::zone;
 use crate::config::duration;
 
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// Base URL of casefile's support API: http:// or https://.
     #[arg(long, env = "CASEFILE_API", default_value = "http://127.0.0.1:8990")]
-    api: String,
+    pub(super) api: String,
     /// PEM CA bundle that signed the API's certificate (https://); without it, the
     /// system trust store.
     #[arg(long, env = "CASEFILE_API_CA_FILE")]
@@ -31,7 +32,7 @@ pub struct ApiArgs {
     token: Option<String>,
     /// Print the API's JSON answer instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -39,11 +40,22 @@ pub struct LookupArgs {
     /// What to look up: an indexed attribute and its value, e.g. user.id=usr_k8x9m2.
     key: String,
     /// Only traces that started within this long before now (e.g. 30m, 2h).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "start")]
     since: Option<String>,
     /// Only traces that started before this long ago (e.g. 10m).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "end")]
     until: Option<String>,
+    /// Only traces that started at or after this instant: RFC 3339 with `Z` or an offset
+    /// (2026-12-04T14:15:00+01:00), or Unix epoch seconds or milliseconds (passed to the
+    /// API as typed).
+    #[arg(long)]
+    start: Option<String>,
+    /// Only traces that started at or before this instant (same forms as --start).
+    #[arg(long)]
+    end: Option<String>,
+    /// Print start times in the local time zone (with its offset) instead of UTC.
+    #[arg(long)]
+    local: bool,
     /// Only traces with an error.
     #[arg(long)]
     errors: bool,
@@ -89,7 +101,7 @@ fn ago(what: &str, d: &str) -> Result<String, String> {
 }
 
 /// Sends one request; returns the status and the JSON body.
-fn call(
+pub(super) fn call(
     api: &ApiArgs,
     method: http::Method,
     path_and_query: &str,
@@ -141,7 +153,7 @@ fn call(
 }
 
 /// Prints an API error and returns the exit code for it.
-fn failed(status: u16, v: &Value) -> ExitCode {
+pub(super) fn failed(status: u16, v: &Value) -> ExitCode {
     let msg = v["error"]
         .as_str()
         .map(str::to_owned)
@@ -153,7 +165,7 @@ fn failed(status: u16, v: &Value) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn encode(s: &str) -> String {
+pub(super) fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -181,6 +193,11 @@ pub fn lookup(a: LookupArgs) -> ExitCode {
             }
         }
     }
+    for (param, t) in [("start", &a.start), ("end", &a.end)] {
+        if let Some(t) = t {
+            q.push_str(&format!("&{param}={}", encode(t)));
+        }
+    }
     if a.errors {
         q.push_str("&status=error");
     }
@@ -199,22 +216,30 @@ pub fn lookup(a: LookupArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((200, v)) => {
-            print_traces(attr, value, &v);
+            print_traces(attr, value, &v, a.local);
             ExitCode::SUCCESS
         }
         Ok((status, v)) => failed(status, &v),
     }
 }
 
-fn print_traces(attr: &str, value: &str, v: &Value) {
+fn print_traces(attr: &str, value: &str, v: &Value, local: bool) {
     let traces = v["traces"].as_array().cloned().unwrap_or_default();
     if traces.is_empty() {
         println!("no traces for {attr}={value} in that time range");
         return;
     }
+    let zone = if local { "local" } else { "UTC" };
     println!(
-        "{:<24} {:>10} {:<14} {:<22} {:<5} {:>5} {:<9} {:<18} TRACE",
-        "START", "DURATION", "SERVICE", "OPERATION", "ERROR", "SPANS", "DECISION", "REASONS"
+        "{:<29} {:>10} {:<14} {:<22} {:<5} {:>5} {:<9} {:<18} TRACE",
+        format!("START ({zone})"),
+        "DURATION",
+        "SERVICE",
+        "OPERATION",
+        "ERROR",
+        "SPANS",
+        "DECISION",
+        "REASONS"
     );
     for t in &traces {
         let s = |k: &str| t[k].as_str().unwrap_or("").to_owned();
@@ -229,8 +254,8 @@ fn print_traces(attr: &str, value: &str, v: &Value) {
             .map(str::to_owned)
             .unwrap_or_else(|| s("trace_id"));
         println!(
-            "{:<24} {:>8.1}ms {:<14} {:<22} {:<5} {:>5} {:<9} {:<18} {link}",
-            s("start"),
+            "{:<29} {:>8.1}ms {:<14} {:<22} {:<5} {:>5} {:<9} {:<18} {link}",
+            zone::show(&s("start"), local),
             t["duration_ms"].as_f64().unwrap_or(0.0),
             s("root_service"),
             s("root_name"),

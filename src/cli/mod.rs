@@ -1,10 +1,15 @@
 //! Command line: `casefile run`, `casefile check`, `casefile --version`, the support
-//! client `casefile lookup` / `casefile complain` (in `client`, over http or https with
-//! `https`) and the offline policy replay `casefile what-if` (in `whatif`).
+//! client `casefile lookup` / `casefile complain` / `casefile show` (in `client` and
+//! `show`, over http or https with `https`), the offline archive reader `casefile archive
+//! stats|export` (in `archive`) and the offline policy replay `casefile what-if` (in
+//! `whatif`, over captures or an archive).
 
+mod archive;
 mod client;
 mod https;
+mod show;
 mod whatif;
+mod zone;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,12 +41,22 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
-    /// Look traces up by a business key: `casefile lookup user.id=usr_1 --since 1h --errors`.
+    /// Look traces up by a business key, in memory and in the archive:
+    /// `casefile lookup user.id=usr_1 --since 1h --errors`.
     Lookup(client::LookupArgs),
     /// File a complaint: `casefile complain --ticket cs_441 --user usr_1 --label checkout`.
     Complain(client::ComplainArgs),
+    /// Print a trace's case file as a tree, from the support API:
+    /// `casefile show 4bf92f3577b34da6a3ce929d0e0e4736`.
+    Show(show::ShowArgs),
+    /// Read an archive directory offline, without the daemon (forensics; never writes):
+    /// `casefile archive stats --dir data/archive`,
+    /// `casefile archive export --dir data/archive --trace ID > trace.json`.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
     /// Replay captured traces through a config's policies offline (and compare two):
-    /// `casefile what-if --config new.yaml --against casefile.yaml data/kept-traces.jsonl`.
+    /// `casefile what-if --config new.yaml --against casefile.yaml data/kept-traces.jsonl`,
+    /// or the archived traffic: `casefile what-if --config new.yaml --archive data/archive --since 24h`.
     WhatIf(whatif::WhatIfArgs),
 }
 
@@ -60,6 +75,8 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(config.as_ref()),
         Command::Lookup(a) => client::lookup(a),
         Command::Complain(a) => client::complain(a),
+        Command::Show(a) => show::show(a),
+        Command::Archive(c) => archive::archive(c),
         Command::WhatIf(a) => whatif::what_if(a),
     }
 }

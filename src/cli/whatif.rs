@@ -1,6 +1,8 @@
 //! `casefile what-if`: captured traces through a config's policies, offline. Reads what the
 //! `file` exporter writes (OTLP/JSON, one request per line), single OTLP/JSON documents or
-//! binary `ExportTraceServiceRequest` files, groups the spans by trace, and decides each
+//! binary `ExportTraceServiceRequest` files, and an archive directory (`--archive`: the
+//! traces archived with their spans, kept and dropped with `traces: all`, over `--since`),
+//! groups the spans by trace, and decides each
 //! trace with the policies exactly as the daemon does — in the order the traces started,
 //! with the capture's own clock, so `rate_limiting` and `bytes_limiting` see the rate the
 //! traces had. With `--against` a second config decides the same traces and the traces
@@ -37,9 +39,16 @@ pub struct WhatIfArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// An archive directory (`support.archive.dir`), read offline: its traces archived
+    /// with their spans (kept and dropped ones with `traces: all`) are replayed.
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// With --archive: only traces that started within this long before now (24h, 90m).
+    #[arg(long, requires = "archive")]
+    since: Option<String>,
     /// Captured traces: OTLP/JSON lines (the file exporter's output), an OTLP/JSON
     /// document, or a binary ExportTraceServiceRequest.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "archive")]
     inputs: Vec<PathBuf>,
 }
 
@@ -49,9 +58,28 @@ pub struct Capture {
     order: Vec<TraceId>,
     traces: HashMap<TraceId, Vec<Span>>,
     pub spans: usize,
+    /// Archived traces skipped because only their summary is on disk (kept traces of an
+    /// archive with `traces: dropped`).
+    pub without_spans: usize,
 }
 
 impl Capture {
+    /// Reads the traces of the archive in `dir` that started at or after `since` (Unix
+    /// nanoseconds), with their spans; never writes to `dir`.
+    pub fn read_archive(&mut self, dir: &Path, since: Option<u64>) -> Result<(), Vec<String>> {
+        super::archive::check_dir(dir).map_err(|e| vec![e])?;
+        let traces =
+            crate::archive::offline::traces(dir, since).map_err(|e| vec![e.to_string()])?;
+        for (_, spans) in traces {
+            if spans.is_empty() {
+                self.without_spans += 1;
+            } else {
+                self.add(spans);
+            }
+        }
+        Ok(())
+    }
+
     fn add(&mut self, spans: Vec<Span>) {
         self.spans += spans.len();
         for s in spans {
@@ -241,6 +269,18 @@ pub fn what_if(a: WhatIfArgs) -> ExitCode {
         .as_deref()
         .and_then(|p| policies_of(p).map_err(|p| problems.extend(p)).ok());
     let mut capture = Capture::default();
+    if let Some(dir) = &a.archive {
+        let since = match a.since.as_deref().map(since_nanos).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(p) = capture.read_archive(dir, since) {
+            problems.extend(p);
+        }
+    }
     for input in &a.inputs {
         if let Err(p) = capture.read(input) {
             problems.extend(p);
@@ -295,6 +335,7 @@ pub fn what_if(a: WhatIfArgs) -> ExitCode {
         .collect();
     if a.json {
         let v = serde_json::json!({
+            "archived_without_spans": capture.without_spans,
             "outcome": outcome,
             "against": other,
             "changed": changed,
@@ -302,6 +343,12 @@ pub fn what_if(a: WhatIfArgs) -> ExitCode {
         });
         println!("{v}");
         return ExitCode::SUCCESS;
+    }
+    if capture.without_spans > 0 {
+        println!(
+            "{} archived trace(s) without spans not replayed (kept traces of an archive with `traces: dropped`)",
+            capture.without_spans
+        );
     }
     print_outcome(&outcome);
     if let Some(o) = &other {
@@ -331,6 +378,15 @@ pub fn what_if(a: WhatIfArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `--since` (a Go-style duration) as the Unix-nanosecond instant that long before now.
+fn since_nanos(d: &str) -> Result<u64, String> {
+    let d = config::duration::parse(d).map_err(|e| format!("--since: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    Ok(now.saturating_sub(d).as_nanos() as u64)
 }
 
 fn pct(part: usize, whole: usize) -> f64 {
