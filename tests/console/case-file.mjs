@@ -183,6 +183,13 @@ try {
     return !!a && a.dataset.testid === 'open-case' && a.closest('tr').dataset.traceId === id;
   }, traceId), 'focus did not return to the row after closing');
 
+  // Opened again by its deep link after the rescue: still every span, each once.
+  await page.goto(`${base}/#trace=${traceId}`);
+  await page.waitForFunction((id) => document.querySelector('#case-section').dataset.traceId === id, traceId, { timeout: T });
+  const rowsAfter = await page.locator('#case-spans > li').count();
+  check(rowsAfter === spanCount, `${rowsAfter} waterfall rows after the rescue, expected ${spanCount}`);
+  await page.locator('#case-close').click();
+
   // 1 000 spans, by deep link: all in the waterfall, quickly.
   const started = Date.now();
   await page.goto(`${base}/#trace=${bigId}`);
