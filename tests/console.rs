@@ -5,6 +5,8 @@
 //! the rescued trace must reach the downstream receiver. `tests/console/token-watch.mjs`
 //! does the same against an API that requires a token (asked for, a wrong one refused in
 //! words) and files a complaint about a user, whose watch must keep that user's next trace.
+//! `tests/console/case-file.mjs` opens a dropped trace's case file served from the archive
+//! (problems first, waterfall, attributes, indexed keys) and rescues it to the backend.
 //!
 //! Needs /usr/bin/chromium (or `CASEFILE_CHROMIUM`) and tests/console/node_modules:
 //! `scripts/setup-tests.sh` installs both. Missing either fails the test; it never skips.
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use casefile::fixture::{self, Gen, Shape};
+use casefile::fixture::{self, kv, Gen, Shape};
 use common::*;
 use serde_json::Value;
 
@@ -247,6 +249,168 @@ async fn the_console_asks_for_the_token_and_opens_a_watch_on_a_user() {
     assert_eq!(
         root_attr(&down.spans_by_trace()[&id], "casefile.ticket_id").as_deref(),
         Some(TICKET2)
+    );
+    daemon.shutdown().await;
+}
+
+/// The case file's daemon: only slow traces are kept (errors are not: a failed request is
+/// dropped, as a declined card is), a 50-trace index, the rescue ring off and an archive
+/// in `dir`, so a dropped trace is read, and rescued, from disk.
+fn archive_config(downstream: SocketAddr, dir: &Path) -> casefile::config::Config {
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  tail_sampling:
+    decision_wait: 100ms
+    policies:
+      - {{ name: slow, type: latency, latency: {{ threshold_ms: 5000 }} }}
+exporters:
+  otlp:
+    endpoint: "{downstream}"
+    tls: {{ insecure: true }}
+    retry_on_failure: {{ initial_interval: 10ms, max_interval: 100ms }}
+support:
+  api: {{ endpoint: "127.0.0.1:0" }}
+  trace_url: "{TRACE_URL}"
+  index: {{ attributes: [user.id, session.id], max_traces: 50 }}
+  complaints: {{ rescue_window: 0s }}
+  archive: {{ dir: "{}", max_bytes: 64MiB }}
+shutdown_timeout: 5s
+"#,
+        dir.display()
+    );
+    casefile::config::load_str(&yaml, "case-file.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_case_file_shows_an_archived_trace_problems_first_and_rescues_it() {
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    require_browser();
+    const USER3: &str = "usr_case_file";
+    const SESSION: &str = "sess_case_42";
+    const TICKET3: &str = "cs_case_file_1";
+    let dir = tempfile::tempdir().unwrap();
+    let (down, addr) = Downstream::start().await;
+    let daemon = start(archive_config(addr, &dir.path().join("archive"))).await;
+    let mut client = client(&daemon).await;
+
+    // Traces that start now (the archive's retention reads their times).
+    let mut g = Gen::new(64);
+    g.now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    // A failed checkout: its last span has status ERROR ("payment declined"), its second
+    // an `exception` event with status unset; the root carries the session and a value
+    // holding HTML.
+    let mut target = g.trace(Shape::ERROR, 5);
+    target.set_user(USER3);
+    let root = &mut target.spans[0].1;
+    root.attributes.push(kv("session.id", SESSION));
+    root.attributes.push(kv(
+        "note",
+        r#"<img src=x onerror="window.__casefileXss=1">"#,
+    ));
+    let second = &mut target.spans[1].1;
+    second.events.push(Event {
+        time_unix_nano: second.start_time_unix_nano + 1_000_000,
+        name: "exception".into(),
+        attributes: vec![
+            kv("exception.type", "CardDeclinedError"),
+            kv("exception.message", "card was declined (insufficient_funds)"),
+            kv(
+                "exception.stacktrace",
+                "CardDeclinedError: card was declined\n    at charge (payments/charge.js:88:11)\n    at async handler (payments/server.js:41:5)",
+            ),
+        ],
+        dropped_attributes_count: 0,
+    });
+    let mut big = g.trace(Shape::default(), 1000);
+    big.set_user(USER3);
+    client
+        .export(fixture::request_for(&[target.clone(), big.clone()]))
+        .await
+        .unwrap();
+    // 80 more traces push both out of the 50-trace index: lookups reach the archive.
+    let others: Vec<_> = (0..80).map(|_| g.trace(Shape::default(), 3)).collect();
+    for chunk in others.chunks(20) {
+        client.export(fixture::request_for(chunk)).await.unwrap();
+    }
+    until_all_decided(&daemon).await;
+    let api = daemon.api_addr.unwrap();
+    let (id, big_id) = (hex::encode(target.trace_id), hex::encode(big.trace_id));
+    for want in [&id, &big_id] {
+        eventually("the trace in the archive", || async {
+            let (code, v) = api_get(api, &format!("/api/v1/traces/{want}"), None).await;
+            code == 200 && v["held"] == "archive"
+        })
+        .await;
+    }
+    let (code, v) = api_get(api, &format!("/api/v1/traces?user.id={USER3}"), None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["traces"].as_array().map(Vec::len), Some(2), "{v}");
+    assert!(
+        !down.spans_by_trace().contains_key(&id),
+        "the failed trace is dropped by the policies"
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let (out_dir, i, b) = (out.path().to_owned(), id.clone(), big_id.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        run_browser(
+            "case-file.mjs",
+            api,
+            &[USER3, &i, &b, SESSION, TICKET3],
+            &out_dir,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["rows"], 2, "{report}");
+    assert_eq!(report["problems"], 2, "{report}");
+    assert_eq!(report["span_rows"], 5, "{report}");
+    assert_eq!(report["decision_before"], "dropped", "{report}");
+    assert_eq!(report["outcome"], "rescued", "{report}");
+    assert_eq!(report["decision_after"], "rescued", "{report}");
+    eprintln!("case file: {report}");
+
+    // The rescue the browser filed: stored, and the whole trace sent with the ticket on its root.
+    let (code, v) = api_get(
+        api,
+        &format!("/api/v1/complaints?ticket_id={TICKET3}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["complaints"][0]["label"], "order_failed", "{v}");
+    assert_eq!(
+        v["complaints"][0]["traces"],
+        serde_json::json!([{ "trace_id": id, "outcome": "rescued" }]),
+        "{v}"
+    );
+    let want = id.clone();
+    down.wait_for("the rescued trace", |d| {
+        d.spans_by_trace().get(&want).map(Vec::len) == Some(5)
+    })
+    .await;
+    let spans = &down.spans_by_trace()[&id];
+    assert_eq!(
+        root_attr(spans, "casefile.ticket_id").as_deref(),
+        Some(TICKET3)
+    );
+    assert_eq!(
+        root_attr(spans, "casefile.policy").as_deref(),
+        Some("complaint")
+    );
+    assert!(
+        !down.spans_by_trace().contains_key(&big_id),
+        "only the trace rescued is sent"
     );
     daemon.shutdown().await;
 }

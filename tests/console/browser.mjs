@@ -23,8 +23,9 @@ export function watchdog(name) {
 
 /// Launches the browser and opens a page; script errors (and console errors other than
 /// Chromium's "Failed to load resource", which the tests provoke on purpose) go to the
-/// returned `pageErrors`.
-export async function open() {
+/// returned `pageErrors`. `contextOptions` go to Playwright's newContext (e.g. a
+/// `timezoneId`).
+export async function open(contextOptions = {}) {
   mkdirSync(shots, { recursive: true });
   const browser = await chromium.launch({
     executablePath: process.env.CASEFILE_CHROMIUM || '/usr/bin/chromium',
@@ -32,7 +33,7 @@ export async function open() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     timeout: 30000,
   });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOptions });
   const page = await context.newPage();
   page.setDefaultTimeout(T);
   const pageErrors = [];
