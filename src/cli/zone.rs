@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(offset_in(&sydney, at("2026-01-15T12:00:00Z")), 11 * 3600);
         assert_eq!(offset_in(&sydney, at("2026-07-15T12:00:00Z")), 10 * 3600);
         let india = TimeZone::posix("<+0530>-5:30").unwrap();
-        assert_eq!(offset_in(&india, at("2026-07-15T12:00:00Z")), 5 * 3600 + 1800);
+        assert_eq!(
+            offset_in(&india, at("2026-07-15T12:00:00Z")),
+            5 * 3600 + 1800
+        );
     }
 
     #[test]
