@@ -46,10 +46,21 @@ fn bytes_per_span_by_level() {
     let spans: usize = ts.iter().map(|(_, s)| s.len()).sum();
     let raw: usize = ts.iter().flat_map(|(_, s)| s.iter().map(|s| s.bytes.len())).sum();
     println!("{} traces, {spans} spans, {:.0} B/span as span bytes", ts.len(), raw as f64 / spans as f64);
-    for level in [1, 3, 6, 9, 15] {
+    let runs: Vec<(i32, usize)> = match std::env::var("ARCHIVE_BENCH_LEVELS") {
+        Ok(v) => v
+            .split(',')
+            .map(|r| {
+                let (l, b) = r.split_once(':').unwrap_or((r, "1024"));
+                (l.parse().unwrap(), b.parse::<usize>().unwrap() << 10)
+            })
+            .collect(),
+        Err(_) => vec![(1, 1 << 20), (3, 1 << 20), (6, 1 << 20), (9, 1 << 20), (3, 4 << 20)],
+    };
+    for (level, block_bytes) in runs {
         let dir = tempfile::tempdir().unwrap();
         let tuning = Tuning {
             level,
+            block_bytes,
             segment_bytes: Some(64 << 20),
             ..Tuning::default()
         };
@@ -57,13 +68,14 @@ fn bytes_per_span_by_level() {
         let t = Instant::now();
         for c in ts.chunks(200) {
             a.record_dropped(c.to_vec());
-            a.flush();
         }
+        a.flush();
         a.close();
         let took = t.elapsed();
         let (data, index) = disk(dir.path());
         println!(
-            "level {level:2}: {:.1} B/span ({:.1} data + {:.1} index), writer {:.2} µs/span (debug build)",
+            "level {level:2}, blocks of {} KiB: {:.1} B/span ({:.1} data + {:.1} index), writer {:.2} µs/span (debug build)",
+            block_bytes >> 10,
             (data + index) as f64 / spans as f64,
             data as f64 / spans as f64,
             index as f64 / spans as f64,
