@@ -173,7 +173,11 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 impl Row {
     pub(crate) fn put(&self, out: &mut Vec<u8>) {
-        let dur_us = self.end.saturating_sub(self.start).div_ceil(1000).min(u32::MAX.into()) as u32;
+        let dur_us = self
+            .end
+            .saturating_sub(self.start)
+            .div_ceil(1000)
+            .min(u32::MAX.into()) as u32;
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.start.to_le_bytes());
         out.extend_from_slice(&dur_us.to_le_bytes());
@@ -246,7 +250,10 @@ impl Header {
 
     /// None for a header that is not one (wrong magic or checksum, sections out of bounds).
     pub(crate) fn decode(b: &[u8]) -> Option<Header> {
-        if b.len() < HEADER_LEN || &b[..8] != MAGIC || crc32fast::hash(&b[12..HEADER_LEN]) != u32_at(b, 8) {
+        if b.len() < HEADER_LEN
+            || &b[..8] != MAGIC
+            || crc32fast::hash(&b[12..HEADER_LEN]) != u32_at(b, 8)
+        {
             return None;
         }
         let h = Header {

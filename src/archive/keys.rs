@@ -95,7 +95,10 @@ pub(crate) fn load_seed(dir: &Path, create: bool) -> std::io::Result<Option<u64>
             Ok(Some(u64::from_le_bytes(b)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            let seed = fastrand::u64(..) ^ xxhash_rust::xxh3::xxh3_64(&format!("{:?}", std::time::SystemTime::now()).into_bytes());
+            let seed = fastrand::u64(..)
+                ^ xxhash_rust::xxh3::xxh3_64(
+                    &format!("{:?}", std::time::SystemTime::now()).into_bytes(),
+                );
             let tmp = dir.join("seed.tmp");
             let mut f = files::create(&tmp)?;
             f.write_all(&seed.to_le_bytes())?;

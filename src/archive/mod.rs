@@ -27,9 +27,9 @@ mod writer;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_disk;
-#[cfg(test)]
 mod tests_bench;
+#[cfg(test)]
+mod tests_disk;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -40,10 +40,10 @@ use std::time::{Duration, SystemTime};
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
-pub use config::{ArchiveCfg, Traces};
-pub use crate::support::index::Key;
 use crate::model::{Span, TraceId};
+pub use crate::support::index::Key;
 use crate::support::index::Summary;
+pub use config::{ArchiveCfg, Traces};
 use keys::Hasher;
 use read::BlockCache;
 use segment::{MemIndex, Rec, Sealed};
@@ -305,11 +305,26 @@ impl Archive {
         &self.handle.inner
     }
 
-    fn send(&self, msg: Msg, traces: u64) {
+    /// Hands a batch to the writer, or drops it when the queue is full (counted by trace;
+    /// the count is taken only then, off the common path).
+    fn send(&self, msg: Msg) {
         match self.handle.tx.try_send(msg) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.inner().counters.dropped_busy.fetch_add(traces, Relaxed);
+            Err(TrySendError::Full(msg)) => {
+                let traces = match &msg {
+                    Msg::Dropped(t) => t.len() as u64,
+                    Msg::Kept(spans) => {
+                        let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
+                        ids.sort_unstable();
+                        ids.dedup();
+                        ids.len() as u64
+                    }
+                    _ => 0,
+                };
+                self.inner()
+                    .counters
+                    .dropped_busy
+                    .fetch_add(traces, Relaxed);
                 metrics::counter!("casefile_archive_dropped_traces_total", "reason" => "busy")
                     .increment(traces);
             }
@@ -321,30 +336,33 @@ impl Archive {
     /// Dropped traces (at decision, and late spans of dropped traces). Never blocks.
     pub fn record_dropped(&self, traces: Vec<(TraceId, Vec<Span>)>) {
         if !traces.is_empty() {
-            let n = traces.len() as u64;
-            self.send(Msg::Dropped(traces), n);
+            self.send(Msg::Dropped(traces));
         }
     }
 
     /// Kept spans as handed to the exporters (many traces, late spans too). Never blocks.
     pub fn record_kept(&self, spans: Vec<Span>) {
-        if spans.is_empty() {
-            return;
+        if !spans.is_empty() {
+            self.send(Msg::Kept(spans));
         }
-        let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        self.send(Msg::Kept(spans), ids.len() as u64);
     }
 
     /// The on-disk key of a lookup of `attribute` = `value`.
     pub fn key(&self, attribute: &str, value: &str) -> Key {
-        self.inner().hasher.key(attribute.as_bytes(), value.as_bytes())
+        self.inner()
+            .hasher
+            .key(attribute.as_bytes(), value.as_bytes())
     }
 
     /// Traces with `key` whose start is within `[start, end]` (Unix nanoseconds), newest
     /// first, at most `limit`.
-    pub fn lookup(&self, key: &Key, start: Option<u64>, end: Option<u64>, limit: usize) -> Vec<Summary> {
+    pub fn lookup(
+        &self,
+        key: &Key,
+        start: Option<u64>,
+        end: Option<u64>,
+        limit: usize,
+    ) -> Vec<Summary> {
         let inner = self.inner();
         inner.counters.lookups.fetch_add(1, Relaxed);
         metrics::counter!("casefile_archive_lookups_total").increment(1);
@@ -359,8 +377,10 @@ impl Archive {
             (st.sealed.clone(), recs)
         };
         for s in sealed.iter().rev() {
-            // A trace of this segment starts no later than its record here.
-            if s.header.max_start < lo {
+            // A trace starts no later than any of its records; one whose keyed records
+            // all started after `end` is taken to start after it too (late spans carry
+            // their trace's keys only if they have the attributes).
+            if s.header.max_start < lo || s.header.min_start > hi {
                 continue;
             }
             match s.by_key(key) {
@@ -390,7 +410,7 @@ impl Archive {
                 }
             }
         }
-        out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        out.sort_by_key(|s| std::cmp::Reverse(s.start_unix_nano));
         out
     }
 
@@ -413,7 +433,9 @@ impl Archive {
         let names = &inner.cfg.attributes;
         let rekey = |spans: &[Span]| -> Vec<(String, Key)> {
             let keys = inner.hasher.keys_of(names, spans);
-            keys.into_iter().map(|(i, k)| (names[i as usize].clone(), k)).collect()
+            keys.into_iter()
+                .map(|(i, k)| (names[i as usize].clone(), k))
+                .collect()
         };
         for r in inner.recs_of(id) {
             for k in inner.cache.keys_of(&r, &rekey) {
@@ -428,7 +450,9 @@ impl Archive {
     /// Live reload of the bounds (enforced by the writer within a few seconds).
     pub fn set_bounds(&self, retention: Duration, max_bytes: u64) {
         let inner = self.inner();
-        inner.retention_ms.store(retention.as_millis() as u64, Relaxed);
+        inner
+            .retention_ms
+            .store(retention.as_millis() as u64, Relaxed);
         inner.max_bytes.store(max_bytes, Relaxed);
     }
 
@@ -514,7 +538,9 @@ fn recover(
         match reindex(dir, seq, counters, hasher, attributes) {
             Ok(Some(s)) => sealed.push(Arc::new(s)),
             Ok(None) => {}
-            Err(e) => tracing::error!(seq, error = %e, "archive: cannot re-index a segment; skipped"),
+            Err(e) => {
+                tracing::error!(seq, error = %e, "archive: cannot re-index a segment; skipped")
+            }
         }
     }
     Ok((sealed, next))
@@ -537,7 +563,11 @@ fn reindex(
     if scanned.corrupt > 0 {
         counters.corrupt.fetch_add(scanned.corrupt, Relaxed);
         metrics::counter!("casefile_archive_corrupt_records_total").increment(scanned.corrupt);
-        tracing::warn!(seq, records = scanned.corrupt, "archive: damaged records skipped");
+        tracing::warn!(
+            seq,
+            records = scanned.corrupt,
+            "archive: damaged records skipped"
+        );
     }
     if scanned.index.is_empty() {
         let _ = std::fs::remove_file(&index);

@@ -83,7 +83,8 @@ pub fn stats(dir: &Path) -> Result<ArchiveStats, ArchiveError> {
         corrupt_records: c.corrupt,
         ..ArchiveStats::default()
     };
-    let mut oldest = |m: u64| s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o: u64| o.min(m)));
+    let mut oldest =
+        |m: u64| s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o: u64| o.min(m)));
     let mut bytes = 0;
     let mut traces = 0;
     for seg in &c.sealed {

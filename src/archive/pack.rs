@@ -156,7 +156,10 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
         let mut hs = holes(b).unwrap_or_default();
         let mut parent = 0;
         hs.retain(|&(p, h)| match h {
-            Hole::Parent => match ids.iter().position(|s| s.as_ref().is_some_and(|s| s[..] == b[p..p + 8])) {
+            Hole::Parent => match ids
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s[..] == b[p..p + 8]))
+            {
                 Some(j) => {
                     parent = j;
                     true
@@ -249,7 +252,12 @@ fn restore(
 
 /// The spans packed by [`pack`], as shells holding their bytes and origin only (to be
 /// read again through the wire).
-pub(crate) fn unpack(id: &TraceId, base: u64, buf: &[u8], dict: &[Arc<Shared>]) -> Option<Vec<Span>> {
+pub(crate) fn unpack(
+    id: &TraceId,
+    base: u64,
+    buf: &[u8],
+    dict: &[Arc<Shared>],
+) -> Option<Vec<Span>> {
     let mut out: Vec<Span> = Vec::new();
     let mut ids: Vec<Option<[u8; 8]>> = Vec::new();
     let mut pos = 0;
@@ -294,7 +302,10 @@ mod tests {
     fn trace() -> (TraceId, Vec<Span>) {
         let t = Gen::new(5).trace(Shape::ERROR, 12);
         let req = fixture::request_for(std::slice::from_ref(&t)).encode_to_vec();
-        (t.trace_id, crate::wire::decode::decode_request(&req).unwrap().spans)
+        (
+            t.trace_id,
+            crate::wire::decode::decode_request(&req).unwrap().spans,
+        )
     }
 
     fn round_trip(id: &TraceId, base: u64, spans: &[Span]) -> Vec<Box<[u8]>> {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::files;
-use super::pack;
 use super::format::{self, decision_of, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
+use super::pack;
 use super::segment::Rec;
 use crate::model::{Shared, Span, TraceId};
 use crate::support::index::{Decision, Key, Summary};
@@ -34,10 +34,16 @@ impl Block {
     }
 }
 
+/// A decompressed block by (data file, payload offset).
+type Cached = (Arc<PathBuf>, u64, Arc<Block>);
+
+/// Derives the named keys of spans (entries whose keys are in their spans).
+pub(crate) type Rekey<'a> = &'a dyn Fn(&[Span]) -> Vec<(String, Key)>;
+
 /// Decompressed blocks recently read, by (data file, offset).
 #[derive(Default)]
 pub(crate) struct BlockCache {
-    blocks: Mutex<Vec<(Arc<PathBuf>, u64, Arc<Block>)>>,
+    blocks: Mutex<Vec<Cached>>,
 }
 
 const CACHED_BLOCKS: usize = 4;
@@ -82,14 +88,16 @@ impl BlockCache {
     }
 
     /// The attribute names and keys of a record.
-    pub(crate) fn keys_of(&self, rec: &Rec, rekey: &dyn Fn(&[Span]) -> Vec<(String, Key)>) -> Vec<(String, Key)> {
+    pub(crate) fn keys_of(&self, rec: &Rec, rekey: Rekey<'_>) -> Vec<(String, Key)> {
         let Some(block) = self.block(rec) else {
             return Vec::new();
         };
         match block.entry(rec) {
-            Some(e) if e.flags & KEYS_IN_SPANS != 0 => pack::unpack(&e.id, e.start, e.spans, &block.dict)
-                .map(|spans| rekey(&spans))
-                .unwrap_or_default(),
+            Some(e) if e.flags & KEYS_IN_SPANS != 0 => {
+                pack::unpack(&e.id, e.start, e.spans, &block.dict)
+                    .map(|spans| rekey(&spans))
+                    .unwrap_or_default()
+            }
             Some(e) => e.keys.iter().map(|(n, k)| ((*n).to_owned(), *k)).collect(),
             None => Vec::new(),
         }

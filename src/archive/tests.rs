@@ -65,7 +65,10 @@ pub(super) fn kept(g: &mut Gen, user: &str, policy: &str) -> (TraceId, Vec<Span>
     let mut t = g.trace(Shape::ERROR, 10);
     t.set_user(user);
     t.spans[0].1.attributes.push(kv("casefile.policy", policy));
-    t.spans[1].1.attributes.push(kv("session.id", &format!("sess-of-{user}")));
+    t.spans[1]
+        .1
+        .attributes
+        .push(kv("session.id", &format!("sess-of-{user}")));
     (t.trace_id, decoded(&t))
 }
 
@@ -81,7 +84,9 @@ fn round_trip_across_sealed_segments_and_the_active_one() {
     let a = Archive::open_with(cfg(dir.path(), Traces::All), small()).unwrap();
     let mut g = Gen::new(1);
     let dropped = traces(&mut g, 300, 10);
-    let kept: Vec<_> = (0..30).map(|i| kept(&mut g, &format!("user-{}", i % 10), "errors,latency")).collect();
+    let kept: Vec<_> = (0..30)
+        .map(|i| kept(&mut g, &format!("user-{}", i % 10), "errors,latency"))
+        .collect();
     for chunk in dropped.chunks(50) {
         a.record_dropped(chunk.to_vec());
     }
@@ -90,7 +95,14 @@ fn round_trip_across_sealed_segments_and_the_active_one() {
     let st = a.stats();
     assert!(st.segments >= 4, "{st:?}");
     assert_eq!(st.traces, 330);
-    assert!(a.handle.inner.state.read().active.as_ref().is_some_and(|v| !v.index.is_empty()));
+    assert!(a
+        .handle
+        .inner
+        .state
+        .read()
+        .active
+        .as_ref()
+        .is_some_and(|v| !v.index.is_empty()));
 
     for (id, spans) in &dropped {
         let s = a.summary(id).expect("summary");
@@ -114,7 +126,9 @@ fn round_trip_across_sealed_segments_and_the_active_one() {
     let key = a.key("user.id", "user-3");
     let all = a.lookup(&key, None, None, 1000);
     assert_eq!(all.len(), 33);
-    assert!(all.windows(2).all(|w| w[0].start_unix_nano >= w[1].start_unix_nano));
+    assert!(all
+        .windows(2)
+        .all(|w| w[0].start_unix_nano >= w[1].start_unix_nano));
     let limited = a.lookup(&key, None, None, 5);
     assert_eq!(limited, all[..5].to_vec());
     let (lo, hi) = (all[20].start_unix_nano, all[10].start_unix_nano);
@@ -122,8 +136,14 @@ fn round_trip_across_sealed_segments_and_the_active_one() {
     assert_eq!(window, all[10..=20].to_vec());
     let sess = a.key("session.id", "sess-of-user-3");
     assert_eq!(a.lookup(&sess, None, None, 100).len(), 3);
-    assert!(a.lookup(&a.key("user.id", "nobody"), None, None, 10).is_empty());
-    assert_eq!(a.lookup(&a.key("session.id", "user-3"), None, None, 10).len(), 0);
+    assert!(a
+        .lookup(&a.key("user.id", "nobody"), None, None, 10)
+        .is_empty());
+    assert_eq!(
+        a.lookup(&a.key("session.id", "user-3"), None, None, 10)
+            .len(),
+        0
+    );
     let names: Vec<String> = a.keys_of(&kept[3].0).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["user.id", "session.id"]);
 
@@ -155,7 +175,10 @@ fn records_of_a_trace_in_two_segments_merge_and_a_rescue_is_marked() {
     assert_eq!(a.stats().segments, 2);
     let s = a.summary(&id).unwrap();
     assert_eq!((s.span_count, s.decision), (10, Decision::Dropped));
-    assert_eq!(s.start_unix_nano, spans.iter().map(|s| s.start_unix_nano).min().unwrap());
+    assert_eq!(
+        s.start_unix_nano,
+        spans.iter().map(|s| s.start_unix_nano).min().unwrap()
+    );
     let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap();
     // Sealed rows hold durations in microseconds.
     assert!((s.duration_ms - (end - s.start_unix_nano) as f64 / 1e6).abs() < 0.001);
@@ -191,6 +214,12 @@ fn kept_traces_keep_only_their_summary_with_traces_dropped() {
 }
 
 #[test]
+fn the_handle_is_send_and_sync() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<Archive>();
+}
+
+#[test]
 fn segment_size_is_two_percent_clamped() {
     let mut c = cfg(Path::new("/x"), Traces::All);
     c.max_bytes = 10 << 30;
@@ -216,7 +245,10 @@ fn offline_reads_without_changing_the_directory() {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.file_name().into_string().unwrap(), e.metadata().unwrap().len())
+                (
+                    e.file_name().into_string().unwrap(),
+                    e.metadata().unwrap().len(),
+                )
             })
             .collect();
         v.sort();
@@ -227,7 +259,10 @@ fn offline_reads_without_changing_the_directory() {
     assert_eq!(st.traces, 120);
     assert!(st.segments >= 2);
     let req = offline::export(dir.path(), &ts[5].0).unwrap().unwrap();
-    assert_eq!(bytes_of(&decode_request(&req).unwrap().spans), bytes_of(&ts[5].1));
+    assert_eq!(
+        bytes_of(&decode_request(&req).unwrap().spans),
+        bytes_of(&ts[5].1)
+    );
     assert!(offline::export(dir.path(), &[9; 16]).unwrap().is_none());
     let since = ts[100].1.iter().map(|s| s.start_unix_nano).min().unwrap();
     let all: Vec<_> = offline::traces(dir.path(), Some(since)).unwrap().collect();

@@ -29,8 +29,12 @@ fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
         .map(|_| {
             let m = g.mixed();
             let shape = Shape {
-                error: m.spans.iter().any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2)),
-                slow: m.spans[0].1.end_time_unix_nano - m.spans[0].1.start_time_unix_nano >= 500_000_000,
+                error: m
+                    .spans
+                    .iter()
+                    .any(|(_, s)| s.status.as_ref().is_some_and(|st| st.code == 2)),
+                slow: m.spans[0].1.end_time_unix_nano - m.spans[0].1.start_time_unix_nano
+                    >= 500_000_000,
                 premium: false,
             };
             let t = g.trace(shape, 10);
@@ -44,8 +48,15 @@ fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
 fn bytes_per_span_by_level() {
     let ts = load_traces(30_000);
     let spans: usize = ts.iter().map(|(_, s)| s.len()).sum();
-    let raw: usize = ts.iter().flat_map(|(_, s)| s.iter().map(|s| s.bytes.len())).sum();
-    println!("{} traces, {spans} spans, {:.0} B/span as span bytes", ts.len(), raw as f64 / spans as f64);
+    let raw: usize = ts
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|s| s.bytes.len()))
+        .sum();
+    println!(
+        "{} traces, {spans} spans, {:.0} B/span as span bytes",
+        ts.len(),
+        raw as f64 / spans as f64
+    );
     let runs: Vec<(i32, usize)> = match std::env::var("ARCHIVE_BENCH_LEVELS") {
         Ok(v) => v
             .split(',')
@@ -54,7 +65,13 @@ fn bytes_per_span_by_level() {
                 (l.parse().unwrap(), b.parse::<usize>().unwrap() << 10)
             })
             .collect(),
-        Err(_) => vec![(1, 1 << 20), (3, 1 << 20), (6, 1 << 20), (9, 1 << 20), (3, 4 << 20)],
+        Err(_) => vec![
+            (1, 1 << 20),
+            (3, 1 << 20),
+            (6, 1 << 20),
+            (9, 1 << 20),
+            (3, 4 << 20),
+        ],
     };
     for (level, block_bytes) in runs {
         let dir = tempfile::tempdir().unwrap();
@@ -88,11 +105,14 @@ fn bytes_per_span_by_level() {
 #[test]
 #[ignore]
 fn startup_and_lookup_latency() {
-    let n: usize = std::env::var("ARCHIVE_BENCH_TRACES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("ARCHIVE_BENCH_TRACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let users = n / 10;
     let dir = tempfile::tempdir().unwrap();
     let tuning = || Tuning {
-        segment_bytes: Some(4 << 20),
+        segment_bytes: Some(512 << 10),
         queue: 1 << 16,
         ..Tuning::default()
     };
@@ -126,15 +146,28 @@ fn startup_and_lookup_latency() {
     a.record_kept(batch);
     a.close();
     let (data, index) = disk(dir.path());
-    println!("wrote {n} traces in {:?}: {} MiB data, {} MiB index", t.elapsed(), data >> 20, index >> 20);
+    println!(
+        "wrote {n} traces in {:?}: {} MiB data, {} MiB index",
+        t.elapsed(),
+        data >> 20,
+        index >> 20
+    );
     let t = Instant::now();
     let a = Archive::open_with(cfg(dir.path(), Traces::Dropped), tuning()).unwrap();
     let open = t.elapsed();
     let st = a.stats();
-    println!("open: {open:?} for {} segments, {} traces, {} MiB", st.segments, st.traces, st.bytes >> 20);
+    println!(
+        "open: {open:?} for {} segments, {} traces, {} MiB",
+        st.segments,
+        st.traces,
+        st.bytes >> 20
+    );
     let mut lat = Vec::new();
     for i in 0..2000 {
-        let key = a.key("user.id", &format!("user-{}", fastrand::usize(..templates.len())));
+        let key = a.key(
+            "user.id",
+            &format!("user-{}", fastrand::usize(..templates.len())),
+        );
         let t = Instant::now();
         let found = a.lookup(&key, None, None, 100);
         lat.push(t.elapsed());
@@ -144,7 +177,12 @@ fn startup_and_lookup_latency() {
     }
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    println!("lookup by user.id (limit 100): p50 {:?} p99 {:?} max {:?}", pct(0.5), pct(0.99), lat.last().unwrap());
+    println!(
+        "lookup by user.id (limit 100): p50 {:?} p99 {:?} max {:?}",
+        pct(0.5),
+        pct(0.99),
+        lat.last().unwrap()
+    );
     let mut lat: Vec<Duration> = Vec::new();
     for _ in 0..2000 {
         let id: TraceId = fastrand::u128(..).to_be_bytes();
@@ -153,6 +191,9 @@ fn startup_and_lookup_latency() {
         lat.push(t.elapsed());
     }
     lat.sort();
-    println!("summary by id (miss): p50 {:?} p99 {:?}", lat[1000], lat[1980]);
+    println!(
+        "summary by id (miss): p50 {:?} p99 {:?}",
+        lat[1000], lat[1980]
+    );
     a.close();
 }

@@ -42,7 +42,10 @@ fn everything_is_found_after_a_restart() {
     assert_eq!(a.stats().traces, 200);
     assert_eq!(a.stats().corrupt_records, 0);
     all_found(&a, &ts);
-    assert_eq!(a.lookup(&a.key("user.id", "user-2"), None, None, 100).len(), 40);
+    assert_eq!(
+        a.lookup(&a.key("user.id", "user-2"), None, None, 100).len(),
+        40
+    );
     // Writing goes on in a new segment.
     let more = traces(&mut g, 10, 5);
     a.record_dropped(more.clone());
@@ -79,7 +82,10 @@ fn a_torn_tail_is_counted_and_cut() {
     let dir = tempfile::tempdir().unwrap();
     let (ts, data) = killed(dir.path(), 100);
     let len = std::fs::metadata(&data).unwrap().len();
-    let mut f = std::fs::OpenOptions::new().append(true).open(&data).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&data)
+        .unwrap();
     // A record header promising 5000 bytes, and only 100 of them.
     f.write_all(&5000u32.to_le_bytes()).unwrap();
     f.write_all(&[1, 2, 3, 4]).unwrap();
@@ -150,7 +156,11 @@ fn a_lost_or_garbled_index_is_rebuilt_from_the_data() {
     assert_eq!(a.stats().corrupt_records, 0);
     all_found(&a, &ts);
     // Keys are read again from the spans.
-    assert_eq!(a.lookup(&a.key("user.id", "user-1"), None, None, 1000).len(), 100);
+    assert_eq!(
+        a.lookup(&a.key("user.id", "user-1"), None, None, 1000)
+            .len(),
+        100
+    );
     assert_eq!(files_of(dir.path(), "index").len(), idx.len());
 }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use super::config::Traces;
 use super::files;
-use super::pack;
 use super::format::{self, Entry, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
+use super::pack;
 use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
 use crate::model::{Span, TraceId};
@@ -127,7 +127,10 @@ impl Writer {
                     return;
                 }
             }
-            if self.pending_since.is_some_and(|t| t.elapsed() >= IDLE_FLUSH) {
+            if self
+                .pending_since
+                .is_some_and(|t| t.elapsed() >= IDLE_FLUSH)
+            {
                 self.write_block();
             }
             if self.last_enforce.elapsed() >= ENFORCE_EVERY {
@@ -193,7 +196,8 @@ impl Writer {
             spans: &packed,
         };
         entry.write(&mut self.pending);
-        self.pending_keys.push(keys.into_iter().map(|(_, k)| k).collect());
+        self.pending_keys
+            .push(keys.into_iter().map(|(_, k)| k).collect());
         self.pending_traces += 1;
         self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= inner.tuning.block_bytes {
@@ -259,8 +263,12 @@ impl Writer {
         {
             let mut st = self.inner.state.write();
             if let Some(v) = st.active.as_mut().filter(|v| v.seq == seq) {
-                v.index
-                    .add_block(at + wal::HEADER as u64, payload.len() as u32, &entries, keys);
+                v.index.add_block(
+                    at + wal::HEADER as u64,
+                    payload.len() as u32,
+                    &entries,
+                    keys,
+                );
             }
         }
         self.inner.counters.writes.fetch_add(1, Relaxed);
@@ -315,7 +323,10 @@ impl Writer {
             // lookups go on.
             let st = self.inner.state.read();
             let v = st.active.as_ref().expect("not empty");
-            let truncated = a.file.set_len(v.index.data_len).and_then(|()| a.file.sync_data());
+            let truncated = a
+                .file
+                .set_len(v.index.data_len)
+                .and_then(|()| a.file.sync_data());
             self.inner.fault().and(truncated)?;
             v.index.write(&files::index_path(dir, a.seq))?;
         }
