@@ -9,8 +9,9 @@
 //! then the entries. An entry's spans: `n × (varint resource, varint scope, u8 how,
 //! varint len, bytes without the times, varint times)`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use bytes::Bytes;
 
@@ -30,10 +31,22 @@ pub(crate) struct Dict {
     /// `Shared::id` → index: a batch's spans share their blocks.
     by_id: HashMap<u64, u32>,
     items: Vec<(Bytes, Bytes)>,
+    /// The last `(Shared::id, index)`: a trace's spans come grouped by block.
+    last: Option<(u64, u32)>,
 }
 
 impl Dict {
     fn index(&mut self, s: &Arc<Shared>) -> u32 {
+        match self.last {
+            Some((id, i)) if id == s.id => return i,
+            _ => {}
+        }
+        let i = self.lookup(s);
+        self.last = Some((s.id, i));
+        i
+    }
+
+    fn lookup(&mut self, s: &Arc<Shared>) -> u32 {
         if let Some(&i) = self.by_id.get(&s.id) {
             return i;
         }
@@ -102,8 +115,8 @@ fn is_time(tag: u64) -> bool {
 
 /// The values [`pack`] takes out of a span message: (position, kind), in order; None when
 /// the message cannot be walked.
-fn holes(b: &[u8]) -> Option<Vec<(usize, Hole)>> {
-    let mut out = Vec::new();
+fn holes(b: &[u8], out: &mut Vec<(usize, Hole)>) -> Option<()> {
+    out.clear();
     let (mut span_id, mut parent) = (false, false);
     let mut pos = 0;
     while pos < b.len() {
@@ -133,7 +146,7 @@ fn holes(b: &[u8]) -> Option<Vec<(usize, Hole)>> {
             _ => return None,
         }
     }
-    (pos == b.len()).then_some(out)
+    (pos == b.len()).then_some(())
 }
 
 fn span_id_of(bytes: &[u8]) -> Option<[u8; 8]> {
@@ -144,6 +157,7 @@ fn span_id_of(bytes: &[u8]) -> Option<[u8; 8]> {
 /// without the [`Hole`] values, then those values in order.
 pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out: &mut Vec<u8>) {
     let mut ids: Vec<Option<[u8; 8]>> = Vec::with_capacity(spans.len());
+    let mut hs = Vec::new();
     for span in spans {
         put_varint(out, dict.index(span.resource()).into());
         put_varint(out, dict.index(span.scope()).into());
@@ -153,7 +167,9 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
             how |= CUT_ID;
             b = &b[18..];
         }
-        let mut hs = holes(b).unwrap_or_default();
+        if holes(b, &mut hs).is_none() {
+            hs.clear();
+        }
         let mut parent = 0;
         hs.retain(|&(p, h)| match h {
             Hole::Parent => match ids
@@ -193,7 +209,11 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
                 Hole::Parent => put_varint(out, parent as u64),
             }
         }
-        ids.push(span_id_of(&span.bytes));
+        let own = hs.iter().find(|(_, h)| *h == Hole::SpanId);
+        ids.push(match own {
+            Some(&(p, _)) => b[p..p + 8].try_into().ok(),
+            None => span_id_of(&span.bytes),
+        });
     }
 }
 
@@ -207,8 +227,9 @@ fn restore(
     tail: &[u8],
     pos: &mut usize,
     out: &mut Vec<u8>,
-) -> Option<()> {
+) -> Option<Option<[u8; 8]>> {
     let (mut span_id, mut parent) = (how & SPAN_ID != 0, how & PARENT != 0);
+    let mut own = None;
     let mut at = 0;
     while at < holed.len() {
         let from = at;
@@ -229,7 +250,9 @@ fn restore(
                 if len == 8 && tag == SPAN_ID_TAG && span_id {
                     span_id = false;
                     out.extend_from_slice(&holed[from..at]);
-                    out.extend_from_slice(tail.get(*pos..*pos + 8)?);
+                    let id = tail.get(*pos..*pos + 8)?;
+                    out.extend_from_slice(id);
+                    own = id.try_into().ok();
                     *pos += 8;
                     continue;
                 }
@@ -247,7 +270,7 @@ fn restore(
         }
         out.extend_from_slice(holed.get(from..at)?);
     }
-    Some(())
+    Some(own)
 }
 
 /// The spans packed by [`pack`], as shells holding their bytes and origin only (to be
@@ -274,12 +297,14 @@ pub(crate) fn unpack(
             bytes.extend_from_slice(&TRACE_ID_PREFIX);
             bytes.extend_from_slice(id);
         }
-        if how & (TIMES | SPAN_ID | PARENT) == 0 {
+        let own = if how & (TIMES | SPAN_ID | PARENT) == 0 {
             bytes.extend_from_slice(b);
+            None
         } else {
-            restore(b, how, base, &ids, buf, &mut pos, &mut bytes)?;
-        }
-        ids.push(span_id_of(&bytes));
+            restore(b, how, base, &ids, buf, &mut pos, &mut bytes)?
+        };
+        // As `pack` numbers them: the span id taken out, else the one in the bytes.
+        ids.push(own.or_else(|| span_id_of(&bytes)));
         out.push(Span {
             start_unix_nano: 0,
             end_unix_nano: 0,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::tests::{cfg, decoded};
 use super::*;
 use crate::fixture::{Gen, Shape};
+use crate::support::index::Summary;
 
 fn disk(dir: &Path) -> (u64, u64) {
     let (mut data, mut index) = (0, 0);
@@ -196,4 +197,56 @@ fn startup_and_lookup_latency() {
         lat[1000], lat[1980]
     );
     a.close();
+}
+
+/// Where the writer's time goes, per span.
+#[test]
+#[ignore]
+fn writer_cost_by_step() {
+    let ts = load_traces(30_000);
+    let spans: usize = ts.iter().map(|(_, s)| s.len()).sum();
+    let per = |t: Instant| t.elapsed().as_nanos() as f64 / spans as f64;
+    let t = Instant::now();
+    for (id, s) in &ts {
+        std::hint::black_box(Summary::of(
+            *id,
+            s,
+            crate::support::index::Decision::Dropped,
+            Vec::new(),
+        ));
+    }
+    println!("summary: {:.0} ns/span", per(t));
+    let hasher = keys::Hasher::Seeded(7);
+    let attrs = vec!["user.id".to_owned(), "session.id".to_owned()];
+    let t = Instant::now();
+    for (_, s) in &ts {
+        std::hint::black_box(hasher.keys_of(&attrs, s));
+    }
+    println!("keys: {:.0} ns/span", per(t));
+    let mut dict = pack::Dict::default();
+    let mut blocks = Vec::new();
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    for (id, s) in &ts {
+        let base = s.iter().map(|s| s.start_unix_nano).min().unwrap();
+        pack::pack(id, base, s, &mut dict, &mut buf);
+        if buf.len() >= 1 << 20 {
+            blocks.push(dict.block(&std::mem::take(&mut buf)));
+        }
+    }
+    println!("pack: {:.0} ns/span", per(t));
+    for level in [1, 3] {
+        let mut c = zstd::bulk::Compressor::new(level).unwrap();
+        let t = Instant::now();
+        let mut out = 0;
+        for b in &blocks {
+            out += c.compress(b).unwrap().len();
+        }
+        println!("zstd {level}: {:.0} ns/span, {out} bytes", per(t));
+    }
+    let t = Instant::now();
+    for (_, s) in &ts {
+        std::hint::black_box(s.clone());
+    }
+    println!("clone (the caller's copy): {:.0} ns/span", per(t));
 }

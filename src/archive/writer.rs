@@ -73,8 +73,9 @@ pub(crate) struct Writer {
     log: (Option<Instant>, u64),
 }
 
-/// zstd level of the blocks (see the figures in the module header of `archive`).
-pub(crate) const LEVEL: i32 = 3;
+/// zstd level of the blocks: level 3 saves 0.2 B a span (under 1 %) on the load tool's
+/// traces for twice the compression time (see the module header of `archive`).
+pub(crate) const LEVEL: i32 = 1;
 
 impl Writer {
     pub(crate) fn new(inner: Arc<Inner>, next_seq: u64) -> Writer {
