@@ -64,41 +64,65 @@ impl Hasher {
         }
     }
 
-    /// The keys of one trace's spans: `(position in attributes, key)`, each once. Each
-    /// resource block is read once, and a value repeated on the spans (the same encoded
-    /// bytes) is hashed once.
-    pub(crate) fn keys_of<'s>(&self, attributes: &[String], spans: &'s [Span]) -> Vec<(u16, Key)> {
+    /// The keys of one trace's spans: `(position in attributes, key)`, each once. A value
+    /// repeated on the spans (the same encoded bytes) is hashed once, and each resource
+    /// block is read once for all the traces of a batch (`resources`, by block id: ids are
+    /// never reused).
+    pub(crate) fn keys_of<'s>(
+        &self,
+        attributes: &[String],
+        spans: &'s [Span],
+        resources: &mut ResourceKeys,
+    ) -> Vec<(u16, Key)> {
         let mut out: Vec<(u16, Key)> = Vec::new();
-        let mut resources: Vec<u64> = Vec::new();
         let mut seen: Vec<(usize, &'s [u8])> = Vec::new();
+        let mut last = u64::MAX;
         let position = |k: &[u8]| attributes.iter().position(|a| a.as_bytes() == k);
         for span in spans {
             let rid = span.resource().id;
-            let mut found = |k: &[u8], v: &'s [u8], seen: &mut Vec<(usize, &'s [u8])>| {
-                let Some(i) = position(k) else { return };
-                if seen.iter().any(|&(j, w)| j == i && w == v) {
-                    return;
+            if rid != last {
+                last = rid;
+                if resources.len() >= 4096 {
+                    resources.clear();
                 }
-                seen.push((i, v));
-                if let Some(key) = self.key_of_raw(k, v) {
-                    if !out.contains(&(i as u16, key)) {
-                        out.push((i as u16, key));
+                let keys = resources.entry(rid).or_insert_with(|| {
+                    let mut keys = Vec::new();
+                    let mut attrs = span.resource().resource_attributes();
+                    while let Some((k, v)) = attrs.next_raw() {
+                        if let Some(i) = position(k) {
+                            if let Some(key) = self.key_of_raw(k, v) {
+                                add(&mut keys, (i as u16, key));
+                            }
+                        }
                     }
-                }
-            };
-            if !resources.contains(&rid) {
-                resources.push(rid);
-                let mut attrs = span.resource().resource_attributes();
-                while let Some((k, v)) = attrs.next_raw() {
-                    found(k, v, &mut seen);
+                    keys
+                });
+                for k in keys.iter() {
+                    add(&mut out, *k);
                 }
             }
             let mut attrs = span.attributes();
             while let Some((k, v)) = attrs.next_raw() {
-                found(k, v, &mut seen);
+                let Some(i) = position(k) else { continue };
+                if seen.iter().any(|&(j, w)| j == i && w == v) {
+                    continue;
+                }
+                seen.push((i, v));
+                if let Some(key) = self.key_of_raw(k, v) {
+                    add(&mut out, (i as u16, key));
+                }
             }
         }
         out
+    }
+}
+
+/// Keys of resource blocks, by block id.
+pub(crate) type ResourceKeys = foldhash::HashMap<u64, Vec<(u16, Key)>>;
+
+fn add(keys: &mut Vec<(u16, Key)>, k: (u16, Key)) {
+    if !keys.contains(&k) {
+        keys.push(k);
     }
 }
 

@@ -432,7 +432,7 @@ impl Archive {
         let inner = self.inner();
         let names = &inner.cfg.attributes;
         let rekey = |spans: &[Span]| -> Vec<(String, Key)> {
-            let keys = inner.hasher.keys_of(names, spans);
+            let keys = inner.hasher.keys_of(names, spans, &mut Default::default());
             keys.into_iter()
                 .map(|(i, k)| (names[i as usize].clone(), k))
                 .collect()
@@ -556,7 +556,7 @@ fn reindex(
     let data = files::data_path(dir, seq);
     let index = files::index_path(dir, seq);
     let rekey = |spans: &[Span]| -> Vec<Key> {
-        let keys = hasher.keys_of(attributes, spans);
+        let keys = hasher.keys_of(attributes, spans, &mut Default::default());
         keys.into_iter().map(|(_, k)| k).collect()
     };
     let scanned = segment::scan(&data, Some(&rekey))?;

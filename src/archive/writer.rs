@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use super::config::Traces;
 use super::files;
 use super::format::{self, Entry, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
+use super::keys::ResourceKeys;
 use super::pack;
 use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
@@ -64,6 +65,8 @@ pub(crate) struct Writer {
     dict: pack::Dict,
     /// The keys of its entries, in order.
     pending_keys: Vec<Vec<Key>>,
+    /// Keys of the resource blocks met lately.
+    resource_keys: ResourceKeys,
     pending_traces: u64,
     pending_since: Option<Instant>,
     active: Option<Active>,
@@ -85,6 +88,7 @@ impl Writer {
             pending: Vec::new(),
             dict: pack::Dict::default(),
             pending_keys: Vec::new(),
+            resource_keys: ResourceKeys::default(),
             pending_traces: 0,
             pending_since: None,
             active: None,
@@ -176,7 +180,9 @@ impl Writer {
         if keep {
             pack::pack(&id, s.start_unix_nano, spans, &mut self.dict, &mut packed);
         }
-        let keys = inner.hasher.keys_of(&inner.cfg.attributes, spans);
+        let keys = inner
+            .hasher
+            .keys_of(&inner.cfg.attributes, spans, &mut self.resource_keys);
         let entry = Entry {
             id,
             decision,
