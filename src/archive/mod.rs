@@ -11,8 +11,11 @@
 //! segment of a killed process: read up to its last complete record). Retention deletes
 //! whole segments, oldest first. [`offline`] reads an archive without the daemon.
 //!
-//! Figures (fixture traces of 10 spans, `traces: all`, see the tests `bytes_per_span`):
-//! see the report in the branch history; zstd level 3 is the default ([`writer::LEVEL`]).
+//! Figures (`tests_bench`, the load tool's traces of 10 spans, `traces: all`, 2 shared
+//! cores): 31.8 bytes on disk per span at zstd level 1 (25.0 data, 6.8 index), 31.6 at level
+//! 3 for twice the compression time, hence level 1; the writer thread spends about 1 µs per
+//! span (keys, packing, compression, index). Opening reads one 128-byte header per
+//! segment: 60 segments, 1 M traces in a few milliseconds.
 
 mod config;
 mod files;
@@ -21,6 +24,7 @@ mod keys;
 pub mod offline;
 mod pack;
 mod read;
+mod recover;
 mod segment;
 mod writer;
 
@@ -269,7 +273,7 @@ impl Archive {
         };
         let counters = Counters::default();
         let (sealed, next_seq) =
-            recover(&cfg.dir, &counters, &hasher, &cfg.attributes).map_err(dir_err)?;
+            recover::recover(&cfg.dir, &counters, &hasher, &cfg.attributes).map_err(dir_err)?;
         let inner = Arc::new(Inner {
             retention_ms: AtomicU64::new(cfg.retention.as_millis() as u64),
             max_bytes: AtomicU64::new(cfg.max_bytes),
@@ -507,78 +511,4 @@ impl Archive {
     fn pause(&self) -> parking_lot::MutexGuard<'_, ()> {
         self.inner().gate.lock()
     }
-}
-
-/// Opens the sealed segments (headers only) and re-indexes any data file whose index is
-/// missing, damaged or stale, truncating it after its last complete record. Returns the
-/// sealed segments, oldest first, and the next sequence number.
-fn recover(
-    dir: &std::path::Path,
-    counters: &Counters,
-    hasher: &Hasher,
-    attributes: &[String],
-) -> std::io::Result<(Vec<Arc<Sealed>>, u64)> {
-    let listing = files::list(dir)?;
-    for t in listing.temps {
-        let _ = std::fs::remove_file(t);
-    }
-    let next = listing.segments.last().map_or(1, |s| s.0 + 1);
-    let mut sealed = Vec::new();
-    for (seq, data, index) in listing.segments {
-        if !data {
-            let _ = std::fs::remove_file(files::index_path(dir, seq));
-            continue;
-        }
-        if index {
-            if let Some(s) = Sealed::open(dir, seq) {
-                sealed.push(Arc::new(s));
-                continue;
-            }
-        }
-        match reindex(dir, seq, counters, hasher, attributes) {
-            Ok(Some(s)) => sealed.push(Arc::new(s)),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(seq, error = %e, "archive: cannot re-index a segment; skipped")
-            }
-        }
-    }
-    Ok((sealed, next))
-}
-
-fn reindex(
-    dir: &std::path::Path,
-    seq: u64,
-    counters: &Counters,
-    hasher: &Hasher,
-    attributes: &[String],
-) -> std::io::Result<Option<Sealed>> {
-    let data = files::data_path(dir, seq);
-    let index = files::index_path(dir, seq);
-    let rekey = |spans: &[Span]| -> Vec<Key> {
-        let keys = hasher.keys_of(attributes, spans, &mut Default::default());
-        keys.into_iter().map(|(_, k)| k).collect()
-    };
-    let scanned = segment::scan(&data, Some(&rekey))?;
-    if scanned.corrupt > 0 {
-        counters.corrupt.fetch_add(scanned.corrupt, Relaxed);
-        metrics::counter!("casefile_archive_corrupt_records_total").increment(scanned.corrupt);
-        tracing::warn!(
-            seq,
-            records = scanned.corrupt,
-            "archive: damaged records skipped"
-        );
-    }
-    if scanned.index.is_empty() {
-        let _ = std::fs::remove_file(&index);
-        std::fs::remove_file(&data)?;
-        return Ok(None);
-    }
-    if files::size(&data) != scanned.good_len {
-        let f = std::fs::OpenOptions::new().write(true).open(&data)?;
-        f.set_len(scanned.good_len)?;
-        f.sync_all()?;
-    }
-    scanned.index.write(&index)?;
-    Ok(Sealed::open(dir, seq))
 }
