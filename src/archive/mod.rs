@@ -294,7 +294,14 @@ impl Archive {
         w.enforce();
         let thread = std::thread::Builder::new()
             .name("casefile-archive".into())
-            .spawn(move || w.run(rx))
+            .spawn(move || {
+                // A bug here must cost the archive, never the daemon: later records are
+                // then dropped (the queue is closed).
+                let run = std::panic::AssertUnwindSafe(|| w.run(rx));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("archive: the writer stopped after a panic; archiving is off");
+                }
+            })
             .map_err(dir_err)?;
         Ok(Archive {
             handle: Arc::new(Handle {
