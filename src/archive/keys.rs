@@ -25,11 +25,20 @@ impl Hasher {
     pub(crate) fn key(&self, name: &[u8], value: &[u8]) -> Key {
         match self {
             Hasher::Seeded(seed) => {
-                let mut buf = Vec::with_capacity(name.len() + 1 + value.len());
-                buf.extend_from_slice(name);
-                buf.push(0);
-                buf.extend_from_slice(value);
-                Key(xxhash_rust::xxh3::xxh3_128_with_seed(&buf, *seed).to_le_bytes())
+                // name ‖ 0 ‖ value, on the stack when short (most values are).
+                let n = name.len() + 1 + value.len();
+                let mut stack = [0u8; 256];
+                let mut heap = Vec::new();
+                let buf: &mut [u8] = if n <= stack.len() {
+                    &mut stack[..n]
+                } else {
+                    heap.resize(n, 0);
+                    &mut heap
+                };
+                buf[..name.len()].copy_from_slice(name);
+                buf[name.len()] = 0;
+                buf[name.len() + 1..].copy_from_slice(value);
+                Key(xxhash_rust::xxh3::xxh3_128_with_seed(buf, *seed).to_le_bytes())
             }
             Hasher::Hmac(secret) => {
                 let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
@@ -43,44 +52,77 @@ impl Hasher {
         }
     }
 
-    /// The keys of one trace's spans: `(position in attributes, key)`, each once.
-    pub(crate) fn keys_of(&self, attributes: &[String], spans: &[Span]) -> Vec<(u16, Key)> {
-        let mut out: Vec<(u16, Key)> = Vec::new();
-        let mut resources: Vec<u64> = Vec::new();
-        let add = |k: &[u8], v: &[u8], out: &mut Vec<(u16, Key)>| {
-            let Some(i) = attributes.iter().position(|a| a.as_bytes() == k) else {
-                return;
-            };
-            let key = match AnyValueRef::parse(v) {
-                AnyValueRef::Str(s) if !s.is_empty() => self.key(k, s.as_bytes()),
-                AnyValueRef::Str(_) => return,
-                other => {
-                    let s = other.to_display_string();
-                    if s.is_empty() {
-                        return;
-                    }
-                    self.key(k, s.as_bytes())
-                }
-            };
-            if !out.contains(&(i as u16, key)) {
-                out.push((i as u16, key));
+    /// The key of one encoded `AnyValue` of attribute `name` (a string as its bytes,
+    /// anything else as the index renders it), None for an empty value.
+    fn key_of_raw(&self, name: &[u8], raw: &[u8]) -> Option<Key> {
+        match AnyValueRef::parse(raw) {
+            AnyValueRef::Str(s) => (!s.is_empty()).then(|| self.key(name, s.as_bytes())),
+            other => {
+                let s = other.to_display_string();
+                (!s.is_empty()).then(|| self.key(name, s.as_bytes()))
             }
-        };
+        }
+    }
+
+    /// The keys of one trace's spans: `(position in attributes, key)`, each once. A value
+    /// repeated on the spans (the same encoded bytes) is hashed once, and each resource
+    /// block is read once for all the traces of a batch (`resources`, by block id: ids are
+    /// never reused).
+    pub(crate) fn keys_of<'s>(
+        &self,
+        attributes: &[String],
+        spans: &'s [Span],
+        resources: &mut ResourceKeys,
+    ) -> Vec<(u16, Key)> {
+        let mut out: Vec<(u16, Key)> = Vec::new();
+        let mut seen: Vec<(usize, &'s [u8])> = Vec::new();
+        let mut last = u64::MAX;
+        let position = |k: &[u8]| attributes.iter().position(|a| a.as_bytes() == k);
         for span in spans {
             let rid = span.resource().id;
-            if !resources.contains(&rid) {
-                resources.push(rid);
-                let mut attrs = span.resource().resource_attributes();
-                while let Some((k, v)) = attrs.next_raw() {
-                    add(k, v, &mut out);
+            if rid != last {
+                last = rid;
+                if resources.len() >= 4096 {
+                    resources.clear();
+                }
+                let keys = resources.entry(rid).or_insert_with(|| {
+                    let mut keys = Vec::new();
+                    let mut attrs = span.resource().resource_attributes();
+                    while let Some((k, v)) = attrs.next_raw() {
+                        if let Some(i) = position(k) {
+                            if let Some(key) = self.key_of_raw(k, v) {
+                                add(&mut keys, (i as u16, key));
+                            }
+                        }
+                    }
+                    keys
+                });
+                for k in keys.iter() {
+                    add(&mut out, *k);
                 }
             }
             let mut attrs = span.attributes();
             while let Some((k, v)) = attrs.next_raw() {
-                add(k, v, &mut out);
+                let Some(i) = position(k) else { continue };
+                if seen.iter().any(|&(j, w)| j == i && w == v) {
+                    continue;
+                }
+                seen.push((i, v));
+                if let Some(key) = self.key_of_raw(k, v) {
+                    add(&mut out, (i as u16, key));
+                }
             }
         }
         out
+    }
+}
+
+/// Keys of resource blocks, by block id.
+pub(crate) type ResourceKeys = foldhash::HashMap<u64, Vec<(u16, Key)>>;
+
+fn add(keys: &mut Vec<(u16, Key)>, k: (u16, Key)) {
+    if !keys.contains(&k) {
+        keys.push(k);
     }
 }
 

@@ -34,10 +34,16 @@ impl Block {
     }
 }
 
+/// A decompressed block by (data file, payload offset).
+type Cached = (Arc<PathBuf>, u64, Arc<Block>);
+
+/// Derives the named keys of spans (entries whose keys are in their spans).
+pub(crate) type Rekey<'a> = &'a dyn Fn(&[Span]) -> Vec<(String, Key)>;
+
 /// Decompressed blocks recently read, by (data file, offset).
 #[derive(Default)]
 pub(crate) struct BlockCache {
-    blocks: Mutex<Vec<(Arc<PathBuf>, u64, Arc<Block>)>>,
+    blocks: Mutex<Vec<Cached>>,
 }
 
 const CACHED_BLOCKS: usize = 4;
@@ -82,11 +88,7 @@ impl BlockCache {
     }
 
     /// The attribute names and keys of a record.
-    pub(crate) fn keys_of(
-        &self,
-        rec: &Rec,
-        rekey: &dyn Fn(&[Span]) -> Vec<(String, Key)>,
-    ) -> Vec<(String, Key)> {
+    pub(crate) fn keys_of(&self, rec: &Rec, rekey: Rekey<'_>) -> Vec<(String, Key)> {
         let Some(block) = self.block(rec) else {
             return Vec::new();
         };

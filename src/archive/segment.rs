@@ -268,6 +268,9 @@ pub(crate) struct Sealed {
     pub seq: u64,
     pub data: Arc<PathBuf>,
     pub index: PathBuf,
+    /// The index file, open for positioned reads (a deleted segment's space is freed once
+    /// the last reader lets go of it).
+    file: File,
     pub header: Header,
     /// The string table, read at first use (a few KiB).
     strings: OnceLock<Vec<Names>>,
@@ -289,6 +292,7 @@ impl Sealed {
             seq,
             data: Arc::new(data),
             index,
+            file: f,
             header,
             strings: OnceLock::new(),
         })
@@ -418,39 +422,39 @@ impl Sealed {
     }
 
     pub(crate) fn by_id(&self, id: &TraceId) -> io::Result<Vec<Rec>> {
-        let f = File::open(&self.index)?;
+        let f = &self.file;
         let h = &self.header;
-        let (first, rows) = Self::search(&f, h.rows_off, h.rows, ROW, id)?;
+        let (first, rows) = Self::search(f, h.rows_off, h.rows, ROW, id)?;
         rows.iter()
             .enumerate()
-            .map(|(i, r)| self.rec(&f, first + i as u32, Row::parse(r)))
+            .map(|(i, r)| self.rec(f, first + i as u32, Row::parse(r)))
             .collect()
     }
 
     pub(crate) fn by_key(&self, key: &Key) -> io::Result<Vec<Rec>> {
-        let f = File::open(&self.index)?;
+        let f = &self.file;
         let h = &self.header;
-        let (_, keys) = Self::search(&f, h.keys_off, h.keys, KEY_ROW, &key.0)?;
+        let (_, keys) = Self::search(f, h.keys_off, h.keys, KEY_ROW, &key.0)?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             let pos = u32::from_le_bytes(k[16..20].try_into().expect("4 bytes"));
             if pos >= h.rows {
                 return Err(io::Error::other("damaged key row"));
             }
-            let r = files::read_at(&f, h.rows_off + u64::from(pos) * ROW as u64, ROW)?;
-            out.push(self.rec(&f, pos, Row::parse(&r))?);
+            let r = files::read_at(f, h.rows_off + u64::from(pos) * ROW as u64, ROW)?;
+            out.push(self.rec(f, pos, Row::parse(&r))?);
         }
         Ok(out)
     }
 
     /// Every record (offline reading).
     pub(crate) fn all(&self) -> io::Result<Vec<Rec>> {
-        let f = File::open(&self.index)?;
+        let f = &self.file;
         let h = &self.header;
-        let raw = files::read_at(&f, h.rows_off, h.rows as usize * ROW)?;
+        let raw = files::read_at(f, h.rows_off, h.rows as usize * ROW)?;
         raw.chunks_exact(ROW)
             .enumerate()
-            .map(|(i, r)| self.rec(&f, i as u32, Row::parse(r)))
+            .map(|(i, r)| self.rec(f, i as u32, Row::parse(r)))
             .collect()
     }
 }

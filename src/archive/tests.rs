@@ -214,6 +214,12 @@ fn kept_traces_keep_only_their_summary_with_traces_dropped() {
 }
 
 #[test]
+fn the_handle_is_send_and_sync() {
+    fn shared<T: Send + Sync + Clone + 'static>() {}
+    shared::<Archive>();
+}
+
+#[test]
 fn segment_size_is_two_percent_clamped() {
     let mut c = cfg(Path::new("/x"), Traces::All);
     c.max_bytes = 10 << 30;

@@ -4,9 +4,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use prost::Message;
+
 use super::tests::{cfg, decoded};
 use super::*;
 use crate::fixture::{Gen, Shape};
+use crate::support::index::Summary;
 
 fn disk(dir: &Path) -> (u64, u64) {
     let (mut data, mut index) = (0, 0);
@@ -22,10 +25,11 @@ fn disk(dir: &Path) -> (u64, u64) {
     (data, index)
 }
 
-/// The load tool's traffic: its shape mix, 10 spans a trace.
+/// The load tool's traffic: its shape mix, 10 spans a trace, decoded 100 traces a request
+/// (so a request's traces share their resource and scope blocks, as in the daemon).
 fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
     let mut g = Gen::new(42);
-    (0..n)
+    let all: Vec<_> = (0..n)
         .map(|_| {
             let m = g.mixed();
             let shape = Shape {
@@ -37,10 +41,27 @@ fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
                     >= 500_000_000,
                 premium: false,
             };
-            let t = g.trace(shape, 10);
-            (t.trace_id, decoded(&t))
+            g.trace(shape, 10)
         })
-        .collect()
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for chunk in all.chunks(100) {
+        let req = crate::fixture::request_for(chunk).encode_to_vec();
+        let spans = crate::wire::decode::decode_request(&req).unwrap().spans;
+        out.extend(super::writer::group(spans));
+    }
+    out
+}
+
+/// The best of three runs of `f`, in ns per span.
+fn best(spans: usize, mut f: impl FnMut()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_nanos() as f64 / spans as f64
+        })
+        .fold(f64::MAX, f64::min)
 }
 
 #[test]
@@ -57,10 +78,27 @@ fn bytes_per_span_by_level() {
         ts.len(),
         raw as f64 / spans as f64
     );
-    for level in [1, 3, 6, 9, 15] {
+    let runs: Vec<(i32, usize)> = match std::env::var("ARCHIVE_BENCH_LEVELS") {
+        Ok(v) => v
+            .split(',')
+            .map(|r| {
+                let (l, b) = r.split_once(':').unwrap_or((r, "1024"));
+                (l.parse().unwrap(), b.parse::<usize>().unwrap() << 10)
+            })
+            .collect(),
+        Err(_) => vec![
+            (1, 1 << 20),
+            (3, 1 << 20),
+            (6, 1 << 20),
+            (9, 1 << 20),
+            (3, 4 << 20),
+        ],
+    };
+    for (level, block_bytes) in runs {
         let dir = tempfile::tempdir().unwrap();
         let tuning = Tuning {
             level,
+            block_bytes,
             segment_bytes: Some(64 << 20),
             ..Tuning::default()
         };
@@ -68,13 +106,14 @@ fn bytes_per_span_by_level() {
         let t = Instant::now();
         for c in ts.chunks(200) {
             a.record_dropped(c.to_vec());
-            a.flush();
         }
+        a.flush();
         a.close();
         let took = t.elapsed();
         let (data, index) = disk(dir.path());
         println!(
-            "level {level:2}: {:.1} B/span ({:.1} data + {:.1} index), writer {:.2} µs/span (debug build)",
+            "level {level:2}, blocks of {} KiB: {:.1} B/span ({:.1} data + {:.1} index), writer {:.2} µs/span",
+            block_bytes >> 10,
             (data + index) as f64 / spans as f64,
             data as f64 / spans as f64,
             index as f64 / spans as f64,
@@ -94,7 +133,7 @@ fn startup_and_lookup_latency() {
     let users = n / 10;
     let dir = tempfile::tempdir().unwrap();
     let tuning = || Tuning {
-        segment_bytes: Some(4 << 20),
+        segment_bytes: Some(512 << 10),
         queue: 1 << 16,
         ..Tuning::default()
     };
@@ -178,4 +217,63 @@ fn startup_and_lookup_latency() {
         lat[1000], lat[1980]
     );
     a.close();
+}
+
+/// Where the writer's time goes, per span (best of three).
+#[test]
+#[ignore]
+fn writer_cost_by_step() {
+    let ts = load_traces(30_000);
+    let spans: usize = ts.iter().map(|(_, s)| s.len()).sum();
+    let summary = best(spans, || {
+        for (id, s) in &ts {
+            std::hint::black_box(Summary::of(
+                *id,
+                s,
+                crate::support::index::Decision::Dropped,
+                Vec::new(),
+            ));
+        }
+    });
+    println!("summary: {summary:.0} ns/span");
+    let hasher = keys::Hasher::Seeded(7);
+    let attrs = vec!["user.id".to_owned(), "session.id".to_owned()];
+    let k = best(spans, || {
+        let mut resources = Default::default();
+        for (_, s) in &ts {
+            std::hint::black_box(hasher.keys_of(&attrs, s, &mut resources));
+        }
+    });
+    println!("keys: {k:.0} ns/span");
+    let mut blocks = Vec::new();
+    let p = best(spans, || {
+        let mut dict = pack::Dict::default();
+        let mut buf = Vec::new();
+        blocks.clear();
+        for (id, s) in &ts {
+            let base = s.iter().map(|s| s.start_unix_nano).min().unwrap();
+            pack::pack(id, base, s, &mut dict, &mut buf);
+            if buf.len() >= 1 << 20 {
+                blocks.push(dict.block(&std::mem::take(&mut buf)));
+            }
+        }
+    });
+    println!("pack: {p:.0} ns/span");
+    for level in [1, 3] {
+        let mut c = zstd::bulk::Compressor::new(level).unwrap();
+        let mut out = 0;
+        let z = best(spans, || {
+            out = blocks
+                .iter()
+                .map(|b| c.compress(b).unwrap().len())
+                .sum::<usize>();
+        });
+        println!("zstd {level}: {z:.0} ns/span, {out} bytes");
+    }
+    let c = best(spans, || {
+        for (_, s) in &ts {
+            std::hint::black_box(s.clone());
+        }
+    });
+    println!("clone (the caller's copy): {c:.0} ns/span");
 }
