@@ -2,6 +2,7 @@
 //! from their blocks (the last few decompressed blocks are cached: a lookup's traces are
 //! often neighbours).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,7 +124,23 @@ impl BlockCache {
         if !any {
             return None;
         }
-        match decode_request(&encode_request(&shells)) {
+        // A rescue archives again the spans it sent (with the ticket on the root): each
+        // span once, as the latest record has it.
+        let mut at: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut unique: Vec<Span> = Vec::with_capacity(shells.len());
+        for span in shells {
+            match span.span_id() {
+                Some(sid) => match at.get(&sid[..]) {
+                    Some(&i) => unique[i] = span,
+                    None => {
+                        at.insert(sid.to_vec(), unique.len());
+                        unique.push(span);
+                    }
+                },
+                None => unique.push(span),
+            }
+        }
+        match decode_request(&encode_request(&unique)) {
             Ok(d) => Some(d.spans),
             Err(e) => {
                 tracing::warn!(error = %e, "archive: undecodable spans");
@@ -134,9 +151,10 @@ impl BlockCache {
 }
 
 /// Merges the records of one trace (any order) into its summary: spans counted over all
-/// records, start and end over all, root names from the record with the root span, the
-/// decision of the latest record, except that a dropped record followed by a kept one
-/// makes the trace rescued; reasons of the latest record that has any.
+/// records (over the kept ones of a rescued trace: a rescue sends again every span held),
+/// start and end over all, root names from the record with the root span, the decision of
+/// the latest record, except that a dropped record followed by a kept one makes the trace
+/// rescued; reasons of the latest record that has any.
 pub(crate) fn merge(id: TraceId, recs: &mut [Rec]) -> Option<Summary> {
     recs.sort_by_key(|r| (r.seq, r.pos));
     let last = recs.last()?;
@@ -173,6 +191,7 @@ pub(crate) fn merge(id: TraceId, recs: &mut [Rec]) -> Option<Summary> {
         error: recs.iter().any(|r| r.row.flags & ERROR != 0),
         span_count: recs
             .iter()
+            .filter(|r| decision != Decision::Rescued || r.row.decision == KEPT)
             .map(|r| u64::from(r.row.span_count))
             .sum::<u64>()
             .min(u64::from(u32::MAX)) as u32,
