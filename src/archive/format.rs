@@ -216,6 +216,9 @@ pub(crate) struct Header {
     pub strings: u32,
     pub min_start: u64,
     pub max_start: u64,
+    /// When the segment was last written (Unix ns, the archive's clock): its age for
+    /// retention. 0 in indexes written before it was recorded (then `max_start` stands in).
+    pub written: u64,
     pub rows_off: u64,
     pub keys_off: u64,
     pub blocks_off: u64,
@@ -223,6 +226,15 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The segment's age mark for retention: when it was written, else its newest trace.
+    pub(crate) fn written_or_newest(&self) -> u64 {
+        if self.written > 0 {
+            self.written
+        } else {
+            self.max_start
+        }
+    }
+
     pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
         let mut b = Vec::with_capacity(HEADER_LEN);
         b.extend_from_slice(MAGIC);
@@ -239,6 +251,7 @@ impl Header {
             self.keys_off,
             self.blocks_off,
             self.strings_off,
+            self.written,
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
@@ -269,6 +282,7 @@ impl Header {
             keys_off: u64_at(b, 68),
             blocks_off: u64_at(b, 76),
             strings_off: u64_at(b, 84),
+            written: u64_at(b, 92),
         };
         let fits = h.rows_off + u64::from(h.rows) * ROW as u64 <= h.keys_off
             && h.keys_off + u64::from(h.keys) * KEY_ROW as u64 <= h.blocks_off

@@ -48,6 +48,9 @@ pub(crate) struct MemIndex {
     string_ids: HashMap<Names, u32>,
     pub min_start: u64,
     pub max_start: u64,
+    /// When a block was last added (Unix ns, the archive's clock; a re-indexed file's
+    /// modification time): the segment's age for retention.
+    pub written: u64,
     /// Bytes of the data file the index covers.
     pub data_len: u64,
 }
@@ -168,6 +171,7 @@ impl MemIndex {
             strings: self.strings.len() as u32 * 3,
             min_start: self.min_start,
             max_start: self.max_start,
+            written: self.written,
             ..Header::default()
         };
         let mut body = Vec::with_capacity(
@@ -256,6 +260,11 @@ pub(crate) fn scan(path: &Path, rekey: Option<Rekey<'_>>) -> io::Result<Scanned>
         corrupt += 1;
     }
     index.data_len = at;
+    index.written = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
     Ok(Scanned {
         index,
         corrupt,

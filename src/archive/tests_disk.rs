@@ -165,6 +165,25 @@ fn a_lost_or_garbled_index_is_rebuilt_from_the_data() {
 }
 
 #[test]
+fn retention_reads_the_archive_clock_not_the_clients() {
+    // Traces stamped a year ago (a client's clock, a replayed capture) written now are
+    // kept for the whole retention.
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = Gen::new(14);
+    g.now_ns -= 365 * 24 * 3_600_000_000_000;
+    let mut c = cfg(dir.path(), Traces::All);
+    c.retention = 72 * HOUR;
+    let a = Archive::open_with(c, small()).unwrap();
+    let old = traces(&mut g, 300, 3);
+    a.record_dropped(old.clone());
+    a.flush();
+    assert!(a.stats().segments >= 3);
+    assert_eq!(a.stats().evicted_retention, 0);
+    all_found(&a, &old);
+    a.close();
+}
+
+#[test]
 fn retention_deletes_whole_segments_by_age() {
     let dir = tempfile::tempdir().unwrap();
     let mut g = Gen::new(13);
@@ -199,8 +218,12 @@ fn retention_deletes_whole_segments_by_age() {
     assert_eq!(left, 300 - st.evicted_retention);
     assert!(old[..200].iter().all(|(id, _)| a.summary(id).is_none()));
     all_found(&a, &young);
-    // The active segment goes too once its newest trace is past retention.
-    now.store(t0 + 80 * 3_600_000, Relaxed);
+    // The active segment goes too once it was last written longer ago than retention
+    // (its young traces were written at 71 h).
+    now.store(t0 + 142 * 3_600_000, Relaxed);
+    a.flush();
+    assert!(a.stats().segments > 0, "written 71 h ago: kept");
+    now.store(t0 + 144 * 3_600_000, Relaxed);
     a.flush();
     let st = a.stats();
     assert_eq!((st.traces, st.segments, st.bytes), (0, 0, 0), "{st:?}");

@@ -270,6 +270,7 @@ impl Writer {
         {
             let mut st = self.inner.state.write();
             if let Some(v) = st.active.as_mut().filter(|v| v.seq == seq) {
+                v.index.written = unix_nanos((self.inner.clock)());
                 v.index.add_block(
                     at + wal::HEADER as u64,
                     payload.len() as u32,
@@ -350,8 +351,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes whole segments, oldest first: those whose newest trace is older than the
-    /// retention, then while the total exceeds `max_bytes`.
+    /// Deletes whole segments, oldest first: those last written longer ago than the
+    /// retention (by the archive's clock, so a client's skewed clock cannot age or keep
+    /// them), then while the total exceeds `max_bytes`.
     pub(crate) fn enforce(&mut self) {
         self.last_enforce = Instant::now();
         let now = (self.inner.clock)();
@@ -364,7 +366,7 @@ impl Writer {
             let st = self.inner.state.read();
             st.active
                 .as_ref()
-                .is_some_and(|v| !v.index.is_empty() && v.index.max_start < cutoff)
+                .is_some_and(|v| !v.index.is_empty() && v.index.written < cutoff)
         };
         if active_old && self.pending.is_empty() {
             if let Err(e) = self.seal() {
@@ -378,7 +380,7 @@ impl Writer {
             let active = self.active.as_ref().map_or(0, |a| a.len);
             let mut total: u64 = st.sealed.iter().map(|s| s.bytes()).sum::<u64>() + active;
             while let Some(first) = st.sealed.first() {
-                let reason = if first.header.max_start < cutoff {
+                let reason = if first.header.written_or_newest() < cutoff {
                     0
                 } else if total > max_bytes {
                     1
@@ -447,4 +449,10 @@ fn policy_of(spans: &[Span]) -> String {
         .find_map(|s| s.attributes().get(b"casefile.policy"))
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// Unix nanoseconds of `t` (0 before 1970).
+fn unix_nanos(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
