@@ -47,7 +47,7 @@ impl ArchiveCfg {
 
 /// Disk bytes an archived span takes, data and index, on the load tool's traces with
 /// `traces: all` (BENCHMARKS.md, "The archive"): what `casefile check` sizes `max_bytes` with.
-pub const ESTIMATED_BYTES_PER_SPAN: u64 = 40;
+pub const ESTIMATED_BYTES_PER_SPAN: u64 = 30;
 
 impl std::fmt::Debug for ArchiveCfg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
