@@ -317,6 +317,9 @@ pub fn complain(a: ComplainArgs) -> ExitCode {
                     "already_sampled" => "already kept",
                     "rescued" => "rescued: it had been dropped and is sent on now",
                     "not_found" => "not found: casefile no longer holds it",
+                    "not_rescued_limit" => {
+                        "not rescued: past support.complaints.max_rescue_traces for one complaint"
+                    }
                     other => other,
                 };
                 println!("  {}  {what}", t["trace_id"].as_str().unwrap_or("?"));
