@@ -109,6 +109,15 @@ impl Daemon {
     /// a fake tree).
     pub async fn start_on(config: Config, host: Host) -> Result<Daemon, RunError> {
         let metrics = telemetry::metrics_handle();
+        for w in &config.warnings {
+            let line = w.line.map(|l| format!(":{l}")).unwrap_or_default();
+            tracing::warn!(
+                "config {}{line}: {}: {}",
+                config.source,
+                w.problem.path,
+                w.problem.message
+            );
+        }
         // Certificate files are read before anything starts, so a bad one starts nothing.
         let grpc_tls = server_tls(
             "OTLP/gRPC receiver",

@@ -105,6 +105,13 @@ fn check(path: Option<&PathBuf>) -> ExitCode {
         }
     };
     println!("{}: OK", cfg.source);
+    for w in &cfg.warnings {
+        let line = w.line.map(|l| format!(":{l}")).unwrap_or_default();
+        println!(
+            "  warning: {}{line}: {}: {}",
+            cfg.source, w.problem.path, w.problem.message
+        );
+    }
     for line in cfg.summary() {
         println!("  {line}");
     }

@@ -31,11 +31,14 @@ fn join(path: &str, rest: &str) -> String {
 /// Reads sections one by one, collecting problems instead of stopping at the first.
 pub(super) struct Reader {
     pub(super) problems: Vec<Problem>,
+    /// Run as written, but probably not what was meant (a Collector section casefile does
+    /// not run, a policy that can never match): `casefile check` and the start say so.
+    pub(super) warnings: Vec<Problem>,
 }
 
 impl Reader {
     /// Deserializes `value` as `T`; a failure becomes a problem at `path` + the inner path.
-    fn read<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+    pub(super) fn read<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(t) => Some(t),
             Err(e) => {
@@ -59,8 +62,12 @@ impl Reader {
         }
     }
 
-    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
+    }
+
+    pub(super) fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem::new(path, message));
     }
 
     pub(super) fn build(&mut self, root: Value, source: &str) -> Option<Config> {
@@ -72,6 +79,7 @@ impl Reader {
                 return None;
             }
         };
+        let applied = super::collector::normalize(self, &mut root);
         let receivers = self
             .read_or_default::<raw::Receivers>(&mut root, "receivers")
             .map(|r| self.receivers(r));
@@ -83,7 +91,9 @@ impl Reader {
             ),
             None => (None, None),
         };
-        let exporters = self.exporters(root.remove("exporters"));
+        let exporters = self
+            .exporters(root.remove("exporters"))
+            .map(|e| apply_pipeline(e, &applied));
         let support = self
             .read_or_default::<raw::Support>(&mut root, "support")
             .map(|s| self.support(s));
@@ -104,12 +114,7 @@ impl Reader {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{k:?}"));
-            let hint = match key.as_str() {
-                "service" | "extensions" | "connectors" => {
-                    " (casefile has one fixed pipeline; remove this Collector section)"
-                }
-                _ => "",
-            };
+            let hint = "";
             self.problem(key.clone(), format!("unknown field `{key}`, expected one of receivers, processors, exporters, support, logging, storage, shutdown_timeout{hint}"));
         }
         let storage = storage?;
@@ -119,6 +124,7 @@ impl Reader {
             support.complaints.store = Some(db.display().to_string());
         }
         Some(Config {
+            warnings: Vec::new(),
             source: source.to_owned(),
             receivers: receivers??,
             tail_sampling: tail_sampling?,
@@ -240,11 +246,16 @@ impl Reader {
             );
         }
         if ok {
-            if let Err(problems) =
-                crate::policy::Policies::build(&policies, t.sample_on_first_match)
-            {
-                for p in problems {
-                    self.problem(join(P, &p.path), p.message);
+            match crate::policy::Policies::build(&policies, t.sample_on_first_match) {
+                Ok(built) => {
+                    for w in built.warnings {
+                        self.warning(join(P, &w.path), w.message);
+                    }
+                }
+                Err(problems) => {
+                    for p in problems {
+                        self.problem(join(P, &p.path), p.message);
+                    }
                 }
             }
         }
@@ -606,4 +617,23 @@ impl Reader {
             format,
         })
     }
+}
+
+/// The exporters of the traces pipeline, when there is one (a Collector file), each bounded
+/// by the batch processor's span count when it has one.
+fn apply_pipeline(
+    mut exporters: Vec<(String, ExporterCfg)>,
+    applied: &super::collector::Applied,
+) -> Vec<(String, ExporterCfg)> {
+    if let Some(names) = &applied.exporters {
+        exporters.retain(|(n, _)| names.contains(n));
+    }
+    if let Some(spans) = applied.batch_max_spans {
+        for (_, e) in &mut exporters {
+            if let ExporterCfg::Otlp(c) | ExporterCfg::OtlpHttp(c) = e {
+                c.sending_queue.batch.max_spans = Some(spans);
+            }
+        }
+    }
+    exporters
 }

@@ -5,6 +5,7 @@
 //! line and path, or returns the validated [`Config`] the daemon is built from.
 
 mod build;
+mod collector;
 pub mod duration;
 mod raw;
 pub mod size;
@@ -297,6 +298,9 @@ pub struct StorageCfg {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Run as written but said (`casefile check`, the log at start): Collector sections
+    /// casefile does not run, policies that can never match. With their lines.
+    pub warnings: Vec<Located>,
     /// Where it came from (a path, or `<embedded default>`), for messages.
     pub source: String,
     pub receivers: ReceiversCfg,
@@ -346,10 +350,22 @@ pub fn load_with_env(text: &str, source: &str, env: &dyn Env) -> Result<Config, 
     })?;
     let mut problems = Vec::new();
     yaml::expand_env(&mut root, env, "", &mut problems);
-    let mut reader = build::Reader { problems };
+    let mut reader = build::Reader {
+        problems,
+        warnings: Vec::new(),
+    };
     let config = reader.build(root, source);
     if reader.problems.is_empty() {
-        Ok(config.expect("no problems means a config"))
+        let mut config = config.expect("no problems means a config");
+        config.warnings = reader
+            .warnings
+            .into_iter()
+            .map(|p| Located {
+                line: lines.of(&line_path(&p)),
+                problem: p,
+            })
+            .collect();
+        Ok(config)
     } else {
         let problems = reader
             .problems

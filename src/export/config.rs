@@ -180,6 +180,10 @@ pub struct BatchCfg {
     /// Unused (accepted for compatibility).
     #[serde(default)]
     pub flush_timeout: Option<GoDuration>,
+    /// The Collector `batch` processor's `send_batch_max_size` (a whole Collector file):
+    /// at most this many spans a request, whatever the sizer.
+    #[serde(skip)]
+    pub max_spans: Option<usize>,
 }
 
 /// How `sending_queue.batch.max_size` is counted.
@@ -212,6 +216,9 @@ impl BatchCfg {
             (Ok(Sizer::Bytes), Some(n)) => limits.max_bytes = n,
             (Ok(Sizer::Items), Some(n)) => limits.max_spans = n,
             _ => {}
+        }
+        if let Some(n) = self.max_spans.filter(|&n| n > 0) {
+            limits.max_spans = limits.max_spans.min(n);
         }
         limits
     }

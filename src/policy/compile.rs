@@ -50,7 +50,9 @@ impl Place {
             || match self {
                 Place::Top => COMBINATOR_TYPES.contains(&kind),
                 Place::Composite => kind == "and",
-                Place::And | Place::Not | Place::Drop => false,
+                // As the newest Collector: `not` inside `and` and `drop`, nothing inside `not`.
+                Place::And | Place::Drop => kind == "not",
+                Place::Not => false,
             }
     }
 
@@ -77,15 +79,20 @@ impl Built {
     }
 }
 
-/// Collects problems while building.
+/// Collects problems (refusals) and warnings (run as the Collector runs them) while building.
 #[derive(Default)]
 pub struct Compiler {
     pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
 }
 
 impl Compiler {
     pub fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
+    }
+
+    pub fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem::new(path, message));
     }
 
     /// Builds one policy at `path` (e.g. `policies[2]`), or returns `None` after recording why

@@ -61,12 +61,20 @@ impl Compiler {
             ),
             "probabilistic" => {
                 let c = cfg.probabilistic.as_ref()?;
-                let pct = c.sampling_percentage;
-                if !(0.0..=100.0).contains(&pct) {
+                let mut pct = c.sampling_percentage;
+                if pct.is_nan() {
                     self.problem(
                         format!("{path}.probabilistic.sampling_percentage"),
-                        format!("must be between 0 and 100, got {pct}"),
+                        "must be a number between 0 and 100",
                     );
+                } else if !(0.0..=100.0).contains(&pct) {
+                    // The Collector clamps: below 0 keeps nothing, above 100 everything.
+                    let clamped = pct.clamp(0.0, 100.0);
+                    self.warning(
+                        format!("{path}.probabilistic.sampling_percentage"),
+                        format!("{pct} is outside 0-100: sampling {clamped} % of traces, as the Collector does (probably a mistake)"),
+                    );
+                    pct = clamped;
                 }
                 let salt = if c.hash_salt.is_empty() {
                     hash::DEFAULT_SALT
@@ -177,11 +185,14 @@ impl Compiler {
                     self.problem(format!("{at}.key"), "key is required");
                 }
                 if c.values.is_empty() {
-                    self.problem(format!("{at}.values"), "expected at least one value");
+                    self.warning(
+                        format!("{at}.values"),
+                        "no values: this policy never samples a trace, as in the Collector (probably a mistake)",
+                    );
                 }
                 for (i, v) in c.values.iter().enumerate() {
                     if v.is_empty() || c.key.len() + v.len() >= 256 {
-                        self.problem(format!("{at}.values[{i}]"), "can never match: a tracestate value is non-empty and key=value is under 257 characters");
+                        self.warning(format!("{at}.values[{i}]"), "can never match: a tracestate value is non-empty and key=value is under 257 characters (run as written, as the Collector does)");
                     }
                 }
                 let values = c.values.iter().map(|v| v.as_str().into()).collect();
@@ -261,7 +272,15 @@ impl Compiler {
             self.problem(format!("{at}.key"), "key is required");
         }
         if c.values.is_empty() {
-            self.problem(format!("{at}.values"), "expected at least one value");
+            let what = if c.invert_match {
+                "with invert_match it samples every trace"
+            } else {
+                "it never samples a trace"
+            };
+            self.warning(
+                format!("{at}.values"),
+                format!("no values: {what}, as in the Collector (probably a mistake)"),
+            );
         }
         let matcher = if c.enabled_regex_matching {
             let mut ok = true;

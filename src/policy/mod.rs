@@ -53,6 +53,9 @@ pub struct Policies {
     sample_on_first_match: bool,
     /// What `describe` prints, built once.
     lines: Vec<String>,
+    /// Configs the Collector runs as written but that are probably mistakes (an empty
+    /// value list, a percentage out of range): run the same way, and said (path, message).
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Debug)]
@@ -138,6 +141,7 @@ impl Policies {
             order: drops,
             sample_on_first_match,
             lines,
+            warnings: c.warnings,
         })
     }
 

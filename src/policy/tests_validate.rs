@@ -56,7 +56,6 @@ fn reports_every_problem_at_once_with_its_path() {
             "policies[1].latency.threshold_ms",
             "policies[1].latency.upper_threshold_ms",
             "policies[2].name",
-            "policies[2].probabilistic.sampling_percentage",
             "policies[3].numeric_attribute.min_value",
             "policies[4].status_code.status_codes[1]",
             "policies[5].string_attribute.key",
@@ -64,7 +63,6 @@ fn reports_every_problem_at_once_with_its_path() {
             "policies[6].rate_limiting.spans_per_second",
             "policies[7].span_count.min_spans",
             "policies[8].latency.upper_threshold_ms",
-            "policies[9].string_attribute.values",
             "policies[10].bytes_limiting.bytes_per_second",
             "policies[10].bytes_limiting.burst_capacity",
         ]
@@ -262,4 +260,86 @@ fn names_and_describe() {
 fn policies_can_be_shared_between_threads() {
     fn shared<T: Send + Sync + 'static>() {}
     shared::<Policies>();
+}
+
+/// Configs the Collector runs as written (its own test tables have them): accepted, run the
+/// same way, and warned about.
+#[test]
+fn what_the_collector_runs_runs_with_a_warning() {
+    let yaml = r#"
+- { name: over, type: probabilistic, probabilistic: { sampling_percentage: 150 } }
+- { name: under, type: probabilistic, probabilistic: { sampling_percentage: -5 } }
+- { name: none, type: string_attribute, string_attribute: { key: k, values: [] } }
+- { name: all, type: string_attribute, string_attribute: { key: k, values: [], invert_match: true } }
+- { name: ts, type: trace_state, trace_state: { key: k, values: [] } }
+"#;
+    let p = Policies::build(&cfgs(yaml), false).expect("the Collector runs these");
+    let warned: Vec<&str> = p.warnings.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(
+        warned,
+        [
+            "policies[0].probabilistic.sampling_percentage",
+            "policies[1].probabilistic.sampling_percentage",
+            "policies[2].string_attribute.values",
+            "policies[3].string_attribute.values",
+            "policies[4].trace_state.values",
+        ]
+    );
+    assert!(
+        p.warnings[0].message.contains("sampling 100 %"),
+        "{:?}",
+        p.warnings
+    );
+    assert!(
+        p.warnings[3].message.contains("samples every trace"),
+        "{:?}",
+        p.warnings
+    );
+    // And they behave as the Collector's: over 100 keeps everything, under 0 nothing, an
+    // empty list matches nothing (inverted: everything), an empty trace_state list nothing.
+    let line = |name: &str| {
+        yaml.lines()
+            .find(|l| l.contains(&format!("name: {name},")))
+            .unwrap()
+            .to_owned()
+    };
+    let spans = super::tests::spans(vec![super::tests::span(0, 1)]);
+    let keeps = |name: &str| super::tests::keeps(&line(name), &spans);
+    assert!(keeps("over"));
+    assert!(!keeps("under"));
+    assert!(!keeps("none"));
+    assert!(keeps("all"));
+    assert!(!keeps("ts"));
+}
+
+/// As the newest Collector: `not` inside `and` and `drop`; still nothing inside `not`.
+#[test]
+fn not_nests_inside_and_and_drop() {
+    let yaml = r#"
+- name: errors-but-not-health
+  type: and
+  and:
+    and_sub_policy:
+      - { name: e, type: status_code, status_code: { status_codes: [ERROR] } }
+      - name: not-health
+        type: not
+        not: { not_sub_policy: { name: h, type: string_attribute, string_attribute: { key: http.route, values: [/health] } } }
+- name: drop-unless-premium
+  type: drop
+  drop:
+    drop_sub_policy:
+      - name: not-premium
+        type: not
+        not: { not_sub_policy: { name: p, type: string_attribute, string_attribute: { key: user.tier, values: [premium] } } }
+"#;
+    let p = Policies::build(&cfgs(yaml), false).expect("not inside and/drop is accepted");
+    assert!(p.warnings.is_empty());
+    let nested = r#"
+- name: n
+  type: not
+  not: { not_sub_policy: { name: m, type: not, not: { not_sub_policy: { name: a, type: always_sample } } } }
+"#;
+    assert!(paths(nested)
+        .iter()
+        .any(|p| p.starts_with("policies[0].not.not_sub_policy")));
 }
