@@ -31,18 +31,24 @@ pub(crate) struct Dict {
     /// `Shared::id` → index: a batch's spans share their blocks.
     by_id: HashMap<u64, u32>,
     items: Vec<(Bytes, Bytes)>,
-    /// The last `(Shared::id, index)`: a trace's spans come grouped by block.
-    last: Option<(u64, u32)>,
+    /// `(Shared::id, index)` of blocks met lately, by id modulo 16 (ids start at 1: 0 is
+    /// none): a batch's spans share a few blocks.
+    recent: [(u64, u32); 16],
+    /// Reused by [`pack`]: span ids of the trace, holes of a span.
+    ids: Vec<Option<[u8; 8]>>,
+    holes: Vec<(usize, Hole)>,
 }
 
 impl Dict {
+    #[inline]
     fn index(&mut self, s: &Arc<Shared>) -> u32 {
-        match self.last {
-            Some((id, i)) if id == s.id => return i,
-            _ => {}
+        let slot = (s.id % 16) as usize;
+        let (id, i) = self.recent[slot];
+        if id == s.id {
+            return i;
         }
         let i = self.lookup(s);
-        self.last = Some((s.id, i));
+        self.recent[slot] = (s.id, i);
         i
     }
 
@@ -63,16 +69,25 @@ impl Dict {
     /// Writes the block: the dictionary, then `entries`; empties the dictionary.
     pub(crate) fn block(&mut self, entries: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(entries.len() + 4096);
-        put_varint(&mut out, self.items.len() as u64);
+        self.block_into(entries, &mut out);
+        out
+    }
+
+    /// [`Dict::block`] into `out` (cleared first).
+    pub(crate) fn block_into(&mut self, entries: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        put_varint(out, self.items.len() as u64);
         for (m, s) in &self.items {
-            put_varint(&mut out, m.len() as u64);
+            put_varint(out, m.len() as u64);
             out.extend_from_slice(m);
-            put_varint(&mut out, s.len() as u64);
+            put_varint(out, s.len() as u64);
             out.extend_from_slice(s);
         }
         out.extend_from_slice(entries);
-        *self = Dict::default();
-        out
+        self.by_content.clear();
+        self.by_id.clear();
+        self.items.clear();
+        self.recent = Default::default();
     }
 }
 
@@ -156,8 +171,23 @@ fn span_id_of(bytes: &[u8]) -> Option<[u8; 8]> {
 /// Appends the spans of trace `id` (started at `base`) to `out`: per span, its bytes
 /// without the [`Hole`] values, then those values in order.
 pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out: &mut Vec<u8>) {
-    let mut ids: Vec<Option<[u8; 8]>> = Vec::with_capacity(spans.len());
-    let mut hs = Vec::new();
+    let mut ids = std::mem::take(&mut dict.ids);
+    let mut hs = std::mem::take(&mut dict.holes);
+    ids.clear();
+    pack_into(id, base, spans, dict, out, &mut ids, &mut hs);
+    dict.ids = ids;
+    dict.holes = hs;
+}
+
+fn pack_into(
+    id: &TraceId,
+    base: u64,
+    spans: &[Span],
+    dict: &mut Dict,
+    out: &mut Vec<u8>,
+    ids: &mut Vec<Option<[u8; 8]>>,
+    hs: &mut Vec<(usize, Hole)>,
+) {
     for span in spans {
         put_varint(out, dict.index(span.resource()).into());
         put_varint(out, dict.index(span.scope()).into());
@@ -167,7 +197,7 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
             how |= CUT_ID;
             b = &b[18..];
         }
-        if holes(b, &mut hs).is_none() {
+        if holes(b, hs).is_none() {
             hs.clear();
         }
         let mut parent = 0;
@@ -184,7 +214,7 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
             },
             _ => true,
         });
-        for (_, h) in &hs {
+        for (_, h) in hs.iter() {
             how |= match h {
                 Hole::Time => TIMES,
                 Hole::SpanId => SPAN_ID,
@@ -194,12 +224,12 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
         out.push(how);
         put_varint(out, (b.len() - 8 * hs.len()) as u64);
         let mut from = 0;
-        for &(p, _) in &hs {
+        for &(p, _) in hs.iter() {
             out.extend_from_slice(&b[from..p]);
             from = p + 8;
         }
         out.extend_from_slice(&b[from..]);
-        for &(p, h) in &hs {
+        for &(p, h) in hs.iter() {
             match h {
                 Hole::Time => {
                     let v = u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));

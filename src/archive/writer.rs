@@ -63,8 +63,14 @@ pub(crate) struct Writer {
     pending: Vec<u8>,
     /// Its dictionary of resources and scopes.
     dict: pack::Dict,
-    /// The keys of its entries, in order.
-    pending_keys: Vec<Vec<Key>>,
+    /// The keys of its entries, in order: entry `i`'s end at `pending_ends[i]`.
+    pending_keys: Vec<Key>,
+    pending_ends: Vec<u32>,
+    /// Reused for each trace: its packed spans, its keys.
+    packed: Vec<u8>,
+    keys: Vec<(u16, Key)>,
+    /// The block being compressed (dictionary, entries), reused.
+    block: Vec<u8>,
     /// Keys of the resource blocks met lately.
     resource_keys: ResourceKeys,
     pending_traces: u64,
@@ -88,6 +94,10 @@ impl Writer {
             pending: Vec::new(),
             dict: pack::Dict::default(),
             pending_keys: Vec::new(),
+            pending_ends: Vec::new(),
+            packed: Vec::new(),
+            keys: Vec::new(),
+            block: Vec::new(),
             resource_keys: ResourceKeys::default(),
             pending_traces: 0,
             pending_since: None,
@@ -110,9 +120,7 @@ impl Writer {
                     }
                 }
                 Ok(Msg::Kept(spans)) => {
-                    for (id, spans) in group(spans) {
-                        self.add(id, &spans, KEPT);
-                    }
+                    for_each_trace(spans, |id, spans| self.add(id, spans, KEPT));
                 }
                 Ok(Msg::Flush(ack)) => {
                     self.write_block();
@@ -176,13 +184,18 @@ impl Writer {
         if s.error {
             flags |= ERROR;
         }
-        let mut packed = Vec::new();
+        let mut packed = std::mem::take(&mut self.packed);
+        packed.clear();
         if keep {
             pack::pack(&id, s.start_unix_nano, spans, &mut self.dict, &mut packed);
         }
-        let keys = inner
-            .hasher
-            .keys_of(&inner.cfg.attributes, spans, &mut self.resource_keys);
+        let mut keys = std::mem::take(&mut self.keys);
+        inner.hasher.keys_into(
+            &inner.cfg.attributes,
+            spans,
+            &mut self.resource_keys,
+            &mut keys,
+        );
         let entry = Entry {
             id,
             decision,
@@ -203,8 +216,11 @@ impl Writer {
             spans: &packed,
         };
         entry.write(&mut self.pending);
-        self.pending_keys
-            .push(keys.into_iter().map(|(_, k)| k).collect());
+        drop(entry);
+        self.packed = packed;
+        self.pending_keys.extend(keys.iter().map(|(_, k)| *k));
+        self.pending_ends.push(self.pending_keys.len() as u32);
+        self.keys = keys;
         self.pending_traces += 1;
         self.pending_since.get_or_insert_with(Instant::now);
         if self.pending.len() >= inner.tuning.block_bytes {
@@ -219,10 +235,22 @@ impl Writer {
             return;
         }
         let entries = std::mem::take(&mut self.pending);
-        let block = self.dict.block(&entries);
+        let mut block = std::mem::take(&mut self.block);
+        self.dict.block_into(&entries, &mut block);
         let keys = std::mem::take(&mut self.pending_keys);
+        let ends = std::mem::take(&mut self.pending_ends);
         let traces = std::mem::take(&mut self.pending_traces);
-        if let Err(e) = self.append(&block, &entries, &keys) {
+        let res = self.append(&block, &entries, &keys, &ends);
+        self.block = block;
+        // The buffers are kept for the next block.
+        let (mut entries, mut keys, mut ends) = (entries, keys, ends);
+        entries.clear();
+        keys.clear();
+        ends.clear();
+        self.pending = entries;
+        self.pending_keys = keys;
+        self.pending_ends = ends;
+        if let Err(e) = res {
             let c = &self.inner.counters;
             c.write_errors.fetch_add(1, Relaxed);
             metrics::counter!("casefile_archive_write_errors_total").increment(1);
@@ -246,7 +274,13 @@ impl Writer {
     }
 
     /// Appends `block` (its dictionary, then `entries`).
-    fn append(&mut self, block: &[u8], entries: &[u8], keys: &[Vec<Key>]) -> io::Result<()> {
+    fn append(
+        &mut self,
+        block: &[u8],
+        entries: &[u8],
+        keys: &[Key],
+        ends: &[u32],
+    ) -> io::Result<()> {
         if self.active.as_ref().is_some_and(|a| a.broken) {
             self.seal()?;
         }
@@ -276,6 +310,7 @@ impl Writer {
                     payload.len() as u32,
                     &entries,
                     keys,
+                    ends,
                 );
             }
         }
@@ -422,6 +457,31 @@ impl Writer {
             now.saturating_sub(t) as f64 / 1e9
         });
         metrics::gauge!("casefile_archive_oldest_trace_age_seconds").set(age);
+    }
+}
+
+/// Calls `f` with each trace's spans, grouped as [`group`] does. Kept spans mostly arrive
+/// in runs of one trace: when no trace has two runs, the runs are handed over as they are
+/// (no copy, one hash per trace).
+fn for_each_trace(spans: Vec<Span>, mut f: impl FnMut(TraceId, &[Span])) {
+    let mut runs: Vec<(TraceId, usize)> = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        let id = s.trace_id();
+        if runs.last().is_none_or(|&(last, _)| last != id) {
+            runs.push((id, i));
+        }
+    }
+    let mut ids: foldhash::HashSet<TraceId> = Default::default();
+    ids.reserve(runs.len());
+    if !runs.iter().all(|(id, _)| ids.insert(*id)) {
+        for (id, spans) in group(spans) {
+            f(id, &spans);
+        }
+        return;
+    }
+    for (n, &(id, from)) in runs.iter().enumerate() {
+        let to = runs.get(n + 1).map_or(spans.len(), |&(_, i)| i);
+        f(id, &spans[from..to]);
     }
 }
 
