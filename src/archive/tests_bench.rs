@@ -87,6 +87,7 @@ fn bytes_per_span_by_level() {
             })
             .collect(),
         Err(_) => vec![
+            (-1, 1 << 20),
             (1, 1 << 20),
             (3, 1 << 20),
             (6, 1 << 20),
@@ -269,6 +270,37 @@ fn writer_cost_by_step() {
                 .sum::<usize>();
         });
         println!("zstd {level}: {z:.0} ns/span, {out} bytes");
+    }
+    // ARCHIVE_BENCH_ZSTD="level:min_match:hash_log:window_log;..." (0: the level's own).
+    if let Ok(v) = std::env::var("ARCHIVE_BENCH_ZSTD") {
+        use zstd::zstd_safe::CParameter as P;
+        for run in v.split(';') {
+            let n: Vec<i64> = run.split(':').map(|x| x.parse().unwrap()).collect();
+            let mut c = zstd::bulk::Compressor::new(n[0] as i32).unwrap();
+            if n[1] > 0 {
+                c.set_parameter(P::MinMatch(n[1] as u32)).unwrap();
+            }
+            if n[2] > 0 {
+                c.set_parameter(P::HashLog(n[2] as u32)).unwrap();
+            }
+            if n[3] > 0 {
+                c.set_parameter(P::WindowLog(n[3] as u32)).unwrap();
+            }
+            if let Some(&t) = n.get(4) {
+                c.set_parameter(P::TargetLength(t as u32)).unwrap();
+            }
+            let mut out = 0;
+            let z = best(spans, || {
+                out = blocks
+                    .iter()
+                    .map(|b| c.compress(b).unwrap().len())
+                    .sum::<usize>();
+            });
+            println!(
+                "zstd {run}: {z:.0} ns/span, {:.2} B/span",
+                out as f64 / spans as f64
+            );
+        }
     }
     let c = best(spans, || {
         for (_, s) in &ts {
