@@ -255,7 +255,8 @@ fn writer_cost_by_step() {
             let base = s.iter().map(|s| s.start_unix_nano).min().unwrap();
             pack::pack(id, base, s, &mut dict, &mut buf);
             if buf.len() >= 1 << 20 {
-                blocks.push(dict.block(&std::mem::take(&mut buf)));
+                blocks.push(dict.block(&buf));
+                buf.clear();
             }
         }
     });

@@ -71,6 +71,8 @@ pub(crate) struct Writer {
     keys: Vec<(u16, Key)>,
     /// The block being compressed (dictionary, entries), reused.
     block: Vec<u8>,
+    /// The record being written (header, compressed block), reused.
+    framed: Vec<u8>,
     /// Keys of the resource blocks met lately.
     resource_keys: ResourceKeys,
     pending_traces: u64,
@@ -113,6 +115,7 @@ impl Writer {
             packed: Vec::new(),
             keys: Vec::new(),
             block: Vec::new(),
+            framed: Vec::new(),
             resource_keys: ResourceKeys::default(),
             pending_traces: 0,
             pending_since: None,
@@ -299,16 +302,52 @@ impl Writer {
         if self.active.as_ref().is_some_and(|a| a.broken) {
             self.seal()?;
         }
-        let payload = match &mut self.compressor {
-            Some(c) => c.compress(block)?,
-            None => zstd::bulk::compress(block, self.inner.tuning.level)?,
+        // The record (the write-ahead log's framing) is built in a buffer reused for every
+        // block: the payload compressed in place after the header.
+        let mut framed = std::mem::take(&mut self.framed);
+        let res = self.frame(block, &mut framed);
+        let res = res.and_then(|n| self.append_framed(&framed[..n], entries, keys, ends));
+        self.framed = framed;
+        res
+    }
+
+    /// Compresses `block` into `framed` after a record header; returns the record's length.
+    fn frame(&mut self, block: &[u8], framed: &mut Vec<u8>) -> io::Result<usize> {
+        let bound = zstd::zstd_safe::compress_bound(block.len());
+        if framed.len() < wal::HEADER + bound {
+            framed.resize(wal::HEADER + bound, 0);
+        }
+        let n = match &mut self.compressor {
+            Some(c) => c.compress_to_buffer(block, &mut framed[wal::HEADER..])?,
+            None => {
+                let z = zstd::bulk::compress(block, self.inner.tuning.level)?;
+                framed[wal::HEADER..wal::HEADER + z.len()].copy_from_slice(&z);
+                z.len()
+            }
         };
-        let framed = wal::frame(&payload).map_err(|e| io::Error::other(e.to_string()))?;
+        if n == 0 || n > wal::MAX_RECORD {
+            return Err(io::Error::other(format!("record too large: {n} bytes")));
+        }
+        let crc = crc32fast::hash(&framed[wal::HEADER..wal::HEADER + n]);
+        framed[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        framed[4..8].copy_from_slice(&crc.to_le_bytes());
+        Ok(wal::HEADER + n)
+    }
+
+    /// Appends a framed block record.
+    fn append_framed(
+        &mut self,
+        framed: &[u8],
+        entries: &[u8],
+        keys: &[Key],
+        ends: &[u32],
+    ) -> io::Result<()> {
+        let payload = &framed[wal::HEADER..];
         let entries = format::entries(entries).ok_or_else(|| io::Error::other("bad block"))?;
         let fault = self.inner.fault();
         let a = self.open_active()?;
         let at = a.len;
-        let res = fault.and_then(|()| a.file.write_all(&framed));
+        let res = fault.and_then(|()| a.file.write_all(framed));
         if let Err(e) = res {
             let _ = a.file.set_len(at);
             a.broken = true;
