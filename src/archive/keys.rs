@@ -9,9 +9,10 @@ use std::path::Path;
 use hmac::{KeyInit, Mac};
 
 use super::files;
+use super::pack::varint;
 use crate::model::Span;
 use crate::support::index::Key;
-use crate::wire::{read_varint, AnyValueRef};
+use crate::wire::AnyValueRef;
 
 /// How a value becomes a key.
 #[derive(Clone)]
@@ -171,7 +172,7 @@ impl<'s> Seen<'s> {
 fn span_attributes<'s>(b: &'s [u8], each: &mut impl FnMut(&'s [u8], &'s [u8])) -> bool {
     let mut pos = 0usize;
     while pos < b.len() {
-        let Ok(tag) = read_varint(b, &mut pos) else {
+        let Some(tag) = varint(b, &mut pos) else {
             return false;
         };
         if tag >> 3 == 0 || tag > u64::from(u32::MAX) {
@@ -179,13 +180,13 @@ fn span_attributes<'s>(b: &'s [u8], each: &mut impl FnMut(&'s [u8], &'s [u8])) -
         }
         match tag & 7 {
             0 => {
-                if read_varint(b, &mut pos).is_err() {
+                if varint(b, &mut pos).is_none() {
                     return false;
                 }
             }
             1 => pos += 8,
             2 => {
-                let Ok(len) = read_varint(b, &mut pos) else {
+                let Some(len) = varint(b, &mut pos) else {
                     return false;
                 };
                 let Some(v) = usize::try_from(len)

@@ -124,6 +124,23 @@ enum Hole {
 const SPAN_ID_TAG: u64 = 2 << 3 | 2;
 const PARENT_TAG: u64 = 4 << 3 | 2;
 
+/// [`read_varint`], with the one- and two-byte cases (every tag and length of a span but
+/// the largest) inlined into the walks here and in `keys`.
+#[inline(always)]
+pub(super) fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    match b.get(*pos..*pos + 2) {
+        Some(&[x, _]) if x < 0x80 => {
+            *pos += 1;
+            Some(u64::from(x))
+        }
+        Some(&[x, y]) if y < 0x80 => {
+            *pos += 2;
+            Some(u64::from(x & 0x7f) | u64::from(y) << 7)
+        }
+        _ => read_varint(b, pos).ok(),
+    }
+}
+
 fn is_time(tag: u64) -> bool {
     tag == (7 << 3 | 1) || tag == (8 << 3 | 1)
 }
@@ -135,10 +152,10 @@ fn holes(b: &[u8], out: &mut Vec<(usize, Hole)>) -> Option<()> {
     let (mut span_id, mut parent) = (false, false);
     let mut pos = 0;
     while pos < b.len() {
-        let tag = read_varint(b, &mut pos).ok()?;
+        let tag = varint(b, &mut pos)?;
         match tag & 7 {
             0 => {
-                read_varint(b, &mut pos).ok()?;
+                varint(b, &mut pos)?;
             }
             1 => {
                 if is_time(tag) {
@@ -147,7 +164,7 @@ fn holes(b: &[u8], out: &mut Vec<(usize, Hole)>) -> Option<()> {
                 pos += 8;
             }
             2 => {
-                let len = read_varint(b, &mut pos).ok()? as usize;
+                let len = varint(b, &mut pos)? as usize;
                 if len == 8 && tag == SPAN_ID_TAG && !span_id {
                     span_id = true;
                     out.push((pos, Hole::SpanId));

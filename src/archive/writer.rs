@@ -25,9 +25,10 @@ use super::keys::ResourceKeys;
 use super::pack;
 use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
-use crate::model::{Span, TraceId};
+use crate::model::{Span, StatusCode, TraceId};
 use crate::storage::wal;
-use crate::support::index::{Decision, Key, Summary};
+use crate::support::index::Key;
+use crate::wire::AnyValueRef;
 
 /// What `record_*`, `flush` and `close` send the writer.
 pub(crate) enum Msg {
@@ -66,6 +67,8 @@ pub(crate) struct Writer {
     /// The keys of its entries, in order: entry `i`'s end at `pending_ends[i]`.
     pending_keys: Vec<Key>,
     pending_ends: Vec<u32>,
+    /// `service.name` of the resource blocks met lately.
+    services: Services,
     /// Reused for each trace: its packed spans, its keys.
     packed: Vec<u8>,
     keys: Vec<(u16, Key)>,
@@ -113,6 +116,7 @@ impl Writer {
             pending_keys: Vec::new(),
             pending_ends: Vec::new(),
             packed: Vec::new(),
+            services: Services::default(),
             keys: Vec::new(),
             block: Vec::new(),
             framed: Vec::new(),
@@ -188,24 +192,34 @@ impl Writer {
         } else {
             String::new()
         };
-        let d = if decision == KEPT {
-            Decision::Sampled
-        } else {
-            Decision::Dropped
-        };
-        let s = Summary::of(id, spans, d, Vec::new());
+        // What `Summary::of` finds, in one pass.
+        let (mut start, mut end, mut error, mut root) = (u64::MAX, 0, false, None);
+        let mut earliest = &spans[0];
+        for span in spans {
+            if span.start_unix_nano < start {
+                start = span.start_unix_nano;
+                earliest = span;
+            }
+            end = end.max(span.end_unix_nano);
+            error |= span.status == StatusCode::Error;
+            if root.is_none() && span.is_root() {
+                root = Some(span);
+            }
+        }
         let keep = decision == DROPPED || inner.cfg.traces == Traces::All;
         let mut flags = if keep { SPANS | KEYS_IN_SPANS } else { 0 };
-        if spans.iter().any(Span::is_root) {
+        if root.is_some() {
             flags |= ROOT;
         }
-        if s.error {
+        if error {
             flags |= ERROR;
         }
+        let root = root.unwrap_or(earliest);
+        let service = self.services.of(root);
         let mut packed = std::mem::take(&mut self.packed);
         packed.clear();
         if keep {
-            pack::pack(&id, s.start_unix_nano, spans, &mut self.dict, &mut packed);
+            pack::pack(&id, start, spans, &mut self.dict, &mut packed);
         }
         let mut keys = std::mem::take(&mut self.keys);
         inner.hasher.keys_into(
@@ -218,11 +232,11 @@ impl Writer {
             id,
             decision,
             flags,
-            start: s.start_unix_nano,
-            end: spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0),
-            span_count: s.span_count,
-            service: &s.root_service,
-            name: &s.root_name,
+            start,
+            end,
+            span_count: spans.len().min(u32::MAX as usize) as u32,
+            service: &service,
+            name: root.name(),
             reasons: &reasons,
             keys: if keep {
                 Vec::new()
@@ -536,6 +550,30 @@ fn for_each_trace(spans: Vec<Span>, mut f: impl FnMut(TraceId, &[Span])) {
     for (n, &(id, from)) in runs.iter().enumerate() {
         let to = runs.get(n + 1).map_or(spans.len(), |&(_, i)| i);
         f(id, &spans[from..to]);
+    }
+}
+
+/// The `service.name` of resource blocks (as `Summary::of` reads it), by block id modulo
+/// 16 (ids start at 1: 0 is none).
+#[derive(Default)]
+struct Services([(u64, Option<Arc<str>>); 16]);
+
+impl Services {
+    fn of(&mut self, span: &Span) -> Arc<str> {
+        let block = span.resource();
+        let slot = &mut self.0[(block.id % 16) as usize];
+        match slot {
+            (id, Some(name)) if *id == block.id => Arc::clone(name),
+            _ => {
+                let name: Arc<str> = match block.resource_attributes().get(b"service.name") {
+                    Some(AnyValueRef::Str(s)) => s.into(),
+                    Some(other) => other.to_display_string().into(),
+                    None => "".into(),
+                };
+                *slot = (block.id, Some(Arc::clone(&name)));
+                name
+            }
+        }
     }
 }
 
