@@ -67,6 +67,7 @@ impl Dict {
     }
 
     /// Writes the block: the dictionary, then `entries`; empties the dictionary.
+    #[cfg(test)]
     pub(crate) fn block(&mut self, entries: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(entries.len() + 4096);
         self.block_into(entries, &mut out);
