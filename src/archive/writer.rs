@@ -608,3 +608,31 @@ fn unix_nanos(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::{Gen, Shape};
+
+    /// Runs handed over as they are, or regrouped when a trace has two runs: as `group`.
+    #[test]
+    fn traces_are_handed_over_as_group_makes_them() {
+        let mut g = Gen::new(3);
+        let ts = [g.trace(Shape::default(), 4), g.trace(Shape::default(), 3)];
+        let d = |t| super::super::tests::decoded(t);
+        let runs: Vec<Span> = d(&ts[0]).into_iter().chain(d(&ts[1])).collect();
+        let mut mixed = runs.clone();
+        mixed.swap(1, 5);
+        for input in [runs, mixed] {
+            let want: Vec<(TraceId, Vec<Box<[u8]>>)> = group(input.clone())
+                .into_iter()
+                .map(|(id, s)| (id, s.into_iter().map(|s| s.bytes).collect()))
+                .collect();
+            let mut got = Vec::new();
+            for_each_trace(input, |id, s| {
+                got.push((id, s.iter().map(|s| s.bytes.clone()).collect::<Vec<_>>()))
+            });
+            assert_eq!(got, want);
+        }
+    }
+}
