@@ -9,6 +9,7 @@ use std::path::Path;
 use hmac::{KeyInit, Mac};
 
 use super::files;
+use super::pack::varint;
 use crate::model::Span;
 use crate::support::index::Key;
 use crate::wire::AnyValueRef;
@@ -68,14 +69,27 @@ impl Hasher {
     /// repeated on the spans (the same encoded bytes) is hashed once, and each resource
     /// block is read once for all the traces of a batch (`resources`, by block id: ids are
     /// never reused).
-    pub(crate) fn keys_of<'s>(
+    pub(crate) fn keys_of(
+        &self,
+        attributes: &[String],
+        spans: &[Span],
+        resources: &mut ResourceKeys,
+    ) -> Vec<(u16, Key)> {
+        let mut out = Vec::new();
+        self.keys_into(attributes, spans, resources, &mut out);
+        out
+    }
+
+    /// [`Hasher::keys_of`] into `out` (cleared first).
+    pub(crate) fn keys_into<'s>(
         &self,
         attributes: &[String],
         spans: &'s [Span],
         resources: &mut ResourceKeys,
-    ) -> Vec<(u16, Key)> {
-        let mut out: Vec<(u16, Key)> = Vec::new();
-        let mut seen: Vec<(usize, &'s [u8])> = Vec::new();
+        out: &mut Vec<(u16, Key)>,
+    ) {
+        out.clear();
+        let mut seen = Seen::default();
         let mut last = u64::MAX;
         let position = |k: &[u8]| attributes.iter().position(|a| a.as_bytes() == k);
         for span in spans {
@@ -98,23 +112,115 @@ impl Hasher {
                     keys
                 });
                 for k in keys.iter() {
-                    add(&mut out, *k);
+                    add(out, *k);
                 }
             }
-            let mut attrs = span.attributes();
-            while let Some((k, v)) = attrs.next_raw() {
-                let Some(i) = position(k) else { continue };
-                if seen.iter().any(|&(j, w)| j == i && w == v) {
-                    continue;
+            let mut each = |k: &'s [u8], v: &'s [u8]| {
+                let Some(i) = position(k) else { return };
+                if seen.contains(i, v) {
+                    return;
                 }
-                seen.push((i, v));
+                seen.push(i, v);
                 if let Some(key) = self.key_of_raw(k, v) {
-                    add(&mut out, (i as u16, key));
+                    add(out, (i as u16, key));
+                }
+            };
+            if !span_attributes(&span.bytes, &mut each) {
+                // Not as SDKs write spans: the general walk (what the fast one saw is
+                // seen again, and skipped).
+                let mut attrs = span.attributes();
+                while let Some((k, v)) = attrs.next_raw() {
+                    each(k, v);
                 }
             }
         }
-        out
     }
+}
+
+/// (attribute position, encoded value) pairs already hashed for a trace: on the stack for
+/// the few a trace has.
+#[derive(Default)]
+struct Seen<'s> {
+    few: [(usize, &'s [u8]); 8],
+    n: usize,
+    more: Vec<(usize, &'s [u8])>,
+}
+
+impl<'s> Seen<'s> {
+    fn contains(&self, i: usize, v: &[u8]) -> bool {
+        self.few[..self.n]
+            .iter()
+            .chain(&self.more)
+            .any(|&(j, w)| j == i && w == v)
+    }
+
+    fn push(&mut self, i: usize, v: &'s [u8]) {
+        if self.n < self.few.len() {
+            self.few[self.n] = (i, v);
+            self.n += 1;
+        } else {
+            self.more.push((i, v));
+        }
+    }
+}
+
+/// Calls `each` with the (key, encoded value) of every span attribute (field 9) laid out
+/// as SDKs write them, in order. False as soon as anything is not (a group, a field the
+/// wire reader refuses, an attribute in another layout): the caller then walks the span
+/// again with [`crate::wire::Attributes`], which reads the same attributes first.
+#[inline]
+fn span_attributes<'s>(b: &'s [u8], each: &mut impl FnMut(&'s [u8], &'s [u8])) -> bool {
+    let mut pos = 0usize;
+    while pos < b.len() {
+        let Some(tag) = varint(b, &mut pos) else {
+            return false;
+        };
+        if tag >> 3 == 0 || tag > u64::from(u32::MAX) {
+            return false;
+        }
+        match tag & 7 {
+            0 => {
+                if varint(b, &mut pos).is_none() {
+                    return false;
+                }
+            }
+            1 => pos += 8,
+            2 => {
+                let Some(len) = varint(b, &mut pos) else {
+                    return false;
+                };
+                let Some(v) = usize::try_from(len)
+                    .ok()
+                    .and_then(|len| b.get(pos..pos.checked_add(len)?))
+                else {
+                    return false;
+                };
+                pos += v.len();
+                if tag == (9 << 3 | 2) {
+                    // key (field 1) then value (field 2), each under 128 bytes.
+                    let Some((&[0x0a, kl], rest)) = v.split_first_chunk::<2>() else {
+                        return false;
+                    };
+                    let kl = kl as usize;
+                    if kl >= 0x80 || rest.len() < kl + 2 {
+                        return false;
+                    }
+                    let (key, rest) = rest.split_at(kl);
+                    let (&[0x12, vl], value) = rest.split_first_chunk::<2>().expect("checked")
+                    else {
+                        return false;
+                    };
+                    if vl >= 0x80 || value.len() != vl as usize {
+                        return false;
+                    }
+                    each(key, value);
+                }
+            }
+            5 => pos += 4,
+            _ => return false,
+        }
+    }
+    pos == b.len()
 }
 
 /// Keys of resource blocks, by block id.

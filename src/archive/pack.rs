@@ -31,18 +31,24 @@ pub(crate) struct Dict {
     /// `Shared::id` → index: a batch's spans share their blocks.
     by_id: HashMap<u64, u32>,
     items: Vec<(Bytes, Bytes)>,
-    /// The last `(Shared::id, index)`: a trace's spans come grouped by block.
-    last: Option<(u64, u32)>,
+    /// `(Shared::id, index)` of blocks met lately, by id modulo 16 (ids start at 1: 0 is
+    /// none): a batch's spans share a few blocks.
+    recent: [(u64, u32); 16],
+    /// Reused by [`pack`]: span ids of the trace, holes of a span.
+    ids: Vec<Option<[u8; 8]>>,
+    holes: Vec<(usize, Hole)>,
 }
 
 impl Dict {
+    #[inline]
     fn index(&mut self, s: &Arc<Shared>) -> u32 {
-        match self.last {
-            Some((id, i)) if id == s.id => return i,
-            _ => {}
+        let slot = (s.id % 16) as usize;
+        let (id, i) = self.recent[slot];
+        if id == s.id {
+            return i;
         }
         let i = self.lookup(s);
-        self.last = Some((s.id, i));
+        self.recent[slot] = (s.id, i);
         i
     }
 
@@ -61,18 +67,28 @@ impl Dict {
     }
 
     /// Writes the block: the dictionary, then `entries`; empties the dictionary.
+    #[cfg(test)]
     pub(crate) fn block(&mut self, entries: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(entries.len() + 4096);
-        put_varint(&mut out, self.items.len() as u64);
+        self.block_into(entries, &mut out);
+        out
+    }
+
+    /// [`Dict::block`] into `out` (cleared first).
+    pub(crate) fn block_into(&mut self, entries: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        put_varint(out, self.items.len() as u64);
         for (m, s) in &self.items {
-            put_varint(&mut out, m.len() as u64);
+            put_varint(out, m.len() as u64);
             out.extend_from_slice(m);
-            put_varint(&mut out, s.len() as u64);
+            put_varint(out, s.len() as u64);
             out.extend_from_slice(s);
         }
         out.extend_from_slice(entries);
-        *self = Dict::default();
-        out
+        self.by_content.clear();
+        self.by_id.clear();
+        self.items.clear();
+        self.recent = Default::default();
     }
 }
 
@@ -109,6 +125,23 @@ enum Hole {
 const SPAN_ID_TAG: u64 = 2 << 3 | 2;
 const PARENT_TAG: u64 = 4 << 3 | 2;
 
+/// [`read_varint`], with the one- and two-byte cases (every tag and length of a span but
+/// the largest) inlined into the walks here and in `keys`.
+#[inline(always)]
+pub(super) fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    match b.get(*pos..*pos + 2) {
+        Some(&[x, _]) if x < 0x80 => {
+            *pos += 1;
+            Some(u64::from(x))
+        }
+        Some(&[x, y]) if y < 0x80 => {
+            *pos += 2;
+            Some(u64::from(x & 0x7f) | u64::from(y) << 7)
+        }
+        _ => read_varint(b, pos).ok(),
+    }
+}
+
 fn is_time(tag: u64) -> bool {
     tag == (7 << 3 | 1) || tag == (8 << 3 | 1)
 }
@@ -120,10 +153,10 @@ fn holes(b: &[u8], out: &mut Vec<(usize, Hole)>) -> Option<()> {
     let (mut span_id, mut parent) = (false, false);
     let mut pos = 0;
     while pos < b.len() {
-        let tag = read_varint(b, &mut pos).ok()?;
+        let tag = varint(b, &mut pos)?;
         match tag & 7 {
             0 => {
-                read_varint(b, &mut pos).ok()?;
+                varint(b, &mut pos)?;
             }
             1 => {
                 if is_time(tag) {
@@ -132,7 +165,7 @@ fn holes(b: &[u8], out: &mut Vec<(usize, Hole)>) -> Option<()> {
                 pos += 8;
             }
             2 => {
-                let len = read_varint(b, &mut pos).ok()? as usize;
+                let len = varint(b, &mut pos)? as usize;
                 if len == 8 && tag == SPAN_ID_TAG && !span_id {
                     span_id = true;
                     out.push((pos, Hole::SpanId));
@@ -156,8 +189,23 @@ fn span_id_of(bytes: &[u8]) -> Option<[u8; 8]> {
 /// Appends the spans of trace `id` (started at `base`) to `out`: per span, its bytes
 /// without the [`Hole`] values, then those values in order.
 pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out: &mut Vec<u8>) {
-    let mut ids: Vec<Option<[u8; 8]>> = Vec::with_capacity(spans.len());
-    let mut hs = Vec::new();
+    let mut ids = std::mem::take(&mut dict.ids);
+    let mut hs = std::mem::take(&mut dict.holes);
+    ids.clear();
+    pack_into(id, base, spans, dict, out, &mut ids, &mut hs);
+    dict.ids = ids;
+    dict.holes = hs;
+}
+
+fn pack_into(
+    id: &TraceId,
+    base: u64,
+    spans: &[Span],
+    dict: &mut Dict,
+    out: &mut Vec<u8>,
+    ids: &mut Vec<Option<[u8; 8]>>,
+    hs: &mut Vec<(usize, Hole)>,
+) {
     for span in spans {
         put_varint(out, dict.index(span.resource()).into());
         put_varint(out, dict.index(span.scope()).into());
@@ -167,7 +215,7 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
             how |= CUT_ID;
             b = &b[18..];
         }
-        if holes(b, &mut hs).is_none() {
+        if holes(b, hs).is_none() {
             hs.clear();
         }
         let mut parent = 0;
@@ -184,7 +232,7 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
             },
             _ => true,
         });
-        for (_, h) in &hs {
+        for (_, h) in hs.iter() {
             how |= match h {
                 Hole::Time => TIMES,
                 Hole::SpanId => SPAN_ID,
@@ -194,12 +242,12 @@ pub(crate) fn pack(id: &TraceId, base: u64, spans: &[Span], dict: &mut Dict, out
         out.push(how);
         put_varint(out, (b.len() - 8 * hs.len()) as u64);
         let mut from = 0;
-        for &(p, _) in &hs {
+        for &(p, _) in hs.iter() {
             out.extend_from_slice(&b[from..p]);
             from = p + 8;
         }
         out.extend_from_slice(&b[from..]);
-        for &(p, h) in &hs {
+        for &(p, h) in hs.iter() {
             match h {
                 Hole::Time => {
                     let v = u64::from_le_bytes(b[p..p + 8].try_into().expect("8 bytes"));

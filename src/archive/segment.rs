@@ -3,11 +3,12 @@
 //! rows and keys are found by interpolation search, since trace ids and keys are
 //! uniform), and rebuilt from the data file when it is missing or damaged ([`scan`]).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+use foldhash::HashMap;
 
 use super::files;
 use super::format::{self, Entry, Header, Row, BLOCK_ROW, HEADER_LEN, KEY_ROW, ROW};
@@ -34,18 +35,28 @@ pub(crate) struct Rec {
     pub block_len: u32,
 }
 
+/// No earlier row or link.
+const NONE: u32 = u32::MAX;
+
 /// The index of a segment being written (or re-indexed).
 #[derive(Default)]
 pub(crate) struct MemIndex {
     /// In write order.
     pub rows: Vec<Row>,
-    by_id: HashMap<TraceId, Vec<u32>>,
-    by_key: HashMap<Key, Vec<u32>>,
+    /// A trace id's last row; `prev[row]` is the trace's row before it (chains instead of
+    /// a vector per trace: no allocation per row).
+    by_id: HashMap<TraceId, u32>,
+    prev: Vec<u32>,
+    /// A key's last link in `links`: (row, previous link of the key).
+    by_key: HashMap<Key, u32>,
+    links: Vec<(u32, u32)>,
     /// (payload offset, payload length) in the data file.
     pub blocks: Vec<(u64, u32)>,
     /// (service, name, reasons) of the rows.
     strings: Vec<Names>,
-    string_ids: HashMap<Names, u32>,
+    /// By the three strings, length-prefixed (looked up without allocating).
+    string_ids: HashMap<Box<[u8]>, u32>,
+    scratch: Vec<u8>,
     pub min_start: u64,
     pub max_start: u64,
     /// When a block was last added (Unix ns, the archive's clock; a re-indexed file's
@@ -57,30 +68,62 @@ pub(crate) struct MemIndex {
 
 impl MemIndex {
     fn names(&mut self, e: &Entry<'_>) -> u32 {
-        let key = [e.service, e.name, e.reasons];
-        if let Some(&i) = self.string_ids.get(&key.map(Arc::from)) {
+        let parts = [e.service, e.name, e.reasons];
+        self.scratch.clear();
+        for p in parts {
+            self.scratch
+                .extend_from_slice(&(p.len() as u32).to_le_bytes());
+            self.scratch.extend_from_slice(p.as_bytes());
+        }
+        if let Some(&i) = self.string_ids.get(&self.scratch[..]) {
             return i;
         }
-        let n: Names = key.map(Arc::from);
         let i = self.strings.len() as u32;
-        self.strings.push(n.clone());
-        self.string_ids.insert(n, i);
+        self.strings.push(parts.map(Arc::from));
+        self.string_ids.insert(self.scratch.as_slice().into(), i);
         i
     }
 
+    /// The rows of a chain ending at `last`, in write order.
+    fn chain(&self, mut at: u32, link: impl Fn(u32) -> (u32, u32)) -> Vec<u32> {
+        let mut out = Vec::new();
+        while at != NONE {
+            let (row, prev) = link(at);
+            out.push(row);
+            at = prev;
+        }
+        out.reverse();
+        out
+    }
+
+    fn rows_of_id(&self, id: &TraceId) -> Vec<u32> {
+        let last = self.by_id.get(id).copied().unwrap_or(NONE);
+        self.chain(last, |r| (r, self.prev[r as usize]))
+    }
+
+    fn rows_of_key(&self, key: &Key) -> Vec<u32> {
+        let last = self.by_key.get(key).copied().unwrap_or(NONE);
+        self.chain(last, |l| self.links[l as usize])
+    }
+
     /// Adds a block written at `offset` (its payload), whose entries are `entries`.
-    /// `keys[i]` are the keys of `entries[i]`.
+    /// The keys of `entries[i]` are `keys[ends[i - 1]..ends[i]]`.
     pub(crate) fn add_block(
         &mut self,
         offset: u64,
         len: u32,
         entries: &[(Entry<'_>, u32, u32)],
-        keys: &[Vec<Key>],
+        keys: &[Key],
+        ends: &[u32],
     ) {
         let block = self.blocks.len() as u32;
         self.blocks.push((offset, len));
         self.data_len = self.data_len.max(offset + u64::from(len));
-        for ((e, off, _), keys) in entries.iter().zip(keys) {
+        let mut from = 0usize;
+        for ((e, off, _), &end) in entries.iter().zip(ends) {
+            let end = end as usize;
+            let keys = &keys[from..end];
+            from = end;
             let row = Row {
                 id: e.id,
                 start: e.start,
@@ -100,12 +143,17 @@ impl MemIndex {
             self.max_start = self.max_start.max(row.start);
             let i = self.rows.len() as u32;
             self.rows.push(row);
-            self.by_id.entry(e.id).or_default().push(i);
+            let last = self.by_id.entry(e.id).or_insert(NONE);
+            self.prev.push(*last);
+            *last = i;
             for key in keys {
-                let v = self.by_key.entry(*key).or_default();
-                if v.last() != Some(&i) {
-                    v.push(i);
+                let link = self.links.len() as u32;
+                let last = self.by_key.entry(*key).or_insert(NONE);
+                if *last != NONE && self.links[*last as usize].0 == i {
+                    continue;
                 }
+                self.links.push((i, *last));
+                *last = link;
             }
         }
     }
@@ -129,17 +177,17 @@ impl MemIndex {
     }
 
     pub(crate) fn by_id(&self, seq: u64, data: &Arc<PathBuf>, id: &TraceId) -> Vec<Rec> {
-        self.by_id
-            .get(id)
-            .map(|rows| rows.iter().map(|&i| self.rec(seq, data, i)).collect())
-            .unwrap_or_default()
+        self.rows_of_id(id)
+            .into_iter()
+            .map(|i| self.rec(seq, data, i))
+            .collect()
     }
 
     pub(crate) fn by_key(&self, seq: u64, data: &Arc<PathBuf>, key: &Key) -> Vec<Rec> {
-        self.by_key
-            .get(key)
-            .map(|rows| rows.iter().map(|&i| self.rec(seq, data, i)).collect())
-            .unwrap_or_default()
+        self.rows_of_key(key)
+            .into_iter()
+            .map(|i| self.rec(seq, data, i))
+            .collect()
     }
 
     pub(crate) fn all(&self, seq: u64, data: &Arc<PathBuf>) -> Vec<Rec> {
@@ -157,11 +205,15 @@ impl MemIndex {
         for (n, &i) in order.iter().enumerate() {
             new_pos[i as usize] = n as u32;
         }
-        let mut keys: Vec<(Key, u32)> = self
-            .by_key
-            .iter()
-            .flat_map(|(k, rows)| rows.iter().map(|&i| (*k, new_pos[i as usize])))
-            .collect();
+        let mut keys: Vec<(Key, u32)> = Vec::with_capacity(self.links.len());
+        for (k, &last) in &self.by_key {
+            let mut at = last;
+            while at != NONE {
+                let (row, prev) = self.links[at as usize];
+                keys.push((*k, new_pos[row as usize]));
+                at = prev;
+            }
+        }
         keys.sort_unstable();
         let mut h = Header {
             data_len: self.data_len,
@@ -242,18 +294,20 @@ pub(crate) fn scan(path: &Path, rekey: Option<Rekey<'_>>) -> io::Result<Scanned>
             corrupt += 1;
             return;
         };
-        let keys: Vec<Vec<Key>> = entries
-            .iter()
-            .map(|(e, _, _)| match rekey {
+        let mut keys: Vec<Key> = Vec::new();
+        let mut ends: Vec<u32> = Vec::with_capacity(entries.len());
+        for (e, _, _) in &entries {
+            match rekey {
                 Some(rekey) if e.flags & format::KEYS_IN_SPANS != 0 => {
-                    pack::unpack(&e.id, e.start, e.spans, &dict)
-                        .map(|spans| rekey(&spans))
-                        .unwrap_or_default()
+                    if let Some(spans) = pack::unpack(&e.id, e.start, e.spans, &dict) {
+                        keys.extend(rekey(&spans));
+                    }
                 }
-                _ => e.keys.iter().map(|(_, k)| *k).collect(),
-            })
-            .collect();
-        index.add_block(offset, payload.len() as u32, &entries, &keys);
+                _ => keys.extend(e.keys.iter().map(|(_, k)| *k)),
+            }
+            ends.push(keys.len() as u32);
+        }
+        index.add_block(offset, payload.len() as u32, &entries, &keys, &ends);
     })
     .map_err(|e| io::Error::other(e.to_string()))?;
     if damage.is_some() {

@@ -53,9 +53,28 @@ fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
     out
 }
 
-/// The best of three runs of `f`, in ns per span.
+/// CPU time of the archive writer threads alive (Linux `schedstat`, ns; exact at each
+/// switch and tick): the figures are taken on shared cores, where wall time is not theirs.
+fn writer_cpu_ns() -> u64 {
+    let mut ns = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let p = t.unwrap().path();
+        let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
+        if comm.starts_with("casefile-archiv") {
+            let st = std::fs::read_to_string(p.join("schedstat")).unwrap_or_default();
+            ns += st
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns
+}
+
+/// The best of five runs of `f`, in ns per span.
 fn best(spans: usize, mut f: impl FnMut()) -> f64 {
-    (0..3)
+    (0..5)
         .map(|_| {
             let t = Instant::now();
             f();
@@ -87,6 +106,7 @@ fn bytes_per_span_by_level() {
             })
             .collect(),
         Err(_) => vec![
+            (-1, 1 << 20),
             (1, 1 << 20),
             (3, 1 << 20),
             (6, 1 << 20),
@@ -254,7 +274,8 @@ fn writer_cost_by_step() {
             let base = s.iter().map(|s| s.start_unix_nano).min().unwrap();
             pack::pack(id, base, s, &mut dict, &mut buf);
             if buf.len() >= 1 << 20 {
-                blocks.push(dict.block(&std::mem::take(&mut buf)));
+                blocks.push(dict.block(&buf));
+                buf.clear();
             }
         }
     });
@@ -270,10 +291,66 @@ fn writer_cost_by_step() {
         });
         println!("zstd {level}: {z:.0} ns/span, {out} bytes");
     }
+    // ARCHIVE_BENCH_ZSTD="level:min_match:hash_log:window_log;..." (0: the level's own).
+    if let Ok(v) = std::env::var("ARCHIVE_BENCH_ZSTD") {
+        use zstd::zstd_safe::CParameter as P;
+        for run in v.split(';') {
+            let n: Vec<i64> = run.split(':').map(|x| x.parse().unwrap()).collect();
+            let mut c = zstd::bulk::Compressor::new(n[0] as i32).unwrap();
+            if n[1] > 0 {
+                c.set_parameter(P::MinMatch(n[1] as u32)).unwrap();
+            }
+            if n[2] > 0 {
+                c.set_parameter(P::HashLog(n[2] as u32)).unwrap();
+            }
+            if n[3] > 0 {
+                c.set_parameter(P::WindowLog(n[3] as u32)).unwrap();
+            }
+            if let Some(&t) = n.get(4) {
+                c.set_parameter(P::TargetLength(t as u32)).unwrap();
+            }
+            let mut out = 0;
+            let z = best(spans, || {
+                out = blocks
+                    .iter()
+                    .map(|b| c.compress(b).unwrap().len())
+                    .sum::<usize>();
+            });
+            println!(
+                "zstd {run}: {z:.0} ns/span, {:.2} B/span",
+                out as f64 / spans as f64
+            );
+        }
+    }
     let c = best(spans, || {
         for (_, s) in &ts {
             std::hint::black_box(s.clone());
         }
     });
     println!("clone (the caller's copy): {c:.0} ns/span");
+    // The whole writer thread (its CPU time): batches handed in (copied beforehand), then
+    // flushed.
+    let whole = (0..5)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let tuning = Tuning {
+                segment_bytes: Some(64 << 20),
+                queue: 1 << 12,
+                ..Tuning::default()
+            };
+            let a = Archive::open_with(cfg(dir.path(), Traces::All), tuning).unwrap();
+            let batches: Vec<Vec<(TraceId, Vec<Span>)>> =
+                ts.chunks(200).map(|c| c.to_vec()).collect();
+            std::thread::sleep(Duration::from_millis(20));
+            let t = writer_cpu_ns();
+            for b in batches {
+                a.record_dropped(b);
+            }
+            a.flush();
+            let took = (writer_cpu_ns() - t) as f64 / spans as f64;
+            a.close();
+            took
+        })
+        .fold(f64::MAX, f64::min);
+    println!("whole writer (its CPU, record_dropped to flushed): {whole:.0} ns/span");
 }
