@@ -4,7 +4,8 @@
 
 use regex::Regex;
 
-use super::expr::{Call, Cond, Expr, Lit, Path, PathField};
+use super::expr::{AttrTest, Call, Cond, Expr, Lit, Path, PathField, MEMO_SLOTS};
+use super::lexer::CmpOp;
 use super::lexer::SyntaxError;
 use super::parser::{BoolAst, Key, Value, ValueKind};
 
@@ -75,6 +76,8 @@ pub fn compile(ast: &BoolAst, cx: Context) -> Result<Cond, Vec<SyntaxError>> {
     };
     let cond = c.cond(ast);
     if c.errors.is_empty() {
+        let mut cond = fuse(cond);
+        assign_memo_slots(&mut cond);
         Ok(cond)
     } else {
         Err(c.errors)
@@ -212,6 +215,7 @@ impl Checker {
             Expr::Path(Path {
                 field,
                 keys: out.into(),
+                slot: None,
             }),
             ty,
         )
@@ -415,5 +419,148 @@ fn known_paths(cx: Context) -> &'static str {
     match cx {
         Context::Span => "known: name, kind, status.code, status.message, attributes[\"k\"], resource.attributes[\"k\"], instrumentation_scope.name, instrumentation_scope.version, instrumentation_scope.attributes[\"k\"], trace_id, span_id, parent_span_id, start_time_unix_nano, end_time_unix_nano, trace_state (also with a span. prefix)",
         Context::SpanEvent => "known: name, attributes[\"k\"], time_unix_nano (the event's), span.<any span path> (the enclosing span's), resource.attributes[\"k\"], instrumentation_scope.name, instrumentation_scope.version",
+    }
+}
+
+/// Gives each path read more than once in `cond` a memo slot (the same for equal paths).
+fn assign_memo_slots(cond: &mut Cond) {
+    let mut seen: Vec<((PathField, Box<[Box<str>]>), usize)> = Vec::new();
+    cond.visit_paths(&mut |p| {
+        let key = (p.field, p.keys.clone());
+        match seen.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((key, 1)),
+        }
+    });
+    let repeated: Vec<_> = seen
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, _)| k)
+        .take(MEMO_SLOTS)
+        .collect();
+    cond.visit_paths(&mut |p| {
+        p.slot = repeated
+            .iter()
+            .position(|(f, k)| *f == p.field && *k == p.keys)
+            .map(|i| i as u8);
+    });
+}
+
+impl Cond {
+    fn visit_paths(&mut self, f: &mut impl FnMut(&mut Path)) {
+        match self {
+            Cond::Or(ts) | Cond::And(ts) => ts.iter_mut().for_each(|t| t.visit_paths(f)),
+            Cond::Not(t) => t.visit_paths(f),
+            Cond::Cmp(a, _, b) => {
+                a.visit_paths(f);
+                b.visit_paths(f);
+            }
+            Cond::Is(e) => e.visit_paths(f),
+            Cond::Attr(_) => {}
+        }
+    }
+}
+
+impl Expr {
+    fn visit_paths(&mut self, f: &mut impl FnMut(&mut Path)) {
+        match self {
+            Expr::Lit(_) => {}
+            Expr::Path(p) => f(p),
+            Expr::Call(c) => match c.as_mut() {
+                Call::IsMatch(e, _)
+                | Call::IsString(e)
+                | Call::IsInt(e)
+                | Call::IsDouble(e)
+                | Call::IsBool(e)
+                | Call::IsMap(e)
+                | Call::Int(e)
+                | Call::Double(e)
+                | Call::String(e)
+                | Call::Len(e)
+                | Call::ToLowerCase(e)
+                | Call::ToUpperCase(e) => e.visit_paths(f),
+                Call::Concat(items, d) => {
+                    items.iter_mut().for_each(|e| e.visit_paths(f));
+                    d.visit_paths(f);
+                }
+                Call::HasPrefix(a, b) | Call::HasSuffix(a, b) => {
+                    a.visit_paths(f);
+                    b.visit_paths(f);
+                }
+                Call::Substring(a, b, c) => {
+                    a.visit_paths(f);
+                    b.visit_paths(f);
+                    c.visit_paths(f);
+                }
+            },
+        }
+    }
+}
+
+/// Rewrites `attributes["k"] op literal` comparisons into [`AttrTest`]s and merges adjacent
+/// ones on the same attribute under one `or` / `and`, keeping their order (reading one
+/// attribute cannot fail, so the result and the errors are those of the original).
+fn fuse(cond: Cond) -> Cond {
+    match cond {
+        Cond::Cmp(Expr::Path(p), op, Expr::Lit(l)) if is_attr(&p) => attr(p, op, l),
+        Cond::Cmp(Expr::Lit(l), op, Expr::Path(p)) if is_attr(&p) => attr(p, flip(op), l),
+        Cond::Not(t) => Cond::Not(Box::new(fuse(*t))),
+        Cond::Or(ts) => merge(ts, true),
+        Cond::And(ts) => merge(ts, false),
+        other => other,
+    }
+}
+
+fn is_attr(p: &Path) -> bool {
+    p.keys.len() == 1
+        && matches!(
+            p.field,
+            PathField::Attributes
+                | PathField::ResourceAttributes
+                | PathField::ScopeAttributes
+                | PathField::EventAttributes
+        )
+}
+
+fn attr(p: Path, op: CmpOp, l: Lit) -> Cond {
+    Cond::Attr(AttrTest {
+        field: p.field,
+        key: p.keys.into_vec().pop().expect("one key"),
+        tests: vec![(op, l)],
+        any: true,
+    })
+}
+
+/// `lit op path` as `path op' lit`.
+fn flip(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Le => CmpOp::Ge,
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Ge => CmpOp::Le,
+        same => same,
+    }
+}
+
+fn merge(terms: Vec<Cond>, any: bool) -> Cond {
+    let mut out: Vec<Cond> = Vec::with_capacity(terms.len());
+    for t in terms.into_iter().map(fuse) {
+        if let (Some(Cond::Attr(prev)), Cond::Attr(next)) = (out.last_mut(), &t) {
+            let fits = |a: &AttrTest| a.tests.len() == 1 || a.any == any;
+            if prev.field == next.field && prev.key == next.key && fits(prev) && fits(next) {
+                let Cond::Attr(next) = t else { unreachable!() };
+                prev.any = any;
+                prev.tests.extend(next.tests);
+                continue;
+            }
+        }
+        out.push(t);
+    }
+    if out.len() == 1 {
+        out.pop().expect("one")
+    } else if any {
+        Cond::Or(out)
+    } else {
+        Cond::And(out)
     }
 }

@@ -11,7 +11,7 @@ use super::value::{compare, V};
 pub type EvalError = String;
 
 impl Cond {
-    pub fn eval(&self, cx: Ctx<'_>) -> Result<bool, EvalError> {
+    pub fn eval<'a>(&'a self, cx: Ctx<'a>) -> Result<bool, EvalError> {
         match self {
             Cond::Or(terms) => {
                 for t in terms {
@@ -31,6 +31,7 @@ impl Cond {
             }
             Cond::Not(inner) => Ok(!inner.eval(cx)?),
             Cond::Cmp(a, op, b) => Ok(compare(&a.eval(cx)?, *op, &b.eval(cx)?)),
+            Cond::Attr(t) => Ok(t.eval(cx)),
             Cond::Is(e) => match e.eval(cx)? {
                 V::Bool(b) => Ok(b),
                 other => Err(format!("expected a bool, got a {}", other.type_name())),
@@ -40,7 +41,8 @@ impl Cond {
 }
 
 impl Lit {
-    fn value(&self) -> V<'_> {
+    #[inline]
+    pub fn value(&self) -> V<'_> {
         match self {
             Lit::Nil => V::Nil,
             Lit::Str(s) => V::Str(Cow::Borrowed(s)),
@@ -56,7 +58,18 @@ impl Expr {
     pub fn eval<'a>(&'a self, cx: Ctx<'a>) -> Result<V<'a>, EvalError> {
         match self {
             Expr::Lit(l) => Ok(l.value()),
-            Expr::Path(p) => p.read(cx),
+            Expr::Path(p) => match p.slot {
+                None => p.read(cx),
+                Some(i) => {
+                    let i = usize::from(i);
+                    if let Some(v) = &cx.memo.0.borrow()[i] {
+                        return Ok(v.clone());
+                    }
+                    let v = p.read(cx)?;
+                    cx.memo.0.borrow_mut()[i] = Some(v.clone());
+                    Ok(v)
+                }
+            },
             Expr::Call(c) => c.eval(cx),
         }
     }
@@ -73,7 +86,7 @@ fn string_arg<'a>(e: &'a Expr, cx: Ctx<'a>, func: &str) -> Result<Cow<'a, str>, 
     }
 }
 
-fn int_arg(e: &Expr, cx: Ctx<'_>, func: &str) -> Result<i64, EvalError> {
+fn int_arg<'a>(e: &'a Expr, cx: Ctx<'a>, func: &str) -> Result<i64, EvalError> {
     match e.eval(cx)? {
         V::Int(i) => Ok(i),
         other => Err(format!(

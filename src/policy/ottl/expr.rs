@@ -1,6 +1,8 @@
 //! The compiled form of a condition (checked at load, regexes built once) and the paths it
 //! reads, each read straight from the span's encoded bytes when evaluated.
 
+use std::cell::RefCell;
+
 use regex::Regex;
 
 use super::lexer::CmpOp;
@@ -17,6 +19,20 @@ pub enum Cond {
     Cmp(Expr, CmpOp, Expr),
     /// A converter that returns a bool (`IsMatch`, `HasPrefix`, …) or a bool literal.
     Is(Expr),
+    /// `attributes["k"] op literal` tests on one attribute, read once: any holds (`or` of
+    /// them) or all hold (`and`). Fused at load from the common shapes
+    /// (`a == "x" or a == "y"`, `a >= 500 and a <= 599`).
+    Attr(AttrTest),
+}
+
+#[derive(Debug)]
+pub struct AttrTest {
+    /// One of the attribute maps (span, resource, scope, event).
+    pub field: PathField,
+    pub key: Box<str>,
+    pub tests: Vec<(CmpOp, Lit)>,
+    /// `or` of the tests; else `and`.
+    pub any: bool,
 }
 
 /// A value.
@@ -63,6 +79,21 @@ pub enum Call {
 pub struct Path {
     pub field: PathField,
     pub keys: Box<[Box<str>]>,
+    /// The memo slot of a path read more than once by its condition
+    /// (`attributes["k"] >= 500 and attributes["k"] <= 599` walks the span once).
+    pub slot: Option<u8>,
+}
+
+/// Memo slots per condition; paths repeated beyond them are read again.
+pub const MEMO_SLOTS: usize = 4;
+
+/// Values of repeated paths read during one evaluation of one condition on one span.
+pub struct Memo<'a>(pub RefCell<[Option<V<'a>>; MEMO_SLOTS]>);
+
+impl Memo<'_> {
+    pub fn new() -> Self {
+        Memo(RefCell::new([const { None }; MEMO_SLOTS]))
+    }
 }
 
 /// What a path reads. `Event*` read the span event being evaluated; everything else the span.
@@ -107,13 +138,13 @@ impl PathField {
 pub struct Ctx<'a> {
     pub span: &'a Span,
     pub event: &'a [u8],
+    pub memo: &'a Memo<'a>,
 }
 
 /// `Span.kind` (field 6), `Span.status` (15), event `time_unix_nano` (1) and `name` (2).
 const SPAN_KIND: u32 = 6;
 const SPAN_STATUS: u32 = 15;
 const STATUS_MESSAGE: u32 = 2;
-const STATUS_CODE: u32 = 3;
 const EVENT_TIME: u32 = 1;
 const EVENT_NAME: u32 = 2;
 const EVENT_ATTRIBUTES: u32 = 3;
@@ -173,6 +204,28 @@ pub fn any_value(v: AnyValueRef<'_>) -> V<'_> {
     }
 }
 
+impl AttrTest {
+    #[inline]
+    pub fn eval(&self, cx: Ctx<'_>) -> bool {
+        let span = cx.span;
+        let (msg, number): (&[u8], u32) = match self.field {
+            PathField::Attributes => (&span.bytes, 9),
+            PathField::ResourceAttributes => (&span.resource().message, 1),
+            PathField::ScopeAttributes => (&span.scope().message, SCOPE_ATTRIBUTES),
+            _ => (cx.event, EVENT_ATTRIBUTES),
+        };
+        let v = wire::Attributes::new(msg, number)
+            .get(self.key.as_bytes())
+            .map_or(V::Nil, any_value);
+        for (op, lit) in &self.tests {
+            if super::value::compare(&v, *op, &lit.value()) == self.any {
+                return self.any;
+            }
+        }
+        !self.any
+    }
+}
+
 impl Path {
     pub fn read<'a>(&self, cx: Ctx<'a>) -> Result<V<'a>, String> {
         let span = cx.span;
@@ -180,10 +233,8 @@ impl Path {
         let (msg, number): (&'a [u8], u32) = match self.field {
             PathField::Name => return Ok(str_field(bytes, 5)),
             PathField::Kind => return Ok(V::Int(varint_field(bytes, SPAN_KIND) as i64)),
-            PathField::StatusCode => {
-                let status = wire::bytes_field(bytes, SPAN_STATUS).unwrap_or(&[]);
-                return Ok(V::Int(varint_field(status, STATUS_CODE) as i32 as i64));
-            }
+            // Read at ingest (unknown codes read as unset there).
+            PathField::StatusCode => return Ok(V::Int(span.status as i64)),
             PathField::StatusMessage => {
                 let status = wire::bytes_field(bytes, SPAN_STATUS).unwrap_or(&[]);
                 return Ok(str_field(status, STATUS_MESSAGE));

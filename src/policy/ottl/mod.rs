@@ -39,7 +39,7 @@ use metrics::Counter;
 use serde::Deserialize;
 
 use self::check::Context;
-use self::expr::{Cond, Ctx};
+use self::expr::{Cond, Ctx, Memo};
 use super::eval::Decision;
 use crate::model::Span;
 use crate::wire::{Field, Fields};
@@ -174,12 +174,11 @@ impl OttlPolicy {
                     || (p.resource().id == span.resource().id && p.scope().id == span.scope().id)
             });
             prev = Some(span);
-            let cx = Ctx { span, event: &[] };
             for c in &self.span {
                 if c.origin_only && same_origin {
                     continue;
                 }
-                match self.check(c, cx) {
+                match self.check(c, span, &[]) {
                     Some(true) => return Decision::Sampled,
                     Some(false) => {}
                     None => return Decision::NotSampled,
@@ -192,9 +191,8 @@ impl OttlPolicy {
                 let Ok((11, Field::Len(event))) = f else {
                     continue;
                 };
-                let cx = Ctx { span, event };
                 for c in &self.spanevent {
-                    match self.check(c, cx) {
+                    match self.check(c, span, event) {
                         Some(true) => return Decision::Sampled,
                         Some(false) => {}
                         None => return Decision::NotSampled,
@@ -207,7 +205,13 @@ impl OttlPolicy {
 
     /// The condition's value, or `None` when an error must end the evaluation (propagate).
     #[inline]
-    fn check(&self, c: &Condition, cx: Ctx<'_>) -> Option<bool> {
+    fn check(&self, c: &Condition, span: &Span, event: &[u8]) -> Option<bool> {
+        let memo = Memo::new();
+        let cx = Ctx {
+            span,
+            event,
+            memo: &memo,
+        };
         match c.cond.eval(cx) {
             Ok(b) => Some(b),
             Err(e) => self.failed(&e),
@@ -248,6 +252,7 @@ impl Cond {
             Cond::Not(t) => t.paths_all(f),
             Cond::Cmp(a, _, b) => a.paths_all(f) && b.paths_all(f),
             Cond::Is(e) => e.paths_all(f),
+            Cond::Attr(t) => f(t.field),
         }
     }
 }

@@ -759,3 +759,29 @@ fn resource_only_conditions_are_evaluated_once_per_block_with_the_same_result() 
     assert!(holds(r#"resource.attributes["service.name"] == "b""#, &t));
     assert!(!holds(r#"resource.attributes["service.name"] == "c""#, &t));
 }
+
+#[test]
+fn repeated_paths_read_once_give_the_same_answers_beyond_the_memo_slots() {
+    let s = one(span(0, 1).attrs(vec![
+        kv_int("a", 1),
+        kv_int("b", 2),
+        kv_int("c", 3),
+        kv_int("d", 4),
+        kv_int("e", 5),
+    ]));
+    let c = ["a", "b", "c", "d", "e"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            format!(r#"attributes["{k}"] >= {} and attributes["{k}"] <= {}"#, i + 1, i + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(" and ");
+    assert!(holds(&c, &s));
+    assert!(!holds(&c.replace("<= 5", "<= 4"), &s));
+    // A converter result is not memoised by mistake: two different converters on one path.
+    assert!(holds(
+        r#"ToUpperCase(name) == "OP" and ToLowerCase(name) == "op" and name == "op""#,
+        &one(span(0, 1))
+    ));
+}

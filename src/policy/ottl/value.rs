@@ -74,6 +74,7 @@ fn go_float(d: f64) -> String {
 }
 
 /// `a op b` under the Collector's rules.
+#[inline]
 pub fn compare(a: &V<'_>, op: CmpOp, b: &V<'_>) -> bool {
     let ord = match (a, b) {
         (V::Nil, V::Nil) => Some(Ordering::Equal),
