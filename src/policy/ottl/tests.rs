@@ -773,7 +773,11 @@ fn repeated_paths_read_once_give_the_same_answers_beyond_the_memo_slots() {
         .iter()
         .enumerate()
         .map(|(i, k)| {
-            format!(r#"attributes["{k}"] >= {} and attributes["{k}"] <= {}"#, i + 1, i + 1)
+            format!(
+                r#"attributes["{k}"] >= {} and attributes["{k}"] <= {}"#,
+                i + 1,
+                i + 1
+            )
         })
         .collect::<Vec<_>>()
         .join(" and ");
@@ -784,4 +788,39 @@ fn repeated_paths_read_once_give_the_same_answers_beyond_the_memo_slots() {
         r#"ToUpperCase(name) == "OP" and ToLowerCase(name) == "op" and name == "op""#,
         &one(span(0, 1))
     ));
+}
+
+#[test]
+fn fused_attribute_tests_keep_order_flips_and_mixed_groups() {
+    let s = one(span(0, 1).attrs(vec![kv_int("n", 503), kv("s", "b")]));
+    for (c, want) in [
+        (r#"500 <= attributes["n"] and 599 >= attributes["n"]"#, true),
+        (r#"500 < attributes["n"] and attributes["n"] < 503"#, false),
+        (
+            r#"attributes["s"] == "a" or attributes["s"] == "b" or attributes["n"] == 1"#,
+            true,
+        ),
+        (
+            r#"attributes["s"] == "a" or attributes["n"] == 1 or attributes["s"] == "c""#,
+            false,
+        ),
+        (
+            r#"(attributes["n"] >= 500 and attributes["n"] <= 599) or attributes["n"] == 1"#,
+            true,
+        ),
+        (
+            r#"not (attributes["n"] == 1 or attributes["n"] == 2)"#,
+            true,
+        ),
+        (
+            r#"attributes["n"] != nil and attributes["n"] >= 500 and attributes["missing"] == nil"#,
+            true,
+        ),
+        (
+            r#"resource.attributes["n"] == nil and attributes["n"] == 503"#,
+            true,
+        ),
+    ] {
+        assert_eq!(holds(c, &s), want, "{c}");
+    }
 }
