@@ -61,7 +61,7 @@ async fn two_ottl_condition_policies_keep_exactly_the_traces_they_match() {
         slow: true,
         ..Default::default()
     };
-    let mut traces = vec![
+    let mut traces = [
         g.trace(Shape::ERROR, 6),
         g.trace(premium, 6),
         g.trace(Shape::default(), 6), // gets a Timeout exception event below

@@ -424,7 +424,8 @@ fn known_paths(cx: Context) -> &'static str {
 
 /// Gives each path read more than once in `cond` a memo slot (the same for equal paths).
 fn assign_memo_slots(cond: &mut Cond) {
-    let mut seen: Vec<((PathField, Box<[Box<str>]>), usize)> = Vec::new();
+    type PathKey = (PathField, Box<[Box<str>]>);
+    let mut seen: Vec<(PathKey, usize)> = Vec::new();
     cond.visit_paths(&mut |p| {
         let key = (p.field, p.keys.clone());
         match seen.iter_mut().find(|(k, _)| *k == key) {
