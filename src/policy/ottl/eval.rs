@@ -136,7 +136,6 @@ impl Call {
             }
             Call::Len(e) => V::Int(match e.eval(cx)? {
                 V::Str(s) => s.len() as i64,
-                V::Bytes(b) => b.len() as i64,
                 V::Map(m, n) => V::map_len(m, n) as i64,
                 V::Slice(s) => crate::wire::Fields::new(s).count() as i64,
                 other => return Err(format!("Len: unsupported type {}", other.type_name())),
