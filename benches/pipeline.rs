@@ -19,8 +19,39 @@ const EXAMPLE_POLICIES: &str = r#"
 - { name: baseline, type: probabilistic, probabilistic: { sampling_percentage: 5 } }
 "#;
 
+/// Three typed policies, and below the same logic as three `ottl_condition` policies (the
+/// attribute policies look at the resource too, so the OTTL forms do).
+const TYPED_THREE: &str = r#"
+- { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }
+- { name: premium, type: string_attribute, string_attribute: { key: user.tier, values: [premium, vip] } }
+- { name: server-errors, type: numeric_attribute, numeric_attribute: { key: http.status_code, min_value: 500, max_value: 599 } }
+"#;
+
+const OTTL_THREE: &str = r#"
+- name: errors
+  type: ottl_condition
+  ottl_condition:
+    span: ['status.code == STATUS_CODE_ERROR']
+- name: premium
+  type: ottl_condition
+  ottl_condition:
+    span:
+      - 'attributes["user.tier"] == "premium" or attributes["user.tier"] == "vip"'
+      - 'resource.attributes["user.tier"] == "premium" or resource.attributes["user.tier"] == "vip"'
+- name: server-errors
+  type: ottl_condition
+  ottl_condition:
+    span:
+      - 'attributes["http.status_code"] >= 500 and attributes["http.status_code"] <= 599'
+      - 'resource.attributes["http.status_code"] >= 500 and resource.attributes["http.status_code"] <= 599'
+"#;
+
 fn policies() -> Policies {
-    let cfgs: Vec<PolicyCfg> = serde_yaml_ng::from_str(EXAMPLE_POLICIES).unwrap();
+    build(EXAMPLE_POLICIES)
+}
+
+fn build(yaml: &str) -> Policies {
+    let cfgs: Vec<PolicyCfg> = serde_yaml_ng::from_str(yaml).unwrap();
     Policies::build(&cfgs, false).unwrap()
 }
 
@@ -73,6 +104,20 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The same decisions, typed or in OTTL: the OTTL cost over the typed one is the ratio.
+    let (typed, ottl) = (build(TYPED_THREE), build(OTTL_THREE));
+    for (id, s) in &traces {
+        assert_eq!(typed.evaluate(id, s, now), ottl.evaluate(id, s, now));
+    }
+    for (name, p) in [("typed", &typed), ("ottl", &ottl)] {
+        g.bench_function(format!("evaluate_three_{name}_policies_50_traces"), |b| {
+            b.iter(|| {
+                for (id, s) in &traces {
+                    black_box(p.evaluate(id, s, now));
+                }
+            })
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("buffer");

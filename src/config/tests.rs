@@ -235,15 +235,23 @@ fn policy_semantics_are_checked_with_the_rest() {
 }
 
 #[test]
-fn ottl_condition_fails_with_a_clear_message() {
+fn ottl_condition_problems_name_the_file_line_and_the_column_in_the_condition() {
     let text = MINIMAL.replace(
-        "{ name: all, type: always_sample }",
-        "{ name: o, type: ottl_condition, ottl_condition: { span: ['attributes[\"x\"] == 1'] } }",
+        "      - { name: all, type: always_sample }",
+        "      - name: o\n        type: ottl_condition\n        ottl_condition:\n          span:\n            - 'attributes[\"x\"] == 1'\n            - 'name == \"a\" or Nope(name)'",
     );
     let ps = problems(&text);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!(
+        ps[0].problem.path,
+        "processors.tail_sampling.policies[0].ottl_condition.span[1]"
+    );
+    assert_eq!(ps[0].line, Some(14), "{ps:#?}");
     assert!(
-        ps.iter()
-            .any(|l| l.problem.message.contains("ottl_condition")),
+        ps[0]
+            .problem
+            .message
+            .starts_with("line 1, column 16: unknown function Nope;"),
         "{ps:#?}"
     );
 }

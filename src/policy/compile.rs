@@ -8,7 +8,7 @@ use super::limit::Budget;
 use crate::config::Problem;
 
 /// Every policy type the Collector knows, with whether casefile supports it.
-pub const LEAF_TYPES: [&str; 12] = [
+pub const LEAF_TYPES: [&str; 13] = [
     "always_sample",
     "latency",
     "numeric_attribute",
@@ -21,6 +21,7 @@ pub const LEAF_TYPES: [&str; 12] = [
     "trace_state",
     "trace_flags",
     "boolean_attribute",
+    "ottl_condition",
 ];
 const COMBINATOR_TYPES: [&str; 4] = ["and", "composite", "not", "drop"];
 
@@ -126,15 +127,6 @@ impl Compiler {
     /// Checks the type (known, supported, allowed here) and that exactly its block is present.
     fn kind_ok(&mut self, cfg: &PolicyCfg, path: &str, place: Place) -> bool {
         let kind = cfg.kind.as_str();
-        if kind == "ottl_condition" {
-            self.problem(
-                format!("{path}.type"),
-                "ottl_condition is not supported yet by casefile; express the condition with \
-                 string_attribute, numeric_attribute, boolean_attribute, status_code or span_count \
-                 policies combined with and, not and drop",
-            );
-            return false;
-        }
         if kind.is_empty() || !(LEAF_TYPES.contains(&kind) || COMBINATOR_TYPES.contains(&kind)) {
             let what = if kind.is_empty() {
                 "a policy type is required".to_owned()

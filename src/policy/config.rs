@@ -25,8 +25,7 @@ pub struct PolicyCfg {
     pub trace_state: Option<TraceStateCfg>,
     pub trace_flags: Option<EmptyCfg>,
     pub boolean_attribute: Option<BooleanAttributeCfg>,
-    /// Accepted in any shape so that the error says "not supported" rather than "unknown field".
-    pub ottl_condition: Option<serde_yaml_ng::Value>,
+    pub ottl_condition: Option<super::ottl::OttlConditionCfg>,
     pub and: Option<AndCfg>,
     pub composite: Option<CompositeCfg>,
     pub not: Option<NotCfg>,

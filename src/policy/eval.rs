@@ -98,6 +98,8 @@ pub enum Eval {
         value: bool,
         invert: bool,
     },
+    /// `ottl_condition`: OTTL conditions on spans and span events.
+    Ottl(Box<super::ottl::OttlPolicy>),
     And(Vec<Eval>),
     Not(Box<Eval>),
     Drop(Vec<Eval>),
@@ -188,6 +190,7 @@ impl Eval {
                 let equal = |v: AnyValueRef<'_>| v.as_bool() == Some(*value);
                 Decision::attribute(any_attribute(spans, key, equal, equal), *invert)
             }
+            Eval::Ottl(p) => p.evaluate(spans),
             Eval::And(subs) => {
                 if subs.iter().any(|p| says_no(p.evaluate(t))) {
                     Decision::NotSampled

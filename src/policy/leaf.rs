@@ -226,6 +226,22 @@ impl Compiler {
                     line,
                 )
             }
+            "ottl_condition" => {
+                let c = cfg.ottl_condition.as_ref()?;
+                match super::ottl::build(c, &cfg.name) {
+                    Ok(p) => {
+                        let line = p.describe(c);
+                        Built::leaf(Eval::Ottl(Box::new(p)), line)
+                    }
+                    Err(problems) => {
+                        for (at, message) in problems {
+                            let sep = if at.is_empty() { "" } else { "." };
+                            self.problem(format!("{path}.ottl_condition{sep}{at}"), message);
+                        }
+                        return None;
+                    }
+                }
+            }
             _ => return None,
         };
         (self.problems.len() == start).then_some(built)

@@ -10,6 +10,7 @@ mod eval;
 mod hash;
 mod leaf;
 mod limit;
+mod ottl;
 mod tracestate;
 
 #[cfg(test)]

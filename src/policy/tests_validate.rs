@@ -79,13 +79,24 @@ fn reports_every_problem_at_once_with_its_path() {
 }
 
 #[test]
-fn ottl_condition_is_refused_clearly() {
-    let yaml = r#"- { name: o, type: ottl_condition, ottl_condition: { error_mode: ignore, span: ['name == "x"'] } }"#;
-    let (path, message) = problems(yaml).remove(0);
-    assert_eq!(path, "policies[0].type");
-    assert!(
-        message.starts_with("ottl_condition is not supported yet by casefile; "),
-        "{message}"
+fn ottl_condition_is_a_leaf_type_checked_with_the_others() {
+    let yaml = r#"
+- { name: o, type: ottl_condition, ottl_condition: { error_mode: ignore, span: ['name == "x"'] } }
+- { name: p, type: ottl_condition, ottl_condition: { span: ['name = "x"'] }, latency: { threshold_ms: 1 } }
+- { name: q, type: and, and: { and_sub_policy: [{ name: r, type: ottl_condition, ottl_condition: { spanevent: ['nam == "exception"'] } }] } }
+"#;
+    assert_eq!(
+        problems(yaml),
+        [
+            (
+                "policies[1].latency".to_owned(),
+                "a policy of type ottl_condition takes no latency block (set type: latency, or remove the block)".to_owned()
+            ),
+            (
+                "policies[2].and.and_sub_policy[0].ottl_condition.spanevent[0]".to_owned(),
+                "line 1, column 1: unknown path nam in a spanevent condition; known: name, attributes[\"k\"], time_unix_nano (the event's), span.<any span path> (the enclosing span's), resource.attributes[\"k\"], instrumentation_scope.name, instrumentation_scope.version".to_owned()
+            ),
+        ]
     );
 }
 
