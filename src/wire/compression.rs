@@ -42,8 +42,9 @@ pub const HTTP_ENCODINGS: &[Codec] = &[
     Codec::Lz4,
 ];
 
-/// The grpc-encodings the OTLP/gRPC receiver accepts: what the Collector's exporters send.
-pub const GRPC_ENCODINGS: &[&str] = &["gzip", "zstd", "snappy"];
+/// The grpc-encodings the OTLP/gRPC receiver accepts: what the Collector's exporters send,
+/// and `deflate` (grpc's zlib), which grpc's own clients offer.
+pub const GRPC_ENCODINGS: &[&str] = &["gzip", "zstd", "snappy", "deflate"];
 
 /// The `compression:` values of an `otlp` (gRPC) exporter, `none` aside.
 pub const GRPC_EXPORTER_CHOICES: &[&str] = &["gzip", "zstd", "snappy"];
@@ -80,6 +81,7 @@ impl Codec {
             "gzip" => Codec::Gzip,
             "zstd" => Codec::Zstd,
             "snappy" => Codec::SnappyFramed,
+            "deflate" => Codec::Deflate,
             _ => return None,
         })
     }
@@ -103,6 +105,7 @@ impl Codec {
             Codec::Gzip => Some("gzip"),
             Codec::Zstd => Some("zstd"),
             Codec::SnappyFramed => Some("snappy"),
+            Codec::Deflate => Some("deflate"),
             _ => None,
         }
     }
