@@ -22,8 +22,7 @@ fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
             e.finish().unwrap()
         }
         "zlib" | "deflate" => {
-            let mut e =
-                flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(data).unwrap();
             e.finish().unwrap()
         }
@@ -43,10 +42,13 @@ fn encode(encoding: &str, data: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Takes input chunks, then `None` to finish and hand back the compressed bytes.
+type Sink = Box<dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>>;
+
 /// `n` bytes of zeros compressed as `encoding`, streamed (never held whole).
 fn bomb(encoding: &str, n: usize) -> Vec<u8> {
     let chunk = vec![0u8; 1 << 20];
-    let mut w: Box<dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>>> = match encoding {
+    let mut w: Sink = match encoding {
         "gzip" => {
             let mut e = Some(flate2::write::GzEncoder::new(
                 Vec::new(),
@@ -129,14 +131,23 @@ async fn http_accepts_every_collector_encoding_within_the_limit() {
             encode(how, &body),
         )
         .await;
-        assert_eq!(code, 200, "{header} ({how}): {}", String::from_utf8_lossy(&resp));
+        assert_eq!(
+            code,
+            200,
+            "{header} ({how}): {}",
+            String::from_utf8_lossy(&resp)
+        );
         assert_eq!(daemon.buffer.held_traces(), i + 1, "{header} ({how})");
     }
 
     // 64 MiB of zeros (16 MiB for snappy, whose ratio is at most ~21) against a 1 MiB
     // limit, in every encoding: 413, as for gzip before.
     for how in ["gzip", "zstd", "zlib", "snappy", "x-snappy-framed", "lz4"] {
-        let size = if how.contains("snappy") { 16 << 20 } else { 64 << 20 };
+        let size = if how.contains("snappy") {
+            16 << 20
+        } else {
+            64 << 20
+        };
         let b = bomb(how, size);
         assert!(b.len() < 1 << 20, "{how}: the bomb passes the raw limit");
         let (code, _, resp) = http_post(
@@ -279,7 +290,11 @@ async fn grpc_accepts_what_collector_exporters_send_within_the_limit() {
     // answered for gzip and zstd before.
     for (name, how) in cases {
         let (status, message, _) = grpc_call(grpc, Some(name), true, bomb(how, 64 << 20)).await;
-        assert_eq!(status, tonic::Code::ResourceExhausted as i32, "{name}: {message}");
+        assert_eq!(
+            status,
+            tonic::Code::ResourceExhausted as i32,
+            "{name}: {message}"
+        );
         assert!(message.contains("size limit"), "{name}: {message}");
     }
 
@@ -384,9 +399,19 @@ exporters:
         )
     };
     for c in ["gzip", "zstd", "snappy", "none"] {
-        casefile::config::load_str(&yaml("otlp", c), "t.yaml").unwrap_or_else(|e| panic!("{c}: {e}"));
+        casefile::config::load_str(&yaml("otlp", c), "t.yaml")
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
     }
-    for c in ["gzip", "zstd", "zlib", "deflate", "snappy", "x-snappy-framed", "lz4", "none"] {
+    for c in [
+        "gzip",
+        "zstd",
+        "zlib",
+        "deflate",
+        "snappy",
+        "x-snappy-framed",
+        "lz4",
+        "none",
+    ] {
         casefile::config::load_str(&yaml("otlphttp", c), "t.yaml")
             .unwrap_or_else(|e| panic!("{c}: {e}"));
     }

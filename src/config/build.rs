@@ -396,7 +396,10 @@ impl Reader {
                     ExporterCfg::OtlpHttp(_) => {
                         ("otlphttp", crate::wire::compression::HTTP_EXPORTER_CHOICES)
                     }
-                    _ => ("otlp (gRPC)", crate::wire::compression::GRPC_EXPORTER_CHOICES),
+                    _ => (
+                        "otlp (gRPC)",
+                        crate::wire::compression::GRPC_EXPORTER_CHOICES,
+                    ),
                 };
                 let given = c.compression.as_str();
                 if !(matches!(given, "none" | "") || choices.contains(&given)) {

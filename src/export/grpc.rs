@@ -240,7 +240,10 @@ impl GrpcSink {
 }
 
 fn snappy_framed(data: &[u8]) -> Result<Bytes, ExportError> {
-    Ok(crate::wire::compression::compress(crate::wire::compression::Codec::SnappyFramed, data)?.into())
+    Ok(
+        crate::wire::compression::compress(crate::wire::compression::Codec::SnappyFramed, data)?
+            .into(),
+    )
 }
 
 /// The channel, and with `on` a request whose message the codec wrote already
@@ -269,10 +272,9 @@ impl tower::Service<http::Request<tonic::body::Body>> for Snappy {
         }
         use http_body_util::BodyExt;
         let (mut parts, body) = req.into_parts();
-        parts.headers.insert(
-            "grpc-encoding",
-            http::HeaderValue::from_static("snappy"),
-        );
+        parts
+            .headers
+            .insert("grpc-encoding", http::HeaderValue::from_static("snappy"));
         let mut first = true;
         let body = body.map_frame(move |frame| {
             frame.map_data(|data: Bytes| {

@@ -139,7 +139,10 @@ where
         let max = self.max_message_size;
         let codec = match req.headers().get(GRPC_ENCODING).map(|v| v.as_bytes()) {
             None | Some(b"identity") => None,
-            Some(name) => match std::str::from_utf8(name).ok().and_then(Compression::from_grpc) {
+            Some(name) => match std::str::from_utf8(name)
+                .ok()
+                .and_then(Compression::from_grpc)
+            {
                 Some(c) => Some(c),
                 None => {
                     let name = String::from_utf8_lossy(name).into_owned();
@@ -200,13 +203,15 @@ where
     {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large(format!(
-                "Error, compressed message length too large: the limit is {max} bytes"
-            ), Code::OutOfRange));
+            return Err(too_large(
+                format!("Error, compressed message length too large: the limit is {max} bytes"),
+                Code::OutOfRange,
+            ));
         }
         Err(e) => return Err(Status::cancelled(format!("reading the request: {e}"))),
     };
-    let mut out = bytes::BytesMut::new();
+    // Each message as a frame header and its payload, without copying the payload again.
+    let mut out: Vec<Bytes> = Vec::new();
     let mut rest = &raw[..];
     while !rest.is_empty() {
         if rest.len() < 5 {
@@ -219,9 +224,9 @@ where
         };
         rest = &rest[5 + len..];
         let plain = match flag {
-            0 => std::borrow::Cow::Borrowed(payload),
+            0 => raw.slice_ref(payload),
             1 => match compression::decompress(codec, payload, max) {
-                Ok(v) => std::borrow::Cow::Owned(v),
+                Ok(v) => Bytes::from(v),
                 Err(DecompressError::TooLarge { .. }) => {
                     return Err(too_large(format!(
                         "Error decompressing: size limit, of {max} bytes, exceeded while decompressing message"
@@ -240,11 +245,19 @@ where
                 )))
             }
         };
-        out.put_u8(0);
-        out.put_u32(plain.len() as u32);
-        out.extend_from_slice(&plain);
+        let mut header = bytes::BytesMut::with_capacity(5);
+        header.put_u8(0);
+        header.put_u32(plain.len() as u32);
+        out.push(header.freeze());
+        out.push(plain);
     }
-    let body = tonic::body::Body::new(http_body_util::Full::new(out.freeze()));
+    drop(raw);
+    let frames = out
+        .into_iter()
+        .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+    let body = tonic::body::Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )));
     Ok(http::Request::from_parts(parts, body))
 }
 

@@ -102,18 +102,23 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
     };
     let bytes = match codec {
         None => bytes,
-        Some(codec) => match compression::decompress(codec, &bytes, st.max_body) {
-            Ok(b) => b.into(),
-            Err(DecompressError::TooLarge { .. }) => return too_large(),
-            Err(e) => {
-                metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "malformed").increment(1);
-                return error(
-                    format,
-                    StatusCode::BAD_REQUEST,
-                    &format!("could not decompress the request body: {e}"),
-                );
+        Some(codec) => {
+            let decoded = compression::decompress(codec, &bytes, st.max_body);
+            // The compressed body is not kept beside the decoded one.
+            drop(bytes);
+            match decoded {
+                Ok(b) => b.into(),
+                Err(DecompressError::TooLarge { .. }) => return too_large(),
+                Err(e) => {
+                    metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "malformed").increment(1);
+                    return error(
+                        format,
+                        StatusCode::BAD_REQUEST,
+                        &format!("could not decompress the request body: {e}"),
+                    );
+                }
             }
-        },
+        }
     };
     let result = match format {
         Format::Proto => st.intake.accept(&bytes, "http"),

@@ -178,8 +178,12 @@ pub fn decompress(codec: Codec, input: &[u8], limit: usize) -> Result<Vec<u8>, D
             read_bounded(snap::read::FrameDecoder::new(input), input.len(), limit)
                 .map_err(|e| e.map(corrupt))
         }
-        Codec::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(input), input.len(), limit)
-            .map_err(|e| e.map(corrupt)),
+        Codec::Lz4 => read_bounded(
+            lz4_flex::frame::FrameDecoder::new(input),
+            input.len(),
+            limit,
+        )
+        .map_err(|e| e.map(corrupt)),
     }
 }
 
@@ -204,7 +208,10 @@ fn read_bounded(mut r: impl Read, input_len: usize, limit: usize) -> Result<Vec<
     let cap = limit.saturating_add(1);
     let mut buf: Vec<u8> = Vec::new();
     let mut filled = 0;
-    let mut next = input_len.saturating_mul(4).clamp(16 << 10, 1 << 20).min(cap);
+    let mut next = input_len
+        .saturating_mul(4)
+        .clamp(16 << 10, 1 << 20)
+        .min(cap);
     loop {
         if filled == buf.len() {
             if buf.len() >= cap {
