@@ -355,6 +355,35 @@ mod tests {
         assert_eq!(zstd_window_log_max(usize::MAX), 27);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Untrusted bodies: valid streams with bytes flipped, cut or extended, and plain
+        /// garbage, never panic and never decode past the limit.
+        #[test]
+        fn damaged_streams_never_panic_nor_pass_the_limit(
+            seed in 0u64..1000,
+            flips in proptest::collection::vec((0usize..1 << 16, proptest::prelude::any::<u8>()), 0..8),
+            cut in 0usize..1 << 16,
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+        ) {
+            let data: Vec<u8> = (0..4000u64).flat_map(|i| ((i * seed) % 251).to_le_bytes()).collect();
+            for &c in HTTP_ENCODINGS {
+                let mut z = compress(c, &data).unwrap();
+                for &(at, b) in &flips {
+                    let n = z.len();
+                    z[at % n] ^= b;
+                }
+                z.truncate(cut.max(1).min(z.len()));
+                z.extend_from_slice(&garbage[..garbage.len() % 7]);
+                let limit = data.len() / 2;
+                if let Ok(out) = decompress(c, &z, limit) {
+                    proptest::prop_assert!(out.len() <= limit);
+                }
+                let _ = decompress(c, &garbage, limit);
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_corrupt_not_a_panic() {
         for &c in HTTP_ENCODINGS {
