@@ -1,7 +1,8 @@
 //! Interop with OpenTelemetry SDKs written by other people: the Python SDK (gRPC and
 //! HTTP/protobuf exporters) and the JS SDK (OTLP/HTTP JSON) send through casefile to a
 //! real downstream receiver; and requests compressed in every encoding by independent
-//! Python libraries (zlib, zstandard, lz4, cramjam, grpcio). `scripts/setup-tests.sh`
+//! Python libraries (zlib, zstandard, lz4, cramjam, grpcio) and snappy written in the test
+//! from the format description. `scripts/setup-tests.sh`
 //! installs all of it.
 
 mod common;
@@ -156,7 +157,10 @@ async fn python_compressed_requests_in_every_encoding() {
         "http/zlib",
         "http/deflate",
         "http/snappy",
+        "http/snappy-cramjam",
+        "http/snappy-framed",
         "http/x-snappy-framed",
+        "http/x-snappy-framed-cramjam",
         "http/lz4",
         "http/lz4-linked-checksums",
         "grpc/gzip",

@@ -225,7 +225,7 @@ where
         rest = &rest[5 + len..];
         let plain = match flag {
             0 => raw.slice_ref(payload),
-            1 => match compression::decompress(codec, payload, max) {
+            1 => match compression::decompress_async(codec, raw.slice_ref(payload), max).await {
                 Ok(v) => Bytes::from(v),
                 Err(DecompressError::TooLarge { .. }) => {
                     return Err(too_large(format!(

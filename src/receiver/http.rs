@@ -103,9 +103,8 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
     let bytes = match codec {
         None => bytes,
         Some(codec) => {
-            let decoded = compression::decompress(codec, &bytes, st.max_body);
-            // The compressed body is not kept beside the decoded one.
-            drop(bytes);
+            // The compressed body is dropped once decoded, not kept beside it.
+            let decoded = compression::decompress_async(codec, bytes, st.max_body).await;
             match decoded {
                 Ok(b) => b.into(),
                 Err(DecompressError::TooLarge { .. }) => return too_large(),

@@ -187,6 +187,29 @@ pub fn decompress(codec: Codec, input: &[u8], limit: usize) -> Result<Vec<u8>, D
     }
 }
 
+/// Bodies larger than this are decompressed on the blocking pool (a 20 MiB body takes tens
+/// of milliseconds: not on an async worker).
+pub const BLOCKING_ABOVE: usize = 256 * 1024;
+
+/// [`decompress`], on the blocking pool for a body over [`BLOCKING_ABOVE`].
+pub async fn decompress_async(
+    codec: Codec,
+    input: bytes::Bytes,
+    limit: usize,
+) -> Result<Vec<u8>, DecompressError> {
+    if input.len() <= BLOCKING_ABOVE {
+        return decompress(codec, &input, limit);
+    }
+    tokio::task::spawn_blocking(move || decompress(codec, &input, limit))
+        .await
+        .unwrap_or_else(|e| {
+            Err(DecompressError::Corrupt {
+                codec: codec.http_name(),
+                reason: e.to_string(),
+            })
+        })
+}
+
 /// Either over the limit, or an I/O error to turn into [`DecompressError::Corrupt`].
 enum Bounded {
     TooLarge(usize),

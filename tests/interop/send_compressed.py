@@ -1,7 +1,7 @@
 """Sends one real OTLP trace per compression to casefile, each compressed by a library that
 is not one of casefile's: CPython's zlib/gzip (C zlib), zstandard (C libzstd bindings),
-lz4 (C liblz4 frame bindings), cramjam (python-snappy's engine) for snappy; and over gRPC
-grpcio's own gzip and deflate.
+lz4 (C liblz4 frame bindings), snappy written here from the format description and also by
+cramjam (python-snappy's engine); and over gRPC grpcio's own gzip and deflate.
 
 usage: send_compressed.py HTTP_ADDR GRPC_ADDR
 The requests are built with the opentelemetry-proto classes: each trace has three spans,
@@ -81,10 +81,86 @@ def request(label):
     return req, trace_id.hex()
 
 
-def snappy_framed(data):
+def snappy_framed_cramjam(data):
     c = cramjam.snappy.Compressor()
     c.compress(data)
     return bytes(c.finish())
+
+
+# cramjam's snappy is built on the same Rust crate casefile decodes with, so snappy is also
+# written here from the format descriptions (google/snappy format_description.txt and
+# framing_format.txt), independently of any library.
+def snappy_block(data):
+    out = bytearray()
+    v = len(data)
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+
+    def literal(a, b):
+        n = b - a
+        if n == 0:
+            return
+        if n <= 60:
+            out.append((n - 1) << 2)
+        else:
+            m = n - 1
+            nb = (m.bit_length() + 7) // 8
+            out.append((59 + nb) << 2)
+            out.extend(m.to_bytes(nb, "little"))
+        out.extend(data[a:b])
+
+    table, i, lit, n = {}, 0, 0, len(data)
+    while i + 4 <= n:
+        key = data[i : i + 4]
+        cand = table.get(key)
+        table[key] = i
+        if cand is None or i - cand >= 65536:
+            i += 1
+            continue
+        literal(lit, i)
+        length = 4
+        while i + length < n and data[cand + length] == data[i + length]:
+            length += 1
+        offset, rest = i - cand, length
+        while rest > 0:  # copies with a 2-byte offset, 1..64 bytes each
+            c = min(rest, 64)
+            out.append(((c - 1) << 2) | 2)
+            out.extend(offset.to_bytes(2, "little"))
+            rest -= c
+        i += length
+        lit = i
+    literal(lit, n)
+    return bytes(out)
+
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = CRC32C_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+CRC32C_TABLE = []
+for n in range(256):
+    c = n
+    for _ in range(8):
+        c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+    CRC32C_TABLE.append(c)
+
+
+def snappy_framed(data):
+    out = bytearray(b"\xff\x06\x00\x00sNaPpY")
+    for at in range(0, len(data), 65536):
+        chunk = data[at : at + 65536]
+        crc = crc32c(chunk)
+        masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+        body = masked.to_bytes(4, "little") + snappy_block(chunk)
+        out.append(0x00)
+        out.extend(len(body).to_bytes(3, "little"))
+        out.extend(body)
+    return bytes(out)
 
 
 # Content-Encoding -> compressor, with the framing the Collector uses for each name.
@@ -93,8 +169,12 @@ HTTP = {
     "zstd": lambda d: zstandard.ZstdCompressor().compress(d),
     "zlib": lambda d: zlib.compress(d),
     "deflate": lambda d: zlib.compress(d, 9),
-    "snappy": lambda d: bytes(cramjam.snappy.compress_raw(d)),
+    "snappy": snappy_block,
+    "snappy-cramjam": lambda d: bytes(cramjam.snappy.compress_raw(d)),
+    # Collectors before v0.125 sent framed snappy under the name snappy.
+    "snappy-framed": snappy_framed,
     "x-snappy-framed": snappy_framed,
+    "x-snappy-framed-cramjam": snappy_framed_cramjam,
     "lz4": lambda d: lz4.frame.compress(d),
     "lz4-linked-checksums": lambda d: lz4.frame.compress(
         d, block_linked=True, content_checksum=True, block_size=lz4.frame.BLOCKSIZE_MAX64KB
@@ -113,7 +193,11 @@ HTTP["zstd-stream"] = zstd_stream
 
 traces = {}
 for label, compress in HTTP.items():
-    encoding = label.split("-")[0] if label.startswith(("zstd-", "lz4-")) else label
+    encoding = label
+    for prefix in ("x-snappy-framed", "snappy", "zstd", "lz4"):
+        if label.startswith(prefix):
+            encoding = prefix
+            break
     req, tid = request(label)
     body = compress(req.SerializeToString())
     r = urllib.request.Request(
