@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
-  echo "setup: creating .venv with the OpenTelemetry Python SDK"
-  python3 -m venv .venv
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, zstandard, lz4.frame, cramjam' 2>/dev/null; then
+  echo "setup: creating .venv with the OpenTelemetry Python SDK and the compressors"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 

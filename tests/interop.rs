@@ -1,6 +1,9 @@
 //! Interop with OpenTelemetry SDKs written by other people: the Python SDK (gRPC and
 //! HTTP/protobuf exporters) and the JS SDK (OTLP/HTTP JSON) send through casefile to a
-//! real downstream receiver. `scripts/setup-tests.sh` installs both SDKs.
+//! real downstream receiver; and requests compressed in every encoding by independent
+//! Python libraries (zlib, zstandard, lz4, cramjam, grpcio) and snappy written in the test
+//! from the format description. `scripts/setup-tests.sh`
+//! installs all of it.
 
 mod common;
 
@@ -133,4 +136,45 @@ async fn js_sdk_over_http_json() {
         .arg(format!("http://{}", daemon.http_addr.unwrap()));
     let ids = run_sender(cmd).await;
     assert_kept(&down, daemon, &ids, &["POST /checkout", "reserve stock"]).await;
+}
+
+/// Every Content-Encoding the Collector accepts and grpcio's gzip and deflate, compressed by
+/// libraries casefile does not use, arrive whole at the real downstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_compressed_requests_in_every_encoding() {
+    let (down, addr) = Downstream::start().await;
+    let daemon = start(config(addr, "300ms", "")).await;
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/interop/send_compressed.py"))
+        .arg(daemon.http_addr.unwrap().to_string())
+        .arg(daemon.grpc_addr.unwrap().to_string());
+    let out = run_sender(cmd).await;
+    let traces = out["traces"].as_object().unwrap().clone();
+    for label in [
+        "http/gzip",
+        "http/zstd",
+        "http/zstd-stream",
+        "http/zlib",
+        "http/deflate",
+        "http/snappy",
+        "http/snappy-cramjam",
+        "http/snappy-framed",
+        "http/x-snappy-framed",
+        "http/x-snappy-framed-cramjam",
+        "http/lz4",
+        "http/lz4-linked-checksums",
+        "grpc/gzip",
+        "grpc/deflate",
+    ] {
+        assert!(traces.contains_key(label), "{label} was sent: {traces:?}");
+    }
+    for (label, id) in &traces {
+        let id = id.as_str().unwrap().to_owned();
+        down.wait_for(label, |d| {
+            d.spans_by_trace().get(&id).map(Vec::len) == Some(3)
+        })
+        .await;
+    }
+    until_all_decided(&daemon).await;
+    daemon.shutdown().await;
 }

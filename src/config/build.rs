@@ -403,12 +403,22 @@ impl Reader {
                 if c.endpoint.trim().is_empty() {
                     self.problem(format!("{path}.endpoint"), "must not be empty");
                 }
-                if !matches!(c.compression.as_str(), "gzip" | "none" | "" | "zstd") {
+                let (kind, choices) = match cfg {
+                    ExporterCfg::OtlpHttp(_) => {
+                        ("otlphttp", crate::wire::compression::HTTP_EXPORTER_CHOICES)
+                    }
+                    _ => (
+                        "otlp (gRPC)",
+                        crate::wire::compression::GRPC_EXPORTER_CHOICES,
+                    ),
+                };
+                let given = c.compression.as_str();
+                if !(matches!(given, "none" | "") || choices.contains(&given)) {
                     self.problem(
                         format!("{path}.compression"),
                         format!(
-                            "{:?} is not supported: use gzip, zstd or none",
-                            c.compression
+                            "{given:?} is not supported by an {kind} exporter: use {} or none",
+                            choices.join(", ")
                         ),
                     );
                 }

@@ -24,7 +24,8 @@ pub struct OtlpCfg {
     pub traces_endpoint: Option<String>,
     #[serde(default)]
     pub tls: TlsCfg,
-    /// `gzip` (default) or `none`.
+    /// `gzip` (default), `zstd`, `snappy` or `none`; otlphttp also `zlib`, `deflate`,
+    /// `x-snappy-framed` and `lz4` (the Collector's choices; see `wire::compression`).
     #[serde(default = "default_compression")]
     pub compression: String,
     #[serde(default)]

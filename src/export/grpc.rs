@@ -1,5 +1,7 @@
 //! `otlp` exporter: OTLP/gRPC `TraceService/Export` with the request bytes sent as they
-//! are (a codec that writes pre-encoded bytes and decodes only the response).
+//! are (a codec that writes pre-encoded bytes and decodes only the response), compressed
+//! with gzip or zstd by tonic, or with snappy (the framing format, as the Collector's gRPC
+//! codec) here.
 
 use std::time::Duration;
 
@@ -70,6 +72,9 @@ pub(super) struct GrpcSink {
     /// With TLS: its files, read again on a reload.
     pub(super) tls: Option<Arc<ClientTls>>,
     compression: Option<CompressionEncoding>,
+    /// `compression: snappy`: tonic has no snappy, so the request is compressed here and
+    /// [`Snappy`] marks the message compressed.
+    snappy: bool,
     metadata: Vec<(AsciiMetadataKey, AsciiMetadataValue)>,
     timeout: Duration,
 }
@@ -123,13 +128,15 @@ impl GrpcSink {
         };
         let security = cfg.security(false).map_err(|p| tls_error(name, p))?;
         let uri = endpoint_uri(name, &cfg.endpoint, security)?;
-        let compression = match cfg.compression.trim().to_ascii_lowercase().as_str() {
-            "gzip" => Some(CompressionEncoding::Gzip),
-            "zstd" => Some(CompressionEncoding::Zstd),
-            "none" | "" => None,
+        let (compression, snappy) = match cfg.compression.trim().to_ascii_lowercase().as_str() {
+            "gzip" => (Some(CompressionEncoding::Gzip), false),
+            "zstd" => (Some(CompressionEncoding::Zstd), false),
+            "snappy" => (None, true),
+            "none" | "" => (None, false),
             other => {
                 return Err(config_err(format!(
-                    "unknown compression {other:?} (gzip, zstd or none)"
+                    "unknown compression {other:?} ({} or none)",
+                    crate::wire::compression::GRPC_EXPORTER_CHOICES.join(", ")
                 )))
             }
         };
@@ -177,21 +184,35 @@ impl GrpcSink {
             channel,
             tls,
             compression,
+            snappy,
             metadata,
             timeout,
         })
     }
 
     pub(super) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
+        let body = if !self.snappy {
+            batch.request.clone()
+        } else if batch.request.len() < super::http::BLOCKING_COMPRESS_ABOVE {
+            snappy_framed(&batch.request)?
+        } else {
+            let data = batch.request.clone();
+            tokio::task::spawn_blocking(move || snappy_framed(&data))
+                .await
+                .map_err(std::io::Error::other)??
+        };
         let call = async {
-            let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+            let mut grpc = tonic::client::Grpc::new(Snappy {
+                inner: self.channel.clone(),
+                on: self.snappy,
+            });
             if let Some(c) = self.compression {
                 grpc = grpc.send_compressed(c);
             }
             grpc.ready()
                 .await
                 .map_err(|e| ExportError::Transport(e.to_string()))?;
-            let mut request = tonic::Request::new(batch.request.clone());
+            let mut request = tonic::Request::new(body);
             for (k, v) in &self.metadata {
                 request.metadata_mut().insert(k.clone(), v.clone());
             }
@@ -215,6 +236,61 @@ impl GrpcSink {
             rejected_spans: partial.rejected_spans,
             error_message: partial.error_message,
         })
+    }
+}
+
+fn snappy_framed(data: &[u8]) -> Result<Bytes, ExportError> {
+    Ok(
+        crate::wire::compression::compress(crate::wire::compression::Codec::SnappyFramed, data)?
+            .into(),
+    )
+}
+
+/// The channel, and with `on` a request whose message the codec wrote already
+/// snappy-compressed: its frame is flagged compressed and `grpc-encoding: snappy` set.
+#[derive(Clone)]
+struct Snappy {
+    inner: Channel,
+    on: bool,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Snappy {
+    type Response = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Response;
+    type Error = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Error;
+    type Future = <Channel as tower::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if !self.on {
+            return self.inner.call(req);
+        }
+        use http_body_util::BodyExt;
+        let (mut parts, body) = req.into_parts();
+        parts
+            .headers
+            .insert("grpc-encoding", http::HeaderValue::from_static("snappy"));
+        let mut first = true;
+        let body = body.map_frame(move |frame| {
+            frame.map_data(|data: Bytes| {
+                if !std::mem::take(&mut first) || data.is_empty() {
+                    return data;
+                }
+                // The first byte of the first frame is the compressed flag.
+                let mut d = bytes::BytesMut::from(&data[..]);
+                d[0] = 1;
+                d.freeze()
+            })
+        });
+        self.inner.call(http::Request::from_parts(
+            parts,
+            tonic::body::Body::new(body),
+        ))
     }
 }
 

@@ -1,7 +1,7 @@
-//! `otlphttp` exporter: the request bytes POSTed as `application/x-protobuf` (gzipped
-//! when configured) to `<endpoint>/v1/traces` or `traces_endpoint`.
+//! `otlphttp` exporter: the request bytes POSTed as `application/x-protobuf` (compressed
+//! as configured: every Content-Encoding the Collector's exporter sends) to
+//! `<endpoint>/v1/traces` or `traces_endpoint`.
 
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +22,13 @@ use super::config::{OtlpCfg, Security};
 use super::grpc::{tls_connector, tls_error};
 use super::{Accepted, ExportBatch, ExportError};
 use crate::tls::{ClientTls, LiveConnector};
+use crate::wire::compression::{self, Codec};
 
 const PROTOBUF: &str = "application/x-protobuf";
 /// Most of a response body read (for a partial success or an error message).
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
-/// Bodies larger than this are gzipped on the blocking pool.
-const BLOCKING_GZIP_ABOVE: usize = 256 * 1024;
+/// Bodies larger than this are compressed on the blocking pool.
+pub(super) const BLOCKING_COMPRESS_ABOVE: usize = 256 * 1024;
 
 /// The same legacy client over plain TCP or over TLS.
 enum HttpClient {
@@ -50,7 +51,7 @@ pub(super) struct HttpSink {
     pub(super) tls: Option<Arc<ClientTls>>,
     uri: Uri,
     headers: HeaderMap,
-    gzip: bool,
+    codec: Option<Codec>,
     timeout: Duration,
 }
 
@@ -93,14 +94,17 @@ impl HttpSink {
         };
         let uri = traces_uri(name, cfg)?;
         let security = cfg.security(true).map_err(|p| tls_error(name, p))?;
-        let gzip = match cfg.compression.trim().to_ascii_lowercase().as_str() {
-            "gzip" => true,
-            "none" | "" => false,
-            other => {
-                return Err(config_err(format!(
-                    "unknown compression {other:?} for otlphttp (gzip or none)"
-                )))
-            }
+        let codec = match cfg.compression.trim().to_ascii_lowercase().as_str() {
+            "none" | "" => None,
+            other => match Codec::from_http(other) {
+                Some(c) if other != "x-gzip" => Some(c),
+                _ => {
+                    return Err(config_err(format!(
+                        "unknown compression {other:?} for otlphttp ({} or none)",
+                        compression::HTTP_EXPORTER_CHOICES.join(", ")
+                    )))
+                }
+            },
         };
         let mut headers = HeaderMap::with_capacity(cfg.headers.len() + 3);
         for (k, v) in &cfg.headers {
@@ -116,8 +120,8 @@ impl HttpSink {
             headers.insert(key, value);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
-        if gzip {
-            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        if let Some(c) = codec {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(c.http_name()));
         }
         if !headers.contains_key(USER_AGENT) {
             headers.insert(
@@ -151,22 +155,25 @@ impl HttpSink {
             tls,
             uri,
             headers,
-            gzip,
+            codec,
             timeout,
         })
     }
 
     pub(super) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
-        let body = if !self.gzip {
-            batch.request.clone()
-        } else if batch.request.len() < BLOCKING_GZIP_ABOVE {
-            gzip(&batch.request)?
-        } else {
-            // Large bodies take milliseconds to compress: off the async worker threads.
-            let data = batch.request.clone();
-            tokio::task::spawn_blocking(move || gzip(&data))
-                .await
-                .map_err(std::io::Error::other)??
+        let body = match self.codec {
+            None => batch.request.clone(),
+            Some(c) if batch.request.len() < BLOCKING_COMPRESS_ABOVE => {
+                compression::compress(c, &batch.request)?.into()
+            }
+            Some(c) => {
+                // Large bodies take milliseconds to compress: off the async worker threads.
+                let data = batch.request.clone();
+                tokio::task::spawn_blocking(move || compression::compress(c, &data))
+                    .await
+                    .map_err(std::io::Error::other)??
+                    .into()
+            }
         };
         let mut request = Request::post(self.uri.clone())
             .body(Full::new(body))
@@ -224,15 +231,6 @@ impl HttpSink {
             retry_after,
         })
     }
-}
-
-fn gzip(data: &[u8]) -> Result<Bytes, ExportError> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::default(),
-    );
-    enc.write_all(data)?;
-    Ok(enc.finish()?.into())
 }
 
 /// The message of an error body: `google.rpc.Status.message` for protobuf, else the text

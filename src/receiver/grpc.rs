@@ -1,6 +1,8 @@
 //! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 //! The request message is taken as raw bytes (a custom codec) and decoded on the fast
-//! path; gzip and zstd are accepted; the size limit applies after decompression. With
+//! path. Compressed requests (grpc-encoding gzip, zstd or snappy, as the Collector's
+//! exporters send them) are decompressed here, through [`crate::wire::compression`], never
+//! past the size limit; tonic then sees plain messages. With
 //! `tls:` the connections come through [`TlsListener`] (handshake done, mTLS checked).
 
 use std::convert::Infallible;
@@ -19,6 +21,7 @@ use tonic::{Code, Status};
 
 use super::{encode_response, Intake, IntakeError};
 use crate::tls::TlsListener;
+use crate::wire::compression::{self, Codec as Compression, DecompressError};
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -107,6 +110,7 @@ fn status_of(e: &IntakeError) -> Status {
 impl<B> tower::Service<http::Request<B>> for TraceService
 where
     B: Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -133,16 +137,133 @@ where
         }
         let svc = ExportSvc(self.intake.clone());
         let max = self.max_message_size;
+        let codec = match req.headers().get(GRPC_ENCODING).map(|v| v.as_bytes()) {
+            None | Some(b"identity") => None,
+            Some(name) => match std::str::from_utf8(name)
+                .ok()
+                .and_then(Compression::from_grpc)
+            {
+                Some(c) => Some(c),
+                None => {
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    return Box::pin(async move { Ok(unsupported_encoding(&name).into_http()) });
+                }
+            },
+        };
         Box::pin(async move {
-            let mut accept = tonic::codec::EnabledCompressionEncodings::default();
-            accept.enable(tonic::codec::CompressionEncoding::Gzip);
-            accept.enable(tonic::codec::CompressionEncoding::Zstd);
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .apply_compression_config(accept, Default::default())
-                .apply_max_message_size_config(Some(max), None);
-            Ok(grpc.unary(svc, req).await)
+            let mut grpc =
+                tonic::server::Grpc::new(RawCodec).apply_max_message_size_config(Some(max), None);
+            let Some(codec) = codec else {
+                return Ok(grpc.unary(svc, req).await);
+            };
+            match decompress_request(req, codec, max).await {
+                Ok(req) => Ok(grpc.unary(svc, req).await),
+                Err(status) => Ok(status.into_http()),
+            }
         })
     }
+}
+
+const GRPC_ENCODING: &str = "grpc-encoding";
+
+/// UNIMPLEMENTED with grpc-accept-encoding, as gRPC asks of a server that does not know
+/// the request's compression.
+fn unsupported_encoding(name: &str) -> Status {
+    let list = compression::GRPC_ENCODINGS.join(",");
+    let mut status = Status::unimplemented(format!(
+        "grpc-encoding {name:?} is not supported: casefile accepts {} (or identity)",
+        compression::GRPC_ENCODINGS.join(", ")
+    ));
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(list.as_str()) {
+        status.metadata_mut().insert("grpc-accept-encoding", v);
+    }
+    status
+}
+
+/// The request with its messages decompressed (and marked uncompressed) and grpc-encoding
+/// removed. The body is read up to the limit (plus a frame header), as tonic would; each
+/// message is decompressed through the bounded reader: past the limit RESOURCE_EXHAUSTED,
+/// as tonic answers for its own codecs.
+async fn decompress_request<B>(
+    req: http::Request<B>,
+    codec: Compression,
+    max: usize,
+) -> Result<http::Request<tonic::body::Body>, Status>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut parts, body) = req.into_parts();
+    parts.headers.remove(GRPC_ENCODING);
+    let raw = match http_body_util::Limited::new(body, max.saturating_add(5))
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(too_large(
+                format!("Error, compressed message length too large: the limit is {max} bytes"),
+                Code::OutOfRange,
+            ));
+        }
+        Err(e) => return Err(Status::cancelled(format!("reading the request: {e}"))),
+    };
+    // Each message as a frame header and its payload, without copying the payload again.
+    let mut out: Vec<Bytes> = Vec::new();
+    let mut rest = &raw[..];
+    while !rest.is_empty() {
+        if rest.len() < 5 {
+            return Err(Status::internal("Unexpected EOF decoding stream."));
+        }
+        let flag = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(payload) = rest.get(5..5 + len) else {
+            return Err(Status::internal("Unexpected EOF decoding stream."));
+        };
+        rest = &rest[5 + len..];
+        let plain = match flag {
+            0 => raw.slice_ref(payload),
+            1 => match compression::decompress_async(codec, raw.slice_ref(payload), max).await {
+                Ok(v) => Bytes::from(v),
+                Err(DecompressError::TooLarge { .. }) => {
+                    return Err(too_large(format!(
+                        "Error decompressing: size limit, of {max} bytes, exceeded while decompressing message"
+                    ), Code::ResourceExhausted));
+                }
+                Err(e) => {
+                    metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "grpc", "reason" => "malformed").increment(1);
+                    return Err(Status::invalid_argument(format!(
+                        "could not decompress the request: {e}"
+                    )));
+                }
+            },
+            f => {
+                return Err(Status::internal(format!(
+                    "protocol error: received message with invalid compression flag: {f}"
+                )))
+            }
+        };
+        let mut header = bytes::BytesMut::with_capacity(5);
+        header.put_u8(0);
+        header.put_u32(plain.len() as u32);
+        out.push(header.freeze());
+        out.push(plain);
+    }
+    drop(raw);
+    let frames = out
+        .into_iter()
+        .map(|b| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(b)));
+    let body = tonic::body::Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
+        frames,
+    )));
+    Ok(http::Request::from_parts(parts, body))
+}
+
+fn too_large(message: String, code: Code) -> Status {
+    metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "grpc", "reason" => "too_large").increment(1);
+    Status::new(code, message)
 }
 
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves; over TLS with `tls`.

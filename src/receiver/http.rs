@@ -1,6 +1,8 @@
 //! OTLP/HTTP receiver: `POST /v1/traces` with `application/x-protobuf` or
-//! `application/json` bodies, gzip-encoded or not, chunked or not. The body limit applies
-//! to the decompressed size. Answers in the request's content type. With `tls:` the
+//! `application/json` bodies, chunked or not, in every Content-Encoding the Collector's
+//! receiver accepts (gzip, zstd, zlib, deflate, snappy, x-snappy-framed, lz4; see
+//! [`crate::wire::compression`]). The body limit applies to the body as received and again
+//! to the decompressed size (never more is allocated). Answers in the request's content type. With `tls:` the
 //! connections come through [`TlsListener`] (handshake done, mTLS checked).
 
 use std::future::Future;
@@ -13,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::decompression::RequestDecompressionLayer;
 
 use super::{encode_response, Intake};
 use crate::tls::TlsListener;
+use crate::wire::compression::{self, Codec, DecompressError};
 use crate::wire::{put_key, put_len, put_varint, VARINT};
 
 #[derive(Clone)]
@@ -44,11 +46,6 @@ impl Format {
 pub fn router(intake: Intake, max_body: usize) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
-        .layer(
-            RequestDecompressionLayer::new()
-                .gzip(true)
-                .pass_through_unaccepted(false),
-        )
         .with_state(HttpState { intake, max_body })
 }
 
@@ -71,25 +68,55 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
             return error(Format::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg);
         }
     };
+    let codec = match content_encoding(&headers) {
+        Ok(c) => c,
+        Err(other) => {
+            let msg = format!(
+                "unsupported Content-Encoding {other:?}: casefile accepts {}",
+                compression::http_encodings_list()
+            );
+            return error(format, StatusCode::UNSUPPORTED_MEDIA_TYPE, &msg);
+        }
+    };
     if let Err(e) = st.intake.check_early("http", true) {
         return throttle(format, &e.to_string());
     }
+    let too_large = || {
+        metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "too_large").increment(1);
+        let msg = format!(
+            "request body exceeds {} bytes (after decompression)",
+            st.max_body
+        );
+        error(format, StatusCode::PAYLOAD_TOO_LARGE, &msg)
+    };
     let bytes = match to_bytes(body, st.max_body).await {
         Ok(b) => b,
-        Err(e) if is_length_limit(&e) => {
-            metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "too_large").increment(1);
-            let msg = format!(
-                "request body exceeds {} bytes (after decompression)",
-                st.max_body
-            );
-            return error(format, StatusCode::PAYLOAD_TOO_LARGE, &msg);
-        }
+        Err(e) if is_length_limit(&e) => return too_large(),
         Err(e) => {
             return error(
                 format,
                 StatusCode::BAD_REQUEST,
                 &format!("could not read the request body: {e}"),
             )
+        }
+    };
+    let bytes = match codec {
+        None => bytes,
+        Some(codec) => {
+            // The compressed body is dropped once decoded, not kept beside it.
+            let decoded = compression::decompress_async(codec, bytes, st.max_body).await;
+            match decoded {
+                Ok(b) => b.into(),
+                Err(DecompressError::TooLarge { .. }) => return too_large(),
+                Err(e) => {
+                    metrics::counter!("casefile_receiver_refused_requests_total", "transport" => "http", "reason" => "malformed").increment(1);
+                    return error(
+                        format,
+                        StatusCode::BAD_REQUEST,
+                        &format!("could not decompress the request body: {e}"),
+                    );
+                }
+            }
         }
     };
     let result = match format {
@@ -109,6 +136,19 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
         Err(e) if e.is_throttling() => throttle(format, &e.to_string()),
         Err(e) => error(format, StatusCode::BAD_REQUEST, &e.to_string()),
     }
+}
+
+/// The body's compression: `None` without Content-Encoding (or `identity`), the unknown
+/// name otherwise. One coding only, as the Collector accepts.
+fn content_encoding(headers: &HeaderMap) -> Result<Option<Codec>, String> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    let name = String::from_utf8_lossy(v.as_bytes()).trim().to_owned();
+    if name.is_empty() || name.eq_ignore_ascii_case("identity") {
+        return Ok(None);
+    }
+    Codec::from_http(&name).map(Some).ok_or(name)
 }
 
 /// 503 + Retry-After: OTLP/HTTP clients retry it.

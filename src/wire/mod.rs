@@ -4,6 +4,7 @@
 //! builds requests from kept spans, `json` maps OTLP/JSON to and from protobuf bytes.
 
 pub mod check;
+pub mod compression;
 pub mod decode;
 #[doc(hidden)]
 pub mod differential;

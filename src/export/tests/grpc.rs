@@ -209,7 +209,11 @@ async fn bad_settings_fail_at_start() {
     assert!(err(otlp_cfg("tempo:4317/v1/traces")).contains("no path"));
     let mut c = otlp_cfg("tempo:4317");
     c.compression = "brotli".into();
-    assert!(err(c).contains("unknown compression"));
+    let e = err(c);
+    assert!(
+        e.contains("unknown compression") && e.contains("gzip, zstd, snappy or none"),
+        "{e}"
+    );
     let mut c = otlp_cfg("tempo:4317");
     c.headers
         .insert("authorization".into(), "Bearer sécret\n".into());
@@ -245,4 +249,23 @@ async fn sends_zstd_when_configured() {
         Some("zstd")
     );
     ex.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn sends_snappy_framed_when_configured() {
+    let mut down = grpc_downstream(listen().await, vec![]).await;
+    let mut cfg = cfg_for(down.addr);
+    cfg.compression = "snappy".into();
+    let ex = start("otlp", ExporterCfg::Otlp(cfg));
+    let req = request("snappy", 30);
+    ex.send(batch_of(&req)).await;
+    let got = down.next().await;
+    assert_eq!(got.request, req);
+    assert_eq!(
+        got.metadata
+            .get("x-test-grpc-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("snappy")
+    );
+    assert_eq!(ex.shutdown(Duration::from_secs(5)).await, 0);
 }

@@ -156,8 +156,13 @@ async fn bad_settings_fail_at_start() {
     assert!(err(otlp_cfg("vendor.example:4318")).contains("invalid endpoint"));
     assert!(err(otlp_cfg("http://")).contains("invalid endpoint"));
     let mut c = otlp_cfg("http://vendor.example");
-    c.compression = "zstd".into();
-    assert!(err(c).contains("unknown compression"));
+    c.compression = "br".into();
+    let e = err(c);
+    assert!(
+        e.contains("unknown compression \"br\"")
+            && e.contains("gzip, zstd, zlib, deflate, snappy, x-snappy-framed, lz4 or none"),
+        "{e}"
+    );
     let mut c = otlp_cfg("http://vendor.example");
     c.headers.insert("bad header".into(), "s3cret".into());
     let e = err(c);
@@ -180,4 +185,23 @@ async fn large_bodies_are_gzipped_too() {
     assert_eq!(got.headers["content-encoding"], "gzip");
     assert_eq!(got.request, req);
     ex.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Every `compression:` the Collector's otlphttp exporter takes reaches a downstream that
+/// decodes it with the format named in Content-Encoding (the fake downstream decodes each
+/// with its crate directly, not through casefile's decoder).
+#[tokio::test]
+async fn every_compression_choice_reaches_the_downstream() {
+    for choice in crate::wire::compression::HTTP_EXPORTER_CHOICES {
+        let mut down = http_downstream(listen().await, vec![]).await;
+        let mut cfg = cfg_for(down.addr);
+        cfg.compression = (*choice).into();
+        let ex = start("otlphttp", ExporterCfg::OtlpHttp(cfg));
+        let req = request(choice, 40);
+        ex.send(batch_of(&req)).await;
+        let got = down.next().await;
+        assert_eq!(got.request, req, "{choice}");
+        assert_eq!(got.headers["content-encoding"], *choice);
+        assert_eq!(ex.shutdown(Duration::from_secs(5)).await, 0, "{choice}");
+    }
 }

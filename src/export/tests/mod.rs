@@ -290,9 +290,11 @@ async fn grpc_downstream_with(
         got: tx,
         calls: Arc::clone(&calls),
     };
-    let service = TraceServiceServer::new(fake)
-        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
+    let service = SnappyUnwrap(
+        TraceServiceServer::new(fake)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+    );
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(service)
@@ -305,6 +307,71 @@ async fn grpc_downstream_with(
         got,
         calls,
         task,
+    }
+}
+
+/// tonic has no snappy: requests with `grpc-encoding: snappy` have their messages decoded
+/// here (the snappy framing format, with the `snap` crate directly, as grpc-go's snappy
+/// codec in the Collector writes it) and reach the service uncompressed, with the encoding
+/// they came in moved to `x-test-grpc-encoding`.
+#[derive(Clone)]
+struct SnappyUnwrap<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SnappyUnwrap<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<::http::Request<tonic::body::Body>> for SnappyUnwrap<S>
+where
+    S: tower::Service<
+            ::http::Request<tonic::body::Body>,
+            Response = ::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = ::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: ::http::Request<tonic::body::Body>) -> Self::Future {
+        use http_body_util::BodyExt;
+        use std::io::Read;
+        let mut inner = self.0.clone();
+        Box::pin(async move {
+            if req.headers().get("grpc-encoding").map(|v| v.as_bytes()) != Some(b"snappy") {
+                return inner.call(req).await;
+            }
+            let (mut parts, body) = req.into_parts();
+            parts.headers.remove("grpc-encoding");
+            parts
+                .headers
+                .insert("x-test-grpc-encoding", "snappy".parse().unwrap());
+            let raw = body.collect().await.unwrap().to_bytes();
+            assert_eq!(raw[0], 1, "the message is flagged compressed");
+            let len = u32::from_be_bytes(raw[1..5].try_into().unwrap()) as usize;
+            assert_eq!(raw.len(), 5 + len, "one message");
+            let mut plain = Vec::new();
+            snap::read::FrameDecoder::new(&raw[5..])
+                .read_to_end(&mut plain)
+                .expect("the snappy framing format");
+            let mut framed = vec![0u8];
+            framed.extend_from_slice(&(plain.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&plain);
+            let body = tonic::body::Body::new(http_body_util::Full::new(Bytes::from(framed)));
+            inner.call(::http::Request::from_parts(parts, body)).await
+        })
     }
 }
 
@@ -357,18 +424,42 @@ async fn http_handler(
         Reply::Hang => std::future::pending().await,
         Reply::Fail(..) => unreachable!("gRPC reply in an HTTP script"),
     };
-    let body = if headers
+    // Each Content-Encoding decoded with its crate and the framing the Collector uses.
+    let encoding = headers
         .get(::http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v == "gzip")
-    {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&body[..])
-            .read_to_end(&mut out)
-            .expect("valid gzip");
-        out
-    } else {
-        body.to_vec()
-    };
+        .map(|v| v.to_str().unwrap().to_owned());
+    let mut out = Vec::new();
+    match encoding.as_deref() {
+        None => out = body.to_vec(),
+        Some("gzip") => {
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .expect("valid gzip");
+        }
+        Some("zlib" | "deflate") => {
+            flate2::read::ZlibDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .expect("valid zlib");
+        }
+        Some("zstd") => out = zstd::decode_all(&body[..]).expect("valid zstd"),
+        Some("snappy") => {
+            out = snap::raw::Decoder::new()
+                .decompress_vec(&body)
+                .expect("a snappy block")
+        }
+        Some("x-snappy-framed") => {
+            snap::read::FrameDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .expect("framed snappy");
+        }
+        Some("lz4") => {
+            lz4_flex::frame::FrameDecoder::new(&body[..])
+                .read_to_end(&mut out)
+                .expect("an lz4 frame");
+        }
+        Some(other) => panic!("unexpected content-encoding {other}"),
+    }
+    let body = out;
     let request = ExportTraceServiceRequest::decode(&body[..]).expect("protobuf body");
     if let (None, Some(Reply::Status(code, retry_after))) = (&scripted, &fake.poison) {
         if has_poison(&request) {
