@@ -9,6 +9,7 @@ Prints {"port": N} once listening on 127.0.0.1, then one JSON line per accepted 
 """
 import json
 import sys
+import threading
 from concurrent import futures
 
 import grpc
@@ -16,6 +17,10 @@ from opentelemetry.proto.collector.trace.v1 import (
     trace_service_pb2,
     trace_service_pb2_grpc,
 )
+
+
+# Requests are answered on several threads: one whole line at a time on stdout.
+OUT = threading.Lock()
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -26,7 +31,10 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
             for ss in rs.scope_spans
             for s in ss.spans
         ]
-        print(json.dumps({"spans": spans}), flush=True)
+        line = json.dumps({"spans": spans}) + "\n"
+        with OUT:
+            sys.stdout.write(line)
+            sys.stdout.flush()
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
