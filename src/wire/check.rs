@@ -230,12 +230,31 @@ pub fn message(msg: Msg, depth: u32, b: &[u8]) -> Result<(), Problem> {
             };
         }
     }
-    for f in Fields::new(b) {
+    let mut fields = Fields::new(b);
+    for f in &mut fields {
         let (n, f) = f.map_err(|error| Problem::Malformed {
             field: String::new(),
             error,
         })?;
+        if depth >= MAX_DEPTH && schema(msg, n).is_none() {
+            // prost checks its limit before skipping an unknown field too.
+            return Err(Problem::TooDeep {
+                field: format!("field {n}"),
+            });
+        }
         field(msg, depth, n, f)?;
+    }
+    groups_fit(&fields, depth)
+}
+
+/// prost counts a skipped group, and each level of groups inside it, against its
+/// recursion limit: a group in a message at `depth` is refused at the limit, and so is a
+/// field read `g` groups deep when `depth + g` reaches it.
+pub fn groups_fit(fields: &Fields<'_>, depth: u32) -> Result<(), Problem> {
+    if fields.skipped_group && (depth >= MAX_DEPTH || depth + fields.group_levels >= MAX_DEPTH) {
+        return Err(Problem::TooDeep {
+            field: "a group".into(),
+        });
     }
     Ok(())
 }

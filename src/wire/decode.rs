@@ -264,7 +264,8 @@ fn decode_span(
     let (mut start, mut end, mut flags) = (0u64, 0u64, 0u32);
     let mut status = StatusCode::Unset;
     let mut problem: Option<Problem> = None;
-    for f in Fields::new(s) {
+    let mut fields = Fields::new(s);
+    for f in &mut fields {
         let (n, f) = f?;
         match (n, f) {
             (1, Field::Len(b)) => trace_id = b,
@@ -282,6 +283,9 @@ fn decode_span(
             (16, f) => return Err(mismatch(n, f, I32)),
             (n, f) => note(&mut problem, n, f),
         }
+    }
+    if problem.is_none() {
+        problem = check::groups_fit(&fields, check::SPAN_DEPTH).err();
     }
     let Some(trace_id) = id::<16>(trace_id) else {
         return Ok(Outcome::Refused(

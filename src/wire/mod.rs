@@ -98,6 +98,11 @@ pub struct Fields<'a> {
     buf: &'a [u8],
     pos: usize,
     failed: bool,
+    /// Whether a group was skipped, and the deepest group nesting at which a field (or a
+    /// nested group) was read inside one (1 = directly inside a top-level group): prost
+    /// counts group levels against its recursion limit (see `check`).
+    pub(crate) skipped_group: bool,
+    pub(crate) group_levels: u32,
 }
 
 impl<'a> Fields<'a> {
@@ -106,6 +111,8 @@ impl<'a> Fields<'a> {
             buf,
             pos: 0,
             failed: false,
+            skipped_group: false,
+            group_levels: 0,
         }
     }
 
@@ -158,12 +165,19 @@ impl<'a> Fields<'a> {
     /// number, nested groups included (without recursion: any depth is safe).
     #[cold]
     fn skip_group(&mut self, number: u32) -> Result<(), WireError> {
+        self.skipped_group = true;
         let mut open = vec![number];
         while let Some(&innermost) = open.last() {
             match self.key()? {
-                (n, SGROUP) => open.push(n),
                 (n, EGROUP) if n == innermost => _ = open.pop(),
-                (_, wire_type) => _ = self.value(wire_type)?,
+                (n, wire_type) => {
+                    self.group_levels = self.group_levels.max(open.len() as u32);
+                    if wire_type == SGROUP {
+                        open.push(n);
+                    } else {
+                        self.value(wire_type)?;
+                    }
+                }
             }
         }
         Ok(())

@@ -286,3 +286,84 @@ fn the_differential_checks_hold_on_every_poison_and_at_the_depth_limit() {
         assert_eq!(check_exportable(req), Ok(()));
     }
 }
+
+/// Found by fuzzing (`tests/fuzz-regressions/wire_protobuf/deep-map-after-a-repaired-scope.bin`):
+/// prost checks its recursion limit before skipping an unknown field, and counts each level
+/// of a group: a message at the limit holding an unknown field, or a group deep enough,
+/// was accepted by casefile and refused by the downstream.
+#[test]
+fn unknown_fields_and_groups_count_against_the_limit_as_prost_counts_them() {
+    use crate::wire::{put_key, put_len, put_varint, VARINT};
+    let group = |levels: usize| {
+        let mut g = Vec::new();
+        for _ in 0..levels {
+            put_key(&mut g, 15, 3); // start group 15
+        }
+        put_key(&mut g, 1, VARINT);
+        put_varint(&mut g, 1);
+        for _ in 0..levels {
+            put_key(&mut g, 15, 4); // end group 15
+        }
+        g
+    };
+    let mut unknown = Vec::new();
+    put_key(&mut unknown, 99, VARINT);
+    put_varint(&mut unknown, 7);
+    let mut base = Vec::new();
+    put_len(&mut base, 1, b"x");
+    let tails: Vec<(&str, Vec<u8>)> = vec![
+        ("a string", Vec::new()),
+        ("an unknown field", unknown),
+        ("a group", group(1)),
+        ("groups 2 deep", group(2)),
+        ("groups 5 deep", group(5)),
+    ];
+    for (what, tail) in &tails {
+        let mut innermost = base.clone();
+        innermost.extend_from_slice(tail);
+        let mut agreed = 0;
+        for levels in 40..50 {
+            // AnyValue{ array{ values: [ ... innermost ... ] } }, `levels` arrays deep.
+            let mut any = innermost.clone();
+            for _ in 0..levels {
+                let mut array = Vec::new();
+                put_len(&mut array, 1, &any);
+                let mut outer = Vec::new();
+                put_len(&mut outer, 5, &array);
+                any = outer;
+            }
+            let mut kv = Vec::new();
+            put_len(&mut kv, 1, b"deep");
+            put_len(&mut kv, 2, &any);
+            let t = trace();
+            let mut req = fixture::request_for(std::slice::from_ref(&t));
+            let mut span = req.resource_spans[0].scope_spans[0]
+                .spans
+                .remove(0)
+                .encode_to_vec();
+            put_len(&mut span, 9, &kv);
+            req.resource_spans[0].scope_spans[0].spans.clear();
+            let mut bytes = req.encode_to_vec();
+            // One more ResourceSpans holding just this span under an empty scope.
+            let mut ss = Vec::new();
+            put_len(&mut ss, 2, &span);
+            let mut rs = Vec::new();
+            put_len(&mut rs, 2, &ss);
+            put_len(&mut bytes, 1, &rs);
+            let prost_ok = ExportTraceServiceRequest::decode(&bytes[..]).is_ok();
+            let d = decode(&bytes, InvalidUtf8::Repair);
+            assert_eq!(
+                d.rejected == 0,
+                prost_ok,
+                "{what}, {levels} arrays: prost {prost_ok}, casefile {:?}",
+                d.first_rejection
+            );
+            agreed += usize::from(prost_ok);
+            exported(&d);
+        }
+        assert!(
+            agreed > 0 && agreed < 10,
+            "{what}: the boundary lies inside the range"
+        );
+    }
+}

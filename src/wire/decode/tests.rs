@@ -208,6 +208,12 @@ fn fuzz_regressions_agree_with_prost() {
         let path = entry.unwrap().path();
         let input = std::fs::read(&path).unwrap();
         assert_eq!(check_against_prost(&input), Ok(()), "{}", path.display());
+        assert_eq!(
+            crate::wire::differential::check_exportable(&input),
+            Ok(()),
+            "{}",
+            path.display()
+        );
         n += 1;
     }
     assert!(n > 0, "no inputs in {dir}");
