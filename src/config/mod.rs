@@ -395,4 +395,6 @@ fn line_path(p: &Problem) -> String {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_collector;
+#[cfg(test)]
 mod tests_tls;
