@@ -115,7 +115,7 @@ impl Buffer {
     }
 
     /// The spans of a trace the archive holds as dropped, for a rescue (counted).
-    fn from_archive(&self, id: &TraceId) -> Option<Vec<Span>> {
+    fn archived_spans(&self, id: &TraceId) -> Option<Vec<Span>> {
         let archive = self.hooks.archive.as_ref()?;
         if archive.summary(id)?.decision != Decision::Dropped {
             return None;
@@ -165,7 +165,7 @@ impl Buffer {
             return Resolved::AlreadySampled;
         }
         let held = self.hooks.rescue.as_ref().and_then(|r| r.take(id));
-        let Some(mut spans) = held.or_else(|| self.from_archive(id)) else {
+        let Some(mut spans) = held.or_else(|| self.archived_spans(id)) else {
             return match self.archived_decision(id) {
                 Some(Decision::Sampled | Decision::Rescued) => Resolved::AlreadySampled,
                 _ => Resolved::NotFound,
