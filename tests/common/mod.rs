@@ -207,7 +207,14 @@ shutdown_timeout: 5s
 }
 
 /// Starts casefile with `config`.
-pub async fn start(config: Config) -> Daemon {
+///
+/// A config that leaves the support API on its default address (a pasted Collector file,
+/// a chain's front) gets an ephemeral port instead: tests run in parallel, and two
+/// daemons on 127.0.0.1:8990 make one of them fail to start.
+pub async fn start(mut config: Config) -> Daemon {
+    if config.support.api.endpoint.as_deref() == Some("127.0.0.1:8990") {
+        config.support.api.endpoint = Some("127.0.0.1:0".into());
+    }
     Daemon::start(config).await.expect("daemon starts")
 }
 
