@@ -95,7 +95,8 @@ shutdown_timeout: 5s
 }
 
 /// Writes `text` to `path` as a config-management tool would: a new file renamed over the
-/// old one (a new modification time even within the same clock tick).
+/// old one. (Within one clock tick of the first write the modification time stays the same:
+/// the token watch compares contents.)
 fn replace_file(path: &Path, text: &str) {
     let tmp = path.with_extension("new");
     std::fs::write(&tmp, text).unwrap();

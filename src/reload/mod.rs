@@ -78,27 +78,41 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// Reloads on SIGHUP and whenever the file's modification time changes (or that of
-/// `support.api.auth_token_file`, a mounted secret), and reads again the certificate files
+/// The token in `support.api.auth_token_file` when it differs from the one in force.
+/// Compared by content, not modification time: a secret rewritten within the clock tick
+/// of the last read (timestamps move in steps of a few milliseconds) is still seen.
+fn rotated_token(daemon: &Daemon) -> Option<String> {
+    let (file, current) = {
+        let s = daemon.support.lock();
+        (s.api.auth_token_file.clone()?, s.api.auth_token.clone())
+    };
+    let text = std::fs::read_to_string(file).ok()?;
+    let token = text.trim();
+    (!token.is_empty() && Some(token) != current.as_deref()).then(|| token.to_owned())
+}
+
+/// Reloads on SIGHUP, whenever the file's modification time changes, and when the token in
+/// `support.api.auth_token_file` (a mounted secret) is not the one in force; reads again the certificate files
 /// that changed in between, until the returned future is dropped. Every attempt is
 /// logged; a bad file never stops casefile.
 pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
-    let token_file = || daemon.support.lock().api.auth_token_file.clone();
     let mut seen = source.path.as_deref().and_then(modified);
-    let mut seen_token = token_file().as_deref().and_then(modified);
+    // The rotated token a reload was last tried for: a reload refused for another reason
+    // is not tried again every second for the same token.
+    let mut tried: Option<String> = None;
     let mut every = tokio::time::interval(POLL);
     loop {
         let why = tokio::select! {
             _ = hangup(&mut source.hup) => "SIGHUP",
             _ = every.tick() => {
                 let now = source.path.as_deref().and_then(modified);
-                let token_now = token_file().as_deref().and_then(modified);
-                if now == seen && token_now == seen_token {
+                let token = rotated_token(daemon);
+                if now == seen && (token.is_none() || token == tried) {
                     certificates_changed(daemon);
                     continue;
                 }
                 let why = if now != seen { "file changed" } else { "token file changed" };
-                (seen, seen_token) = (now, token_now);
+                (seen, tried) = (now, token);
                 why
             }
         };
@@ -123,8 +137,6 @@ pub async fn watch(daemon: &Daemon, mut source: Source, started: Config) {
             .and_then(|new| daemon.reload(&started, &new))
         {
             Ok(r) => {
-                // The token file may have moved with the config.
-                seen_token = token_file().as_deref().and_then(modified);
                 tracing::info!(trigger = why, config = %path.display(), policies = ?r.policies, changed = ?r.applied, certificates = ?r.certificates, "config reloaded: policies, support settings and certificates in force");
                 if !r.needs_restart.is_empty() {
                     tracing::warn!(keys = ?r.needs_restart, "these changes apply after a restart");
