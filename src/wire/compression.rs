@@ -146,18 +146,27 @@ pub fn decompress(codec: Codec, input: &[u8], limit: usize) -> Result<Vec<u8>, D
         codec: name,
         reason: e.to_string(),
     };
+    let hint = size_hint(codec, input);
     match codec {
-        Codec::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(input), input.len(), limit)
-            .map_err(|e| e.map(corrupt)),
-        Codec::Zlib | Codec::Deflate => {
-            read_bounded(flate2::read::ZlibDecoder::new(input), input.len(), limit)
-                .map_err(|e| e.map(corrupt))
-        }
+        Codec::Gzip => read_bounded(
+            flate2::read::MultiGzDecoder::new(input),
+            input.len(),
+            hint,
+            limit,
+        )
+        .map_err(|e| e.map(corrupt)),
+        Codec::Zlib | Codec::Deflate => read_bounded(
+            flate2::read::ZlibDecoder::new(input),
+            input.len(),
+            hint,
+            limit,
+        )
+        .map_err(|e| e.map(corrupt)),
         Codec::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(input).map_err(corrupt)?;
             d.window_log_max(zstd_window_log_max(limit))
                 .map_err(corrupt)?;
-            read_bounded(d, input.len(), limit).map_err(|e| e.map(corrupt))
+            read_bounded(d, input.len(), hint, limit).map_err(|e| e.map(corrupt))
         }
         Codec::Snappy if !input.starts_with(SNAPPY_STREAM_IDENTIFIER) => {
             let len = snap::raw::decompress_len(input).map_err(|e| DecompressError::Corrupt {
@@ -174,13 +183,17 @@ pub fn decompress(codec: Codec, input: &[u8], limit: usize) -> Result<Vec<u8>, D
                     reason: e.to_string(),
                 })
         }
-        Codec::Snappy | Codec::SnappyFramed => {
-            read_bounded(snap::read::FrameDecoder::new(input), input.len(), limit)
-                .map_err(|e| e.map(corrupt))
-        }
+        Codec::Snappy | Codec::SnappyFramed => read_bounded(
+            snap::read::FrameDecoder::new(input),
+            input.len(),
+            hint,
+            limit,
+        )
+        .map_err(|e| e.map(corrupt)),
         Codec::Lz4 => read_bounded(
             lz4_flex::frame::FrameDecoder::new(input),
             input.len(),
+            hint,
             limit,
         )
         .map_err(|e| e.map(corrupt)),
@@ -227,14 +240,48 @@ impl Bounded {
 
 /// Reads `r` to its end into a buffer that grows by doubling but never past `limit + 1`
 /// bytes; reaching `limit + 1` means the body is too large.
-fn read_bounded(mut r: impl Read, input_len: usize, limit: usize) -> Result<Vec<u8>, Bounded> {
+/// The decompressed size a body states, when its format says it: gzip's trailer (the last
+/// member's size mod 2^32) or a zstd frame's content size. A hint only: the reader still
+/// stops at the limit and grows past a wrong one.
+fn size_hint(codec: Codec, input: &[u8]) -> Option<usize> {
+    match codec {
+        Codec::Gzip if input.len() >= 18 && input.starts_with(&[0x1f, 0x8b]) => {
+            let tail: [u8; 4] = input[input.len() - 4..].try_into().ok()?;
+            Some(u32::from_le_bytes(tail) as usize)
+        }
+        Codec::Zstd => zstd::zstd_safe::get_frame_content_size(input)
+            .ok()
+            .flatten()
+            .and_then(|n| usize::try_from(n).ok()),
+        _ => None,
+    }
+}
+
+/// OTLP compresses 5 to 20 times; a stated size past this ratio is not used to allocate.
+const MAX_HINTED_RATIO: usize = 64;
+
+/// Reads `r` to its end into one buffer, never past `limit`. With a size `hint` the buffer
+/// is allocated once (no regrowth copies); without, it starts at four times the input and
+/// doubles.
+fn read_bounded(
+    mut r: impl Read,
+    input_len: usize,
+    hint: Option<usize>,
+    limit: usize,
+) -> Result<Vec<u8>, Bounded> {
     let cap = limit.saturating_add(1);
     let mut buf: Vec<u8> = Vec::new();
     let mut filled = 0;
-    let mut next = input_len
-        .saturating_mul(4)
-        .clamp(16 << 10, 1 << 20)
-        .min(cap);
+    let mut next = match hint {
+        // One byte more than stated, so the read that finds the end needs no regrowth.
+        // Trusted only within a plausible ratio: a forged trailer must not buy a
+        // limit-sized, zero-filled buffer for a few bytes of input.
+        Some(h) if h < cap && h <= input_len.saturating_mul(MAX_HINTED_RATIO) => {
+            (h + 1).max(input_len)
+        }
+        _ => input_len.saturating_mul(4).clamp(16 << 10, 1 << 20),
+    }
+    .min(cap);
     loop {
         if filled == buf.len() {
             if buf.len() >= cap {
@@ -369,6 +416,39 @@ mod tests {
             decompress(Codec::Snappy, &block, 4 << 20),
             Err(DecompressError::TooLarge { limit: 4 << 20 })
         );
+    }
+
+    #[test]
+    fn a_stated_size_allocates_once_and_a_false_one_only_costs_regrowth() {
+        // Compresses about as OTLP does (a few times, well under the trusted ratio).
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("span-{} ", i.wrapping_mul(2_654_435_761)).into_bytes())
+            .collect();
+        let gz = compress(Codec::Gzip, &data).unwrap();
+        let zs = zstd::bulk::compress(&data, 3).unwrap();
+        assert_eq!(size_hint(Codec::Gzip, &gz), Some(data.len()));
+        assert_eq!(size_hint(Codec::Zstd, &zs), Some(data.len()));
+        for (c, z) in [(Codec::Gzip, &gz), (Codec::Zstd, &zs)] {
+            let out = decompress(c, z, 1 << 30).unwrap();
+            assert_eq!(out, data, "{c:?}");
+            assert_eq!(out.capacity(), data.len() + 1, "{c:?}: one allocation");
+        }
+        // Two gzip members: the trailer states the last one's size only; it is a hint,
+        // and the buffer grows past it.
+        let mut two = compress(Codec::Gzip, b"first member, short").unwrap();
+        two.extend_from_slice(&gz);
+        let out = decompress(Codec::Gzip, &two, 1 << 30).unwrap();
+        assert_eq!(&out[..19], b"first member, short");
+        assert_eq!(&out[19..], &data[..]);
+        // A trailer stating far more than any real ratio is not trusted to allocate (and
+        // fails gzip's own length check).
+        let mut forged = gz.clone();
+        let n = forged.len();
+        forged[n - 4..].copy_from_slice(&(u32::MAX / 2).to_le_bytes());
+        assert!(matches!(
+            decompress(Codec::Gzip, &forged, usize::MAX),
+            Err(DecompressError::Corrupt { .. })
+        ));
     }
 
     #[test]
