@@ -1,8 +1,11 @@
 //! The OpenTelemetry Collector's own policy test tables, replayed against casefile: every case
-//! of the Go tests in `processor/tailsamplingprocessor/internal/sampling/*_test.go` (and the
-//! decision-precedence tests of `processor_decisions_test.go`) is data in
-//! `tests/collector_tables/*.yaml`, each file naming the Collector commit and Go file it was
-//! transcribed from. Each case's policy is the Collector's YAML shape, read by casefile's
+//! of the Go tests of the policy types casefile runs
+//! (`processor/tailsamplingprocessor/internal/sampling/*_test.go`), of the nesting refusals
+//! (`*_helper_test.go`) and of the decision-precedence tests of `processor_decisions_test.go`
+//! is data in `tests/collector_tables/*.yaml`, each file naming the Collector commit and Go
+//! file it was transcribed from. Not transcribed: the tests of policy types casefile does not
+//! run (skip, rare_spans, budget_limiting, stratified_probabilistic; refused by name at load)
+//! and of the Collector's internals (tracestate manager, time provider, helpers). Each case's policy is the Collector's YAML shape, read by casefile's
 //! config types; each trace is built as a real OTLP `ExportTraceServiceRequest`, encoded, and
 //! decoded by casefile's ingest decoder, then decided by the policy engine the daemon runs
 //! (`Policies::evaluate`), with time passed in (no sleeps).
@@ -415,6 +418,15 @@ fn share(case: &Case, cfgs: &[PolicyCfg], n: usize) -> Result<Outcome, String> {
 #[test]
 fn the_collectors_policy_tables_decide_as_the_collector_does() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/collector_tables");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("tests/collector_tables")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".yaml").map(str::to_owned))
+        .collect();
+    on_disk.sort();
+    let mut listed = TABLES.map(str::to_owned).to_vec();
+    listed.sort();
+    assert_eq!(on_disk, listed, "every table file is listed in TABLES");
     let mut tally = Tally::default();
     for name in TABLES {
         let path = dir.join(format!("{name}.yaml"));
