@@ -79,6 +79,73 @@ fn check_reports_every_problem_with_file_and_line() {
     assert!(err.contains("endpont"), "{err}");
 }
 
+/// A Collector config casefile runs as the Collector does but warns about: `check` says so
+/// with the line, and lists each policy's effective shape (clamped, defaults filled in).
+#[test]
+fn check_lists_each_policys_effective_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.yaml");
+    let out_file = dir.path().join("kept.jsonl");
+    std::fs::write(
+        &path,
+        format!(
+            r#"receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:0 }}
+processors:
+  tail_sampling:
+    policies:
+      - {{ name: most, type: probabilistic, probabilistic: {{ sampling_percentage: 150 }} }}
+      - {{ name: nothing, type: string_attribute, string_attribute: {{ key: k, values: [] }} }}
+      - name: errors-not-health
+        type: and
+        and:
+          and_sub_policy:
+            - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}
+            - {{ name: not-health, type: not, not: {{ not_sub_policy: {{ name: health, type: string_attribute, string_attribute: {{ key: http.route, values: [/health] }} }} }} }}
+exporters:
+  file: {{ path: {} }}
+"#,
+            out_file.display()
+        ),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = path.display();
+    assert!(
+        stdout.contains(&format!("warning: {p}:8: processors.tail_sampling.policies[0].probabilistic.sampling_percentage: 150 is outside 0-100")),
+        "{stdout}"
+    );
+    let policies: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("policies, as casefile runs them"))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            "  most: probabilistic 100% of trace ids (sampling_percentage 150 clamped, as the Collector does; hash_salt: default \"default-hash-seed\")",
+            "  nothing: string_attribute k in [] (exact; no values: never samples)",
+            "  errors-not-health: and: all of:",
+            "    errors: status_code in [ERROR]",
+            "    not-health: not: the opposite of:",
+            "      health: string_attribute http.route in [/health] (exact)",
+        ],
+        "{stdout}"
+    );
+}
+
 #[test]
 fn check_reports_a_missing_file() {
     let out = bin()

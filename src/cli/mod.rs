@@ -115,7 +115,9 @@ fn check(path: Option<&PathBuf>) -> ExitCode {
     for line in cfg.summary() {
         println!("  {line}");
     }
-    println!("policies (a trace is kept when any samples it; drop and inverted matches win):");
+    println!(
+        "policies, as casefile runs them (defaults filled in, Collector values clamped; a trace is kept when any samples it; drop and inverted matches win):"
+    );
     for line in policies.describe() {
         println!("  {line}");
     }

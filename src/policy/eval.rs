@@ -81,7 +81,7 @@ pub enum Eval {
     },
     /// Charges the trace's span count.
     Rate(TokenBucket),
-    /// Charges the trace's encoded span bytes.
+    /// Charges the trace's OTLP size ([`otlp_size`]).
     Bytes(TokenBucket),
     /// `max == 0` means no upper bound.
     SpanCount {
@@ -173,10 +173,7 @@ impl Eval {
                 Decision::attribute(any_attribute(spans, key, on_resource, on_span), *invert)
             }
             Eval::Rate(bucket) => Decision::sampled_if(bucket.allow(t.now, spans.len() as u64)),
-            Eval::Bytes(bucket) => {
-                let bytes: u64 = spans.iter().map(|s| s.bytes.len() as u64).sum();
-                Decision::sampled_if(bucket.allow(t.now, bytes))
-            }
+            Eval::Bytes(bucket) => Decision::sampled_if(bucket.allow(t.now, otlp_size(spans))),
             Eval::SpanCount { min, max } => {
                 let n = spans.len() as i64;
                 Decision::sampled_if(n >= *min && (*max == 0 || n <= *max))
@@ -277,6 +274,40 @@ fn any_attribute(
         }
     }
     false
+}
+
+/// The trace's size as the Collector's bytes_limiting counts it: the protobuf size of its
+/// received batches (`ProtoMarshaler.TracesSize`), i.e. one `ResourceSpans` per run of spans
+/// from one received resource block and one `ScopeSpans` per run from one scope block, with
+/// their resource and scope messages (always present, as pdata encodes them) and schema URLs.
+pub fn otlp_size(spans: &[Span]) -> u64 {
+    /// A length-delimited field of `len` bytes: tag, length, bytes.
+    fn field(len: u64) -> u64 {
+        1 + crate::wire::varint_len(len) as u64 + len
+    }
+    fn schema(url: &[u8]) -> u64 {
+        if url.is_empty() {
+            0
+        } else {
+            field(url.len() as u64)
+        }
+    }
+    let mut total = 0;
+    for by_resource in spans.chunk_by(|a, b| a.resource().id == b.resource().id) {
+        let resource = by_resource[0].resource();
+        let mut rs = field(resource.message.len() as u64) + schema(&resource.schema_url);
+        for by_scope in by_resource.chunk_by(|a, b| a.scope().id == b.scope().id) {
+            let scope = by_scope[0].scope();
+            let mut ss = field(scope.message.len() as u64) + schema(&scope.schema_url);
+            ss += by_scope
+                .iter()
+                .map(|s| field(s.bytes.len() as u64))
+                .sum::<u64>();
+            rs += field(ss);
+        }
+        total += field(rs);
+    }
+    total
 }
 
 /// Index of a status code in [`Eval::Status`].

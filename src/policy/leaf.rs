@@ -43,7 +43,7 @@ impl Compiler {
                     );
                 }
                 let line = if upper == 0 {
-                    format!("latency >= {lower}ms")
+                    format!("latency >= {lower}ms (no upper bound)")
                 } else {
                     format!("latency in ({lower}ms, {upper}ms]")
                 };
@@ -62,6 +62,7 @@ impl Compiler {
             "probabilistic" => {
                 let c = cfg.probabilistic.as_ref()?;
                 let mut pct = c.sampling_percentage;
+                let mut clamped_from = String::new();
                 if pct.is_nan() {
                     self.problem(
                         format!("{path}.probabilistic.sampling_percentage"),
@@ -74,12 +75,14 @@ impl Compiler {
                         format!("{path}.probabilistic.sampling_percentage"),
                         format!("{pct} is outside 0-100: sampling {clamped} % of traces, as the Collector does (probably a mistake)"),
                     );
+                    clamped_from =
+                        format!("sampling_percentage {pct} clamped, as the Collector does; ");
                     pct = clamped;
                 }
-                let salt = if c.hash_salt.is_empty() {
-                    hash::DEFAULT_SALT
+                let (salt, salt_note) = if c.hash_salt.is_empty() {
+                    (hash::DEFAULT_SALT, "default ")
                 } else {
-                    c.hash_salt.as_str()
+                    (c.hash_salt.as_str(), "")
                 };
                 let eval = Eval::Probabilistic {
                     salt: salt.as_bytes().into(),
@@ -87,7 +90,7 @@ impl Compiler {
                 };
                 Built::leaf(
                     eval,
-                    format!("probabilistic {pct}% of trace ids (hash salt {salt:?})"),
+                    format!("probabilistic {pct}% of trace ids ({clamped_from}hash_salt: {salt_note}{salt:?})"),
                 )
             }
             "status_code" => {
@@ -132,9 +135,10 @@ impl Compiler {
                     "spans_per_second",
                 );
                 let line = format!(
-                    "rate_limiting {} spans/s (burst {} spans)",
+                    "rate_limiting {} spans/s (burst {} spans{})",
                     bucket.rate(),
-                    bucket.burst()
+                    bucket.burst(),
+                    default_burst(c.burst_capacity)
                 );
                 Built::leaf(Eval::Rate(bucket), line)
             }
@@ -147,9 +151,10 @@ impl Compiler {
                     "bytes_per_second",
                 );
                 let line = format!(
-                    "bytes_limiting {} bytes/s (burst {} bytes)",
+                    "bytes_limiting {} bytes/s (burst {} bytes{}; a trace costs its OTLP size)",
                     bucket.rate(),
-                    bucket.burst()
+                    bucket.burst(),
+                    default_burst(c.burst_capacity)
                 );
                 Built::leaf(Eval::Bytes(bucket), line)
             }
@@ -172,7 +177,7 @@ impl Compiler {
                     );
                 }
                 let line = if max == 0 {
-                    format!("span_count >= {min}")
+                    format!("span_count >= {min} (no upper bound)")
                 } else {
                     format!("span_count in [{min}, {max}]")
                 };
@@ -196,7 +201,12 @@ impl Compiler {
                     }
                 }
                 let values = c.values.iter().map(|v| v.as_str().into()).collect();
-                let line = format!("trace_state {} in [{}]", c.key, c.values.join(", "));
+                let never = if c.values.is_empty() {
+                    " (no values: never samples)"
+                } else {
+                    ""
+                };
+                let line = format!("trace_state {} in [{}]{never}", c.key, c.values.join(", "));
                 Built::leaf(
                     Eval::TraceState {
                         key: c.key.as_str().into(),
@@ -230,8 +240,11 @@ impl Compiler {
                 let c = cfg.ottl_condition.as_ref()?;
                 match super::ottl::build(c, &cfg.name) {
                     Ok(p) => {
-                        let line = p.describe(c);
-                        Built::leaf(Eval::Ottl(Box::new(p)), line)
+                        let lines = p.describe(c);
+                        Built {
+                            eval: Eval::Ottl(Box::new(p)),
+                            lines,
+                        }
                     }
                     Err(problems) => {
                         for (at, message) in problems {
@@ -267,8 +280,18 @@ impl Compiler {
         }
         let show = |v: Option<i64>, inf: &str| v.map_or(inf.to_owned(), |v| v.to_string());
         let op = if c.invert_match { "not in" } else { "in" };
+        let zeros: Vec<&str> = [("min_value", c.min_value), ("max_value", c.max_value)]
+            .into_iter()
+            .filter(|(_, v)| *v == Some(0))
+            .map(|(field, _)| field)
+            .collect();
+        let zero_note = if zeros.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} 0 = no bound, as in the Collector)", zeros.join(", "))
+        };
         let line = format!(
-            "numeric_attribute {} {op} [{}, {}]{}",
+            "numeric_attribute {} {op} [{}, {}]{zero_note}{}",
             c.key,
             show(min, "-inf"),
             show(max, "+inf"),
@@ -340,11 +363,33 @@ impl Compiler {
             (true, false) => "matches any of",
             (true, true) => "matches none of",
         };
+        let mut notes = vec![if c.enabled_regex_matching {
+            "regex, unanchored"
+        } else {
+            "exact"
+        }];
+        if c.values.is_empty() {
+            notes.push(if c.invert_match {
+                "no values: samples every trace"
+            } else {
+                "no values: never samples"
+            });
+        }
+        let cache = format!(
+            "cache_max_size {} unused: no cache needed",
+            c.cache_max_size
+        );
+        if c.cache_max_size != 0 {
+            notes.push(&cache);
+        }
+        if c.invert_match {
+            notes.push("invert_match: a match vetoes sampling");
+        }
         let line = format!(
-            "string_attribute {} {op} [{}]{}",
+            "string_attribute {} {op} [{}] ({})",
             c.key,
             c.values.join(", "),
-            invert_note(c.invert_match)
+            notes.join("; ")
         );
         Some(Built::leaf(
             Eval::String {
@@ -377,6 +422,15 @@ impl Compiler {
             rate.saturating_mul(2)
         };
         TokenBucket::new(rate, burst)
+    }
+}
+
+/// `, default: twice the rate` when `burst_capacity` was left at 0.
+fn default_burst(configured: i64) -> &'static str {
+    if configured == 0 {
+        ": default, twice the rate"
+    } else {
+        ""
     }
 }
 

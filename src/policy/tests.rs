@@ -242,9 +242,31 @@ fn rate_limiting_is_a_span_token_bucket_with_twice_the_rate_as_burst() {
 }
 
 #[test]
-fn bytes_limiting_charges_encoded_span_bytes() {
+fn bytes_limiting_charges_the_traces_otlp_size() {
     let s = spans(vec![span(0, 1), span(0, 2)]);
-    let size: usize = s.iter().map(|s| s.bytes.len()).sum();
+    // What the Collector's calculateTraceSize counts: the trace as OTLP, resource and scope
+    // envelopes included (both present even when empty, as pdata encodes them).
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(Default::default()),
+                spans: vec![span(0, 1), span(0, 2)]
+                    .into_iter()
+                    .zip(1u8..)
+                    .map(|(mut p, n)| {
+                        p.span_id = vec![0, 0, 0, 0, 0, 0, 0, n];
+                        p
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let size = request.encoded_len();
+    assert!(size > s.iter().map(|s| s.bytes.len()).sum::<usize>() + 4);
+    assert_eq!(eval::otlp_size(&s), size as u64);
     let p = build(&format!(
         "- {{ name: b, type: bytes_limiting, bytes_limiting: {{ bytes_per_second: {size} }} }}"
     ));
@@ -258,6 +280,11 @@ fn bytes_limiting_charges_encoded_span_bytes() {
     assert!(
         !p.evaluate(&ID, &s, t0).sampled,
         "explicit burst of one trace"
+    );
+    let p = build(&format!("- {{ name: b, type: bytes_limiting, bytes_limiting: {{ bytes_per_second: {size}, burst_capacity: {} }} }}", size - 1));
+    assert!(
+        !p.evaluate(&ID, &s, t0).sampled,
+        "a burst one byte short of the trace (the Collector's TestBytesLimitingTokenBucket)"
     );
 }
 

@@ -257,12 +257,65 @@ fn names_and_describe() {
         p.describe(),
         [
             "errors: status_code in [ERROR]",
-            "slow: latency >= 500ms",
+            "slow: latency >= 500ms (no upper bound)",
             "gold: and: all of:",
-            "  tier: string_attribute user.tier not in [gold] (invert_match: a match vetoes sampling)",
-            "  some: probabilistic 5% of trace ids (hash salt \"default-hash-seed\")",
+            "  tier: string_attribute user.tier not in [gold] (exact; invert_match: a match vetoes sampling)",
+            "  some: probabilistic 5% of trace ids (hash_salt: default \"default-hash-seed\")",
             "c: composite: first sub-policy that samples, within max 100 spans/s:",
             "  all: always_sample [50% = 50 spans/s]",
+        ]
+    );
+}
+
+/// `casefile check` shows each policy as it runs: defaults filled in, zero bounds read as the
+/// Collector reads them, out-of-range values clamped, ignored settings said to be ignored.
+#[test]
+fn describe_shows_the_effective_shape() {
+    let p = Policies::build(
+        &cfgs(
+            r#"
+- { name: band, type: latency, latency: { threshold_ms: 500, upper_threshold_ms: 2000 } }
+- { name: over, type: probabilistic, probabilistic: { sampling_percentage: 150, hash_salt: s } }
+- { name: routes, type: string_attribute, string_attribute: { key: http.route, values: ["^/health", /metrics], enabled_regex_matching: true, cache_max_size: 128, invert_match: true } }
+- { name: none, type: string_attribute, string_attribute: { key: k, values: [] } }
+- { name: all, type: string_attribute, string_attribute: { key: k, values: [], invert_match: true } }
+- { name: codes, type: numeric_attribute, numeric_attribute: { key: http.status_code, min_value: 500, max_value: 0 } }
+- { name: rate, type: rate_limiting, rate_limiting: { spans_per_second: 100 } }
+- { name: bytes, type: bytes_limiting, bytes_limiting: { bytes_per_second: 1000, burst_capacity: 5000 } }
+- { name: big, type: span_count, span_count: { min_spans: 50 } }
+- { name: ts, type: trace_state, trace_state: { key: vendor, values: [] } }
+- { name: exc, type: ottl_condition, ottl_condition: { span: ['status.code == STATUS_CODE_ERROR'], spanevent: ['name == "exception"'] } }
+- name: quiet
+  type: drop
+  drop:
+    drop_sub_policy:
+      - { name: health, type: string_attribute, string_attribute: { key: http.route, values: [/health] } }
+      - { name: fast, type: not, not: { not_sub_policy: { name: slow, type: latency, latency: { threshold_ms: 100 } } } }
+"#,
+        ),
+        false,
+    )
+    .expect("runs");
+    assert_eq!(
+        p.describe(),
+        [
+            "band: latency in (500ms, 2000ms]",
+            "over: probabilistic 100% of trace ids (sampling_percentage 150 clamped, as the Collector does; hash_salt: \"s\")",
+            "routes: string_attribute http.route matches none of [^/health, /metrics] (regex, unanchored; cache_max_size 128 unused: no cache needed; invert_match: a match vetoes sampling)",
+            "none: string_attribute k in [] (exact; no values: never samples)",
+            "all: string_attribute k not in [] (exact; no values: samples every trace; invert_match: a match vetoes sampling)",
+            "codes: numeric_attribute http.status_code in [500, +inf] (max_value 0 = no bound, as in the Collector)",
+            "rate: rate_limiting 100 spans/s (burst 200 spans: default, twice the rate)",
+            "bytes: bytes_limiting 1000 bytes/s (burst 5000 bytes; a trace costs its OTLP size)",
+            "big: span_count >= 50 (no upper bound)",
+            "ts: trace_state vendor in [] (no values: never samples)",
+            "exc: ottl_condition (error_mode propagate (default)): any condition holds for a span or span event:",
+            "  span: status.code == STATUS_CODE_ERROR",
+            "  spanevent: name == \"exception\"",
+            "quiet: drop (evaluated first; wins over every other policy) when all of:",
+            "  health: string_attribute http.route in [/health] (exact)",
+            "  fast: not: the opposite of:",
+            "    slow: latency >= 100ms (no upper bound)",
         ]
     );
 }

@@ -150,19 +150,20 @@ fn compile_one(src: &str, cx: Context) -> Result<Condition, Vec<String>> {
 }
 
 impl OttlPolicy {
-    /// One line for `casefile check`.
-    pub fn describe(&self, cfg: &OttlConditionCfg) -> String {
+    /// What `casefile check` prints: a heading, then one indented line per condition.
+    pub fn describe(&self, cfg: &OttlConditionCfg) -> Vec<String> {
         let mode = match self.mode {
+            ErrorMode::Propagate if cfg.error_mode.is_empty() => "propagate (default)",
             ErrorMode::Propagate => "propagate",
             ErrorMode::Ignore => "ignore",
             ErrorMode::Silent => "silent",
         };
-        let mut parts: Vec<String> = cfg.span.iter().map(|c| format!("span: {c}")).collect();
-        parts.extend(cfg.spanevent.iter().map(|c| format!("spanevent: {c}")));
-        format!(
-            "ottl_condition any of [{}] (error_mode {mode})",
-            parts.join("; ")
-        )
+        let mut lines = vec![format!(
+            "ottl_condition (error_mode {mode}): any condition holds for a span or span event:"
+        )];
+        lines.extend(cfg.span.iter().map(|c| format!("  span: {c}")));
+        lines.extend(cfg.spanevent.iter().map(|c| format!("  spanevent: {c}")));
+        lines
     }
 
     /// Sampled when a condition holds for a span or span event of the trace.

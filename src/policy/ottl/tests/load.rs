@@ -131,7 +131,9 @@ fn describe_lists_the_conditions() {
     assert_eq!(
         p.describe(),
         [
-            r#"ottl: ottl_condition any of [span: name == "a"; spanevent: name == "exception"] (error_mode ignore)"#
+            "ottl: ottl_condition (error_mode ignore): any condition holds for a span or span event:",
+            r#"  span: name == "a""#,
+            r#"  spanevent: name == "exception""#,
         ]
     );
 }
