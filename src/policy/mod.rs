@@ -10,6 +10,7 @@ mod eval;
 mod hash;
 mod leaf;
 mod limit;
+pub mod otep235;
 mod ottl;
 mod tracestate;
 
