@@ -427,6 +427,7 @@ impl Buffer {
             Some(d) => crate::policy::Verdict {
                 sampled: d.sampled,
                 policies: d.reasons,
+                ..Default::default()
             },
             None => self.policies.read().evaluate(id, &pending.spans, now),
         };

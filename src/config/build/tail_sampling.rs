@@ -5,7 +5,7 @@ use serde_yaml_ng::Value;
 
 use super::{join, raw, Reader};
 use crate::config::TailSamplingCfg;
-use crate::policy::PolicyCfg;
+use crate::policy::{Output, PolicyCfg, RecordPolicy};
 
 impl Reader {
     pub(super) fn tail_sampling(&mut self, value: Option<Value>) -> Option<TailSamplingCfg> {
@@ -58,6 +58,20 @@ impl Reader {
         if !(1..=1024).contains(&t.num_shards) {
             self.problem(format!("{P}.num_shards"), "must be between 1 and 1024");
         }
+        if t.adjusted_count_attribute && !t.use_tracestate {
+            self.problem(
+                format!("{P}.adjusted_count_attribute"),
+                "needs `use_tracestate: true` (adjusted counts come from the thresholds it writes)",
+            );
+        }
+        let output = Output {
+            use_tracestate: t.use_tracestate,
+            adjusted_count_attribute: t.adjusted_count_attribute,
+            record: match t.record_policy_attributes {
+                raw::RecordPolicyAttributes::Casefile => RecordPolicy::Casefile,
+                raw::RecordPolicyAttributes::Collector => RecordPolicy::Collector,
+            },
+        };
         Some(TailSamplingCfg {
             decision_wait: t.decision_wait.0,
             decision_wait_after_root_received: t
@@ -75,6 +89,7 @@ impl Reader {
             max_buffer_bytes: t.max_buffer_bytes.map(|b| b.0 as usize),
             num_shards: t.num_shards,
             policies,
+            output,
         })
     }
 }
