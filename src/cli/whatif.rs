@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config;
 use crate::model::{Span, TraceId};
-use crate::policy::Policies;
+use crate::policy::{otep235, Policies};
 use crate::support::index::{Decision, Summary};
 use crate::wire::decode::decode_request;
 use crate::wire::json::request_from_json;
@@ -181,6 +181,11 @@ pub struct Outcome {
     pub kept_bytes: usize,
     /// Traces each policy sampled (a trace kept by several counts under each).
     pub by_policy: Vec<(String, usize)>,
+    /// The traffic the kept traces stand for: the sum of their adjusted counts (OTEP 235:
+    /// 1 / the probability each was kept with, a head sampler's `ot=th` included).
+    pub estimated_traces: f64,
+    /// The same for spans: each kept trace's spans times its adjusted count.
+    pub estimated_spans: f64,
 }
 
 /// Decides every trace of `capture` with `policies`. Returns the outcome and, per trace,
@@ -205,6 +210,9 @@ pub fn decide(capture: &Capture, policies: &Policies, source: &str) -> (Outcome,
         let now = base + Duration::from_nanos(start.saturating_sub(first));
         let v = policies.evaluate(&id, spans, now);
         if v.sampled {
+            let count = adjusted_count(spans, v.threshold, policies.output().use_tracestate);
+            out.estimated_traces += count;
+            out.estimated_spans += count * spans.len() as f64;
             out.kept_traces += 1;
             out.kept_spans += spans.len();
             out.kept_bytes += spans.iter().map(|s| s.bytes.len()).sum::<usize>();
@@ -219,20 +227,36 @@ pub fn decide(capture: &Capture, policies: &Policies, source: &str) -> (Outcome,
     (out, each)
 }
 
+/// How many traces a trace kept with `threshold` stands for, with the head sampling its
+/// root (else first span) records in `ot=th`. Consistent decisions (`use_tracestate`) keep
+/// the stricter of the two thresholds; the Collector's hash decides independently of the
+/// head's randomness, so there the probabilities multiply.
+fn adjusted_count(spans: &[Span], threshold: u64, consistent: bool) -> f64 {
+    let root = spans.iter().find(|s| s.is_root()).or(spans.first());
+    let head = root
+        .and_then(|s| otep235::read(s.trace_state()).ok()?.threshold)
+        .unwrap_or(0);
+    if consistent {
+        otep235::adjusted_count(head.max(threshold))
+    } else {
+        otep235::adjusted_count(head) * otep235::adjusted_count(threshold)
+    }
+}
+
 /// The policies of `path`: a whole casefile config, or any YAML with a
 /// `processors.tail_sampling` block (a Collector config: `tail_sampling/NAME` too), of which
 /// only the policies and `sample_on_first_match` are read.
 fn policies_of(path: &Path) -> Result<(Policies, String), Vec<String>> {
-    let full = match config::load_file(path) {
-        Ok(cfg) => Ok((
-            cfg.tail_sampling.policies,
-            cfg.tail_sampling.sample_on_first_match,
-        )),
-        Err(e) => tail_sampling_only(path).ok_or_else(|| vec![e.to_string()]),
+    let built = match config::load_file(path) {
+        Ok(cfg) => Policies::for_config(&cfg.tail_sampling),
+        Err(e) => {
+            let (cfgs, first_match) =
+                tail_sampling_only(path).ok_or_else(|| vec![e.to_string()])?;
+            Policies::build(&cfgs, first_match)
+        }
     };
-    let (cfgs, first_match) = full?;
     let source = path.display().to_string();
-    let policies = Policies::build(&cfgs, first_match).map_err(|ps| {
+    let policies = built.map_err(|ps| {
         ps.into_iter()
             .map(|p| {
                 format!(
@@ -408,6 +432,10 @@ fn print_outcome(o: &Outcome) {
         o.spans,
         pct(o.kept_spans, o.spans),
         o.kept_bytes
+    );
+    println!(
+        "  estimated from the kept traces' adjusted counts: {:.0} traces, {:.0} spans (captured: {}, {})",
+        o.estimated_traces, o.estimated_spans, o.traces, o.spans
     );
     for (name, n) in &o.by_policy {
         println!("  {name:<24} {n:>8} trace(s)");

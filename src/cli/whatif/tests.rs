@@ -125,3 +125,67 @@ fn a_collector_config_gives_its_tail_sampling_policies() {
         "{problems:?}"
     );
 }
+
+/// `n` traces of 3 spans, each span with `tracestate`, as a capture.
+fn capture(seed: u64, n: usize, tracestate: &str) -> Capture {
+    let mut g = Gen::new(seed);
+    let mut c = Capture::default();
+    for _ in 0..n {
+        let mut t = g.trace(Shape::default(), 3);
+        for (_, s) in &mut t.spans {
+            s.trace_state = tracestate.into();
+        }
+        c.add(
+            decode_request(&fixture::request_for(&[t]).encode_to_vec())
+                .unwrap()
+                .spans,
+        );
+    }
+    c
+}
+
+#[test]
+fn the_estimate_adds_up_the_kept_traces_adjusted_counts() {
+    // 10 %: each kept trace stands for 10 (2^56 / round(0.1 × 2^56), computed here).
+    let c = capture(83, 2000, "");
+    let (o, _) = decide(
+        &c,
+        &policies("[{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 10 } }]"),
+        "x",
+    );
+    let each = (1u64 << 56) as f64 / (0.1f64 * (1u64 << 56) as f64).round();
+    assert!((o.estimated_traces - o.kept_traces as f64 * each).abs() < 1e-6);
+    assert!((o.estimated_spans - 3.0 * o.estimated_traces).abs() < 1e-6);
+    assert!(
+        (1600.0..2400.0).contains(&o.estimated_traces),
+        "{} estimated for 2000 captured ({} kept)",
+        o.estimated_traces,
+        o.kept_traces
+    );
+    // Traces kept whatever their randomness count once.
+    let (o, _) = decide(&c, &policies("[{ name: all, type: always_sample }]"), "x");
+    assert_eq!((o.estimated_traces, o.estimated_spans), (2000.0, 6000.0));
+}
+
+#[test]
+fn a_head_threshold_counts_too() {
+    // Head-sampled at 25 % (th:c): every captured trace stands for 4.
+    let c = capture(84, 10, "ot=th:c");
+    let (o, _) = decide(&c, &policies("[{ name: all, type: always_sample }]"), "x");
+    assert_eq!((o.kept_traces, o.estimated_traces), (10, 40.0));
+    // The Collector's hash at 100 % on top: still 4 (the probabilities multiply).
+    let hashed =
+        policies("[{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 100 } }]");
+    assert_eq!(decide(&c, &hashed, "x").0.estimated_traces, 40.0);
+    // Consistent decisions at 50 % with randomness above both thresholds: the stricter
+    // threshold (the head's 25 %) is the one that counts.
+    let c = capture(85, 10, "ot=th:c;rv:f0000000000000");
+    let consistent =
+        policies("[{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 50 } }]")
+            .with_output(crate::policy::Output {
+                use_tracestate: true,
+                ..Default::default()
+            });
+    let (o, _) = decide(&c, &consistent, "x");
+    assert_eq!((o.kept_traces, o.estimated_traces), (10, 40.0));
+}
