@@ -541,3 +541,46 @@ fn the_archive_is_configured_checked_and_summarized() {
         "{p:?}"
     );
 }
+
+#[test]
+fn adjusted_count_and_record_policy_keys() {
+    let on = MINIMAL.replace(
+        "    policies:",
+        "    use_tracestate: true\n    adjusted_count_attribute: true\n    record_policy_attributes: collector\n    policies:",
+    );
+    let c = load_with_env(&on, "ok.yaml", &env()).unwrap();
+    assert_eq!(
+        c.tail_sampling.output,
+        crate::policy::Output {
+            use_tracestate: true,
+            adjusted_count_attribute: true,
+            record: crate::policy::RecordPolicy::Collector,
+        }
+    );
+    let off = load_with_env(MINIMAL, "ok.yaml", &env()).unwrap();
+    assert_eq!(off.tail_sampling.output, crate::policy::Output::default());
+
+    let bad = MINIMAL.replace(
+        "    policies:",
+        "    record_policy_attributes: otel\n    policies:",
+    );
+    let ps = problems(&bad);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!(
+        (ps[0].problem.path.as_str(), ps[0].line),
+        ("processors.tail_sampling.record_policy_attributes", Some(8))
+    );
+    assert!(ps[0].problem.message.contains("`collector`"), "{ps:#?}");
+
+    let alone = MINIMAL.replace(
+        "    policies:",
+        "    adjusted_count_attribute: true\n    policies:",
+    );
+    let ps = problems(&alone);
+    assert_eq!(ps.len(), 1, "{ps:#?}");
+    assert_eq!(
+        (ps[0].problem.path.as_str(), ps[0].line),
+        ("processors.tail_sampling.adjusted_count_attribute", Some(8))
+    );
+    assert!(ps[0].problem.message.contains("use_tracestate"), "{ps:#?}");
+}
