@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use casefile::fixture::{self, Gen, Shape, Trace};
 use common::*;
-use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::common::v1::{any_value, InstrumentationScope};
 use opentelemetry_proto::tonic::trace::v1::Span;
 
 /// 2^56: the randomness values of OTEP 235.
@@ -67,6 +67,8 @@ exporters:
   otlp:
     endpoint: "{downstream}"
     tls: {{ insecure: true }}
+support:
+  api: {{ endpoint: "127.0.0.1:0" }}
 "#
     )
 }
@@ -242,4 +244,105 @@ fn root_double(spans: &[Span], key: &str) -> Option<f64> {
             _ => None,
         }
     })
+}
+
+fn scope_attr(scope: &Option<InstrumentationScope>, key: &str) -> Option<any_value::Value> {
+    scope
+        .as_ref()?
+        .attributes
+        .iter()
+        .find(|a| a.key == key)?
+        .value
+        .as_ref()?
+        .value
+        .clone()
+}
+
+/// (span name, its tracestate, its scope) of every span of `trace_id` received.
+fn received(
+    down: &Downstream,
+    trace_id: &[u8],
+) -> Vec<(String, String, Option<InstrumentationScope>)> {
+    let mut out = Vec::new();
+    for req in down.requests.lock().iter() {
+        for ss in req.resource_spans.iter().flat_map(|r| &r.scope_spans) {
+            for s in ss.spans.iter().filter(|s| s.trace_id == trace_id) {
+                out.push((s.name.clone(), s.trace_state.clone(), ss.scope.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_and_composites_carry_what_the_collector_records() {
+    let (down, addr) = Downstream::start().await;
+    let text = config_text(addr).replace(
+        "      - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }\n",
+        "      - name: mix\n        type: composite\n        composite:\n          max_total_spans_per_second: 1000\n          composite_sub_policy: [ { name: errors-sub, type: status_code, status_code: { status_codes: [ERROR] } } ]\n          rate_allocation: [ { policy: errors-sub, percent: 100 } ]\n",
+    );
+    let config = casefile::config::load_str(&text, "adjusted.yaml").unwrap();
+    let daemon = start(config).await;
+    let mut client = client(&daemon).await;
+    let mut g = Gen::new(236);
+    let mut coin = g.trace(Shape::default(), 4);
+    let mut error = g.trace(Shape::ERROR, 3);
+    // Above both thresholds: kept by `ten` and `half`, `half`'s threshold counts.
+    for (_, s) in &mut coin.spans {
+        s.trace_state = "ot=rv:fa000000000000".into();
+    }
+    // Below both: only the composite keeps it.
+    for (_, s) in &mut error.spans {
+        s.trace_state = "ot=rv:00000000000010".into();
+    }
+    let (late, early) = coin.spans.split_at(1);
+    client
+        .export(fixture::request(early.iter().chain(&error.spans)))
+        .await
+        .unwrap();
+    down.wait_for("both traces", |d| {
+        let got = d.spans_by_trace();
+        got.get(&hex::encode(coin.trace_id)).map(Vec::len) == Some(3)
+            && got.get(&hex::encode(error.trace_id)).map(Vec::len) == Some(3)
+    })
+    .await;
+    client.export(fixture::request(late.iter())).await.unwrap();
+    down.wait_for("the late span", |d| {
+        d.spans_by_trace()
+            .get(&hex::encode(coin.trace_id))
+            .map(Vec::len)
+            == Some(4)
+    })
+    .await;
+    daemon.shutdown().await;
+
+    let half = format!("ot=rv:fa000000000000;th:{}", th_text(t_of(50.0)));
+    for (name, state, scope) in received(&down, &coin.trace_id) {
+        assert_eq!(state, half, "{name}");
+        let cached = scope_attr(&scope, "tailsampling.cached_decision");
+        if name == late[0].1.name {
+            assert_eq!(cached, Some(any_value::Value::BoolValue(true)));
+            assert_eq!(scope_attr(&scope, "tailsampling.policy"), None);
+        } else {
+            assert_eq!(cached, None);
+            assert_eq!(
+                scope_attr(&scope, "tailsampling.policy"),
+                Some(any_value::Value::StringValue("half".into()))
+            );
+        }
+    }
+    for (name, state, scope) in received(&down, &error.trace_id) {
+        assert_eq!(
+            state, "ot=rv:00000000000010",
+            "{name}: no threshold of ours"
+        );
+        assert_eq!(
+            scope_attr(&scope, "tailsampling.policy"),
+            Some(any_value::Value::StringValue("mix".into()))
+        );
+        assert_eq!(
+            scope_attr(&scope, "tailsampling.composite_policy"),
+            Some(any_value::Value::StringValue("errors-sub".into()))
+        );
+    }
 }
