@@ -584,3 +584,28 @@ fn adjusted_count_and_record_policy_keys() {
     );
     assert!(ps[0].problem.message.contains("use_tracestate"), "{ps:#?}");
 }
+
+#[test]
+fn use_tracestate_warns_about_salts_and_first_match() {
+    let text = MINIMAL.replace(
+        "    policies:\n      - { name: all, type: always_sample }",
+        "    use_tracestate: true\n    sample_on_first_match: true\n    policies:\n      - { name: p, type: probabilistic, probabilistic: { sampling_percentage: 5, hash_salt: s } }\n      - { name: a, type: and, and: { and_sub_policy: [ { name: q, type: probabilistic, probabilistic: { hash_salt: t } } ] } }",
+    );
+    let c = load_with_env(&text, "ok.yaml", &env()).unwrap();
+    let warned: Vec<(&str, Option<usize>)> = c
+        .warnings
+        .iter()
+        .map(|w| (w.problem.path.as_str(), w.line))
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            ("processors.tail_sampling.policies[0].probabilistic.hash_salt", Some(11)),
+            (
+                "processors.tail_sampling.policies[1].and.and_sub_policy[0].probabilistic.hash_salt",
+                Some(12)
+            ),
+            ("processors.tail_sampling.sample_on_first_match", Some(9)),
+        ]
+    );
+}

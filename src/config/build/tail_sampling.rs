@@ -64,6 +64,20 @@ impl Reader {
                 "needs `use_tracestate: true` (adjusted counts come from the thresholds it writes)",
             );
         }
+        if t.use_tracestate {
+            for path in salted(&policies, &format!("{P}.policies")) {
+                self.warning(
+                    path,
+                    "has no effect with use_tracestate: probabilistic decisions use the trace's randomness (ot=rv, else the trace id)",
+                );
+            }
+            if t.sample_on_first_match {
+                self.warning(
+                    format!("{P}.sample_on_first_match"),
+                    "with use_tracestate, a later policy that would keep the trace with a lower threshold is not evaluated: the threshold written can be higher than the trace's (its adjusted count too high)",
+                );
+            }
+        }
         let output = Output {
             use_tracestate: t.use_tracestate,
             adjusted_count_attribute: t.adjusted_count_attribute,
@@ -92,4 +106,48 @@ impl Reader {
             output,
         })
     }
+}
+
+/// Paths of the `hash_salt`s set on probabilistic policies, at any depth.
+fn salted(policies: &[PolicyCfg], at: &str) -> Vec<String> {
+    let salt = |p: &PolicyCfg| {
+        p.probabilistic
+            .as_ref()
+            .is_some_and(|c| !c.hash_salt.is_empty())
+    };
+    let mut out = Vec::new();
+    for (i, p) in policies.iter().enumerate() {
+        let path = format!("{at}[{i}]");
+        if salt(p) {
+            out.push(format!("{path}.probabilistic.hash_salt"));
+        }
+        let subs: [(&str, &[PolicyCfg]); 3] = [
+            (
+                "and.and_sub_policy",
+                p.and.as_ref().map_or(&[], |c| &c.and_sub_policy),
+            ),
+            (
+                "drop.drop_sub_policy",
+                p.drop.as_ref().map_or(&[], |c| &c.drop_sub_policy),
+            ),
+            (
+                "composite.composite_sub_policy",
+                p.composite
+                    .as_ref()
+                    .map_or(&[], |c| &c.composite_sub_policy),
+            ),
+        ];
+        for (key, list) in subs {
+            out.extend(salted(list, &format!("{path}.{key}")));
+        }
+        // Nothing nests inside `not`.
+        if p.not
+            .as_ref()
+            .and_then(|c| c.not_sub_policy.as_deref())
+            .is_some_and(salt)
+        {
+            out.push(format!("{path}.not.not_sub_policy.probabilistic.hash_salt"));
+        }
+    }
+    out
 }
