@@ -397,6 +397,8 @@ fn line_path(p: &Problem) -> String {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_adjusted;
+#[cfg(test)]
 mod tests_collector;
 #[cfg(test)]
 mod tests_tls;
