@@ -142,11 +142,7 @@ impl Daemon {
             .flatten()
             .cloned()
             .collect();
-        let policies = Policies::build(
-            &config.tail_sampling.policies,
-            config.tail_sampling.sample_on_first_match,
-        )
-        .map_err(RunError::Policies)?;
+        let policies = Policies::for_config(&config.tail_sampling).map_err(RunError::Policies)?;
         let budget = Budget::resolve(&config, &host);
         for line in budget.lines() {
             tracing::info!("{line}");

@@ -464,6 +464,10 @@ fn what_if_replays_a_capture_through_two_policy_files() {
     assert_eq!(v["outcome"]["kept_traces"], 3, "{v}");
     assert_eq!(v["outcome"]["kept_spans"], 12, "{v}");
     assert_eq!(
+        v["outcome"]["estimated_traces"], 3.0,
+        "kept by errors: each stands for itself"
+    );
+    assert_eq!(
         v["outcome"]["by_policy"],
         serde_json::json!([["errors", 3]])
     );
@@ -489,6 +493,10 @@ fn what_if_replays_a_capture_through_two_policy_files() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("keeps 3 of 8 traces (37.5 %)"), "{text}");
+    assert!(
+        text.contains("adjusted counts: 3 traces, 12 spans (captured: 8, 22)"),
+        "{text}"
+    );
 
     // A bad capture: every problem with its file and line, exit 2.
     std::fs::write(&capture, format!("{}\nnot json\n", lines[0])).unwrap();

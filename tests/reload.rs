@@ -50,9 +50,14 @@ async fn new_policies_decide_buffered_traces_and_bad_ones_are_refused() {
                 .unwrap(),
         ];
     new.exporters.clear();
+    new.tail_sampling.output.record = casefile::policy::RecordPolicy::Collector;
     let r = daemon.reload(&started, &new).unwrap();
     assert_eq!(r.policies, ["everything"]);
-    assert_eq!(r.needs_restart, ["exporters"]);
+    assert_eq!(
+        r.needs_restart,
+        ["exporters"],
+        "what kept traces carry applies live"
+    );
     assert!(r.applied.is_empty(), "{:?}", r.applied);
     assert_eq!(daemon.buffer.held_traces(), 1, "nothing buffered is lost");
 
@@ -68,6 +73,14 @@ async fn new_policies_decide_buffered_traces_and_bad_ones_are_refused() {
         root_attr(&got[&id], "casefile.policy").as_deref(),
         Some("everything")
     );
+    let scoped = down.requests.lock().iter().any(|r| {
+        r.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .filter_map(|ss| ss.scope.as_ref())
+            .any(|s| s.attributes.iter().any(|a| a.key == "tailsampling.policy"))
+    });
+    assert!(scoped, "record_policy_attributes: collector took effect");
 }
 
 /// A config file for the support tests: the API with `token`, `trace_url` and `watch_for`.

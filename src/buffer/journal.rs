@@ -91,7 +91,7 @@ impl super::Buffer {
             if shard.traces.contains_key(id) {
                 return true;
             }
-            shard.cache.record(id, d.sampled);
+            shard.cache.record(id, d.sampled, 0);
             false
         });
         self.has_presets.store(!p.is_empty(), Ordering::Release);

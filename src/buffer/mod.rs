@@ -7,6 +7,7 @@
 mod cache;
 mod journal;
 mod shard;
+mod stamp;
 mod support;
 
 use std::collections::HashMap;
@@ -25,7 +26,6 @@ use crate::support::Hooks;
 pub use cache::DecisionCache;
 pub use journal::{merge as merge_decision, Decided, DecisionLog};
 use shard::Shard;
-use support::mark_root;
 pub use support::Resolved;
 
 /// Buffer settings, from `processors.tail_sampling`.
@@ -296,6 +296,7 @@ impl Buffer {
         let per_shard_bytes = self.cfg.max_bytes.div_ceil(self.shards.len()).max(1);
         let per_shard_cap = cap.div_ceil(self.shards.len()).clamp(1, per_shard_bytes);
         let mut kept = Kept::default();
+        let output = *self.policies.read().output();
         for (i, (bucket, runs)) in buckets.into_iter().zip(runs).enumerate() {
             if bucket.is_empty() {
                 continue;
@@ -314,7 +315,8 @@ impl Buffer {
                             too_large.push(id);
                         }
                     }
-                    shard::Added::LateKept(span) => {
+                    shard::Added::LateKept(mut span, threshold) => {
+                        stamp::late(&mut span, threshold, &output);
                         // Logged again after the late span, so a replay keeps it too.
                         if self.journaling()
                             && kept.decided.last().is_none_or(|d| d.id != span.trace_id())
@@ -423,20 +425,22 @@ impl Buffer {
         let Some(pending) = shard.remove(id) else {
             return;
         };
-        let verdict = match self.take_preset(id) {
+        let policies = self.policies();
+        let mut verdict = match self.take_preset(id) {
             Some(d) => crate::policy::Verdict {
                 sampled: d.sampled,
                 policies: d.reasons,
+                ..Default::default()
             },
-            None => self.policies.read().evaluate(id, &pending.spans, now),
+            None => policies.evaluate(id, &pending.spans, now),
         };
         let mark = self.mark_of(id);
         let sampled = verdict.sampled || mark.is_some();
-        shard.cache.record(id, sampled);
+        shard.cache.record(id, sampled, verdict.threshold);
         let delay = now.saturating_duration_since(pending.deadline);
         kept.delays.push(delay.as_secs_f64());
         kept.decisions[trigger as usize][sampled as usize] += 1;
-        let mut reasons = verdict.policies;
+        let mut reasons = std::mem::take(&mut verdict.policies);
         if let Some(m) = mark
             .as_ref()
             .filter(|m| !reasons.iter().any(|r| **r == *m.reason))
@@ -469,7 +473,13 @@ impl Buffer {
         }
         kept.traces += 1;
         let mut spans = pending.spans;
-        mark_root(&mut spans, &reasons, mark.as_ref());
+        stamp::kept(
+            &mut spans,
+            &verdict,
+            &reasons,
+            mark.as_ref(),
+            policies.output(),
+        );
         kept.spans.extend(spans);
     }
 

@@ -44,7 +44,8 @@ pub enum Added {
     /// Into a pending trace, which now holds this many bytes.
     Pending(TraceId, usize),
     /// The trace was kept already: send the span on.
-    LateKept(Span),
+    /// With the OTEP 235 threshold its trace was kept with (0 for none).
+    LateKept(Span, u64),
     /// The trace was dropped already (the span goes no further than the archive).
     LateDropped(Span),
 }
@@ -78,7 +79,8 @@ impl Shard {
             match self.cache.get(&id) {
                 Some(true) => {
                     stats.late_kept += 1;
-                    return Added::LateKept(span);
+                    let threshold = self.cache.threshold(&id);
+                    return Added::LateKept(span, threshold);
                 }
                 Some(false) => {
                     stats.late_dropped += 1;

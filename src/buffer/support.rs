@@ -14,25 +14,6 @@ use crate::support::index::{Decision, Index, Slot, Summary};
 use crate::support::marks::Mark;
 use crate::support::rescue::RescueBuffer;
 use crate::support::Hooks;
-use crate::wire::encode::append_attributes;
-
-/// Appends `casefile.policy` (the reasons) and a complaint's ticket attributes to the root
-/// span (or the first span when the root never arrived).
-pub(super) fn mark_root(spans: &mut [Span], reasons: &[Arc<str>], mark: Option<&Mark>) {
-    let Some(root) = spans
-        .iter()
-        .position(Span::is_root)
-        .or((!spans.is_empty()).then_some(0))
-    else {
-        return;
-    };
-    let names = reasons.iter().map(|p| &**p).collect::<Vec<_>>().join(",");
-    let mut attrs = vec![("casefile.policy", names.as_str())];
-    if let Some(m) = mark {
-        attrs.extend(m.attributes());
-    }
-    spans[root].bytes = append_attributes(&spans[root].bytes, &attrs);
-}
 
 /// What happened to a trace a complaint names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +153,15 @@ impl Buffer {
             };
         };
         let reasons: Vec<Arc<str>> = vec![Arc::from(mark.reason)];
-        mark_root(&mut spans, &reasons, Some(mark));
-        shard_lock.lock().cache.record(id, true);
+        let output = *self.policies().output();
+        super::stamp::kept(
+            &mut spans,
+            &crate::policy::Verdict::default(),
+            &reasons,
+            Some(mark),
+            &output,
+        );
+        shard_lock.lock().cache.record(id, true, 0);
         if let Some(ix) = &self.hooks.index {
             ix.set_decision(id, Decision::Rescued, Some(mark.reason));
         }

@@ -89,10 +89,7 @@ fn check(path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let policies = match crate::policy::Policies::build(
-        &cfg.tail_sampling.policies,
-        cfg.tail_sampling.sample_on_first_match,
-    ) {
+    let policies = match crate::policy::Policies::for_config(&cfg.tail_sampling) {
         Ok(p) => p,
         Err(problems) => {
             for p in problems {

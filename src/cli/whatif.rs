@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config;
 use crate::model::{Span, TraceId};
-use crate::policy::Policies;
+use crate::policy::{otep235, Policies};
 use crate::support::index::{Decision, Summary};
 use crate::wire::decode::decode_request;
 use crate::wire::json::request_from_json;
@@ -181,6 +181,11 @@ pub struct Outcome {
     pub kept_bytes: usize,
     /// Traces each policy sampled (a trace kept by several counts under each).
     pub by_policy: Vec<(String, usize)>,
+    /// The traffic the kept traces stand for: the sum of their adjusted counts (OTEP 235:
+    /// 1 / the probability each was kept with, a head sampler's `ot=th` included).
+    pub estimated_traces: f64,
+    /// The same for spans: each kept trace's spans times its adjusted count.
+    pub estimated_spans: f64,
 }
 
 /// Decides every trace of `capture` with `policies`. Returns the outcome and, per trace,
@@ -205,6 +210,9 @@ pub fn decide(capture: &Capture, policies: &Policies, source: &str) -> (Outcome,
         let now = base + Duration::from_nanos(start.saturating_sub(first));
         let v = policies.evaluate(&id, spans, now);
         if v.sampled {
+            let count = adjusted_count(spans, v.threshold, policies.output().use_tracestate);
+            out.estimated_traces += count;
+            out.estimated_spans += count * spans.len() as f64;
             out.kept_traces += 1;
             out.kept_spans += spans.len();
             out.kept_bytes += spans.iter().map(|s| s.bytes.len()).sum::<usize>();
@@ -219,20 +227,36 @@ pub fn decide(capture: &Capture, policies: &Policies, source: &str) -> (Outcome,
     (out, each)
 }
 
+/// How many traces a trace kept with `threshold` stands for, with the head sampling its
+/// root (else first span) records in `ot=th`. Consistent decisions (`use_tracestate`) keep
+/// the stricter of the two thresholds; the Collector's hash decides independently of the
+/// head's randomness, so there the probabilities multiply.
+fn adjusted_count(spans: &[Span], threshold: u64, consistent: bool) -> f64 {
+    let root = spans.iter().find(|s| s.is_root()).or(spans.first());
+    let head = root
+        .and_then(|s| otep235::read(s.trace_state()).ok()?.threshold)
+        .unwrap_or(0);
+    if consistent {
+        otep235::adjusted_count(head.max(threshold))
+    } else {
+        otep235::adjusted_count(head) * otep235::adjusted_count(threshold)
+    }
+}
+
 /// The policies of `path`: a whole casefile config, or any YAML with a
 /// `processors.tail_sampling` block (a Collector config: `tail_sampling/NAME` too), of which
 /// only the policies and `sample_on_first_match` are read.
 fn policies_of(path: &Path) -> Result<(Policies, String), Vec<String>> {
-    let full = match config::load_file(path) {
-        Ok(cfg) => Ok((
-            cfg.tail_sampling.policies,
-            cfg.tail_sampling.sample_on_first_match,
-        )),
-        Err(e) => tail_sampling_only(path).ok_or_else(|| vec![e.to_string()]),
+    let built = match config::load_file(path) {
+        Ok(cfg) => Policies::for_config(&cfg.tail_sampling),
+        Err(e) => {
+            let (cfgs, first_match) =
+                tail_sampling_only(path).ok_or_else(|| vec![e.to_string()])?;
+            Policies::build(&cfgs, first_match)
+        }
     };
-    let (cfgs, first_match) = full?;
     let source = path.display().to_string();
-    let policies = Policies::build(&cfgs, first_match).map_err(|ps| {
+    let policies = built.map_err(|ps| {
         ps.into_iter()
             .map(|p| {
                 format!(
@@ -409,6 +433,10 @@ fn print_outcome(o: &Outcome) {
         pct(o.kept_spans, o.spans),
         o.kept_bytes
     );
+    println!(
+        "  estimated from the kept traces' adjusted counts: {:.0} traces, {:.0} spans (captured: {}, {})",
+        o.estimated_traces, o.estimated_spans, o.traces, o.spans
+    );
     for (name, n) in &o.by_policy {
         println!("  {name:<24} {n:>8} trace(s)");
     }
@@ -452,134 +480,4 @@ fn print_row(r: &Decided) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fixture::{self, Gen, Shape};
-    use prost::Message;
-
-    fn policies(yaml: &str) -> Policies {
-        let cfgs: Vec<crate::policy::PolicyCfg> = serde_yaml_ng::from_str(yaml).unwrap();
-        Policies::build(&cfgs, false).unwrap()
-    }
-
-    #[test]
-    fn reads_json_lines_documents_and_protobuf_and_groups_by_trace() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut g = Gen::new(81);
-        let t = g.trace(Shape::ERROR, 4);
-        let (mut a, mut b) = (t.clone(), t.clone());
-        a.spans.truncate(2);
-        b.spans.drain(..2);
-        let other = g.trace(Shape::default(), 3);
-        let proto = |ts: &[fixture::Trace]| fixture::request_for(ts).encode_to_vec();
-        let json = |ts: &[fixture::Trace]| crate::wire::json::request_to_json(&proto(ts)).unwrap();
-        let lines = dir.path().join("kept.jsonl");
-        std::fs::write(
-            &lines,
-            format!("{}\n\n{}\n", json(&[a]), json(std::slice::from_ref(&other))),
-        )
-        .unwrap();
-        let pb = dir.path().join("rest.pb");
-        std::fs::write(&pb, proto(&[b])).unwrap();
-        let mut c = Capture::default();
-        c.read(&lines).unwrap();
-        c.read(&pb).unwrap();
-        assert_eq!((c.traces.len(), c.spans), (2, 7));
-        assert_eq!(
-            c.traces[&t.trace_id].len(),
-            4,
-            "a trace split over files is one trace"
-        );
-
-        let (o, each) = decide(
-            &c,
-            &policies(
-                "[{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]",
-            ),
-            "x.yaml",
-        );
-        assert_eq!((o.kept_traces, o.kept_spans), (1, 4));
-        assert_eq!(o.by_policy, [("errors".to_owned(), 1)]);
-        let kept: Vec<_> = each
-            .iter()
-            .filter(|(_, k, _)| *k)
-            .map(|(id, _, r)| (*id, r.clone()))
-            .collect();
-        assert_eq!(kept, [(t.trace_id, vec![Arc::from("errors")])]);
-    }
-
-    #[test]
-    fn bad_lines_are_reported_with_file_and_line_all_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("bad.jsonl");
-        std::fs::write(
-            &p,
-            "{\"resourceSpans\":[]}\n{oops\n{\"resourceSpans\": 7}\n",
-        )
-        .unwrap();
-        let problems = Capture::default().read(&p).unwrap_err();
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(
-            problems[0].starts_with(&format!("{}:2: ", p.display())),
-            "{problems:?}"
-        );
-        assert!(
-            problems[1].starts_with(&format!("{}:3: ", p.display())),
-            "{problems:?}"
-        );
-        let bin = dir.path().join("bad.pb");
-        std::fs::write(&bin, [0x0a, 0xff]).unwrap();
-        let problems = Capture::default().read(&bin).unwrap_err();
-        assert!(
-            problems[0].contains("neither OTLP/JSON nor a protobuf"),
-            "{problems:?}"
-        );
-    }
-
-    #[test]
-    fn rate_limiting_sees_the_capture_own_clock() {
-        // Ten 1-span traces a second apart: a 1-span-per-second limit keeps them all; the
-        // same traces decided "now" would keep one.
-        let mut g = Gen::new(82);
-        let mut c = Capture::default();
-        for i in 0..10u64 {
-            let mut t = g.trace(Shape::default(), 1);
-            let s = &mut t.spans[0].1;
-            s.start_time_unix_nano = 1_700_000_000_000_000_000 + i * 1_000_000_000;
-            s.end_time_unix_nano = s.start_time_unix_nano + 1_000;
-            c.add(
-                decode_request(&fixture::request_for(&[t]).encode_to_vec())
-                    .unwrap()
-                    .spans,
-            );
-        }
-        let (o, _) = decide(
-            &c,
-            &policies(
-                "[{ name: rl, type: rate_limiting, rate_limiting: { spans_per_second: 1 } }]",
-            ),
-            "x",
-        );
-        assert_eq!(o.kept_traces, 10);
-    }
-
-    #[test]
-    fn a_collector_config_gives_its_tail_sampling_policies() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("otelcol.yaml");
-        std::fs::write(
-            &p,
-            "receivers: { otlp: { protocols: { grpc: {} } } }\nprocessors:\n  batch: {}\n  tail_sampling/errors:\n    decision_wait: 10s\n    policies:\n      - { name: errs, type: status_code, status_code: { status_codes: [ERROR] } }\nservice: { pipelines: {} }\n",
-        )
-        .unwrap();
-        let (p, _) = policies_of(&p).unwrap();
-        assert_eq!(p.names(), ["errs"]);
-        let missing = dir.path().join("nothing.yaml");
-        std::fs::write(&missing, "receivers: {}\n").unwrap();
-        let problems = policies_of(&missing).err().unwrap();
-        assert!(
-            problems[0].contains("no receiver configured"),
-            "{problems:?}"
-        );
-    }
-}
+mod tests;

@@ -12,8 +12,9 @@ use crate::archive::{ArchiveCfg, Traces};
 use crate::export::config::{
     BatchCfg, ExporterCfg, FileCfg, OtlpCfg, Sizer, MIN_MAX_REQUEST_BYTES,
 };
-use crate::policy::PolicyCfg;
 use crate::wire::decode::{Checks, InvalidUtf8};
+
+mod tail_sampling;
 
 /// Attributes `support.index` may read (each key names its attribute in one byte, and a
 /// reload may add attributes: the index has room for 256 over its life).
@@ -219,76 +220,6 @@ impl Reader {
                 format!("{endpoint:?} is not host:port (e.g. 127.0.0.1:4317, 0.0.0.0:4317)"),
             );
         }
-    }
-
-    fn tail_sampling(&mut self, value: Option<Value>) -> Option<TailSamplingCfg> {
-        const P: &str = "processors.tail_sampling";
-        let Some(value) = value else {
-            self.problem(
-                P,
-                "missing: casefile needs processors.tail_sampling with at least one policy",
-            );
-            return None;
-        };
-        let t: raw::TailSampling = self.read(value, P)?;
-        let mut policies = Vec::with_capacity(t.policies.len());
-        let mut ok = true;
-        for (i, v) in t.policies.into_iter().enumerate() {
-            match self.read::<PolicyCfg>(v, &format!("{P}.policies[{i}]")) {
-                Some(p) => policies.push(p),
-                None => ok = false,
-            }
-        }
-        if ok && policies.is_empty() {
-            self.problem(
-                format!("{P}.policies"),
-                "no policies: every trace would be dropped (use `type: always_sample` to keep all)",
-            );
-        }
-        if ok {
-            match crate::policy::Policies::build(&policies, t.sample_on_first_match) {
-                Ok(built) => {
-                    for w in built.warnings {
-                        self.warning(join(P, &w.path), w.message);
-                    }
-                }
-                Err(problems) => {
-                    for p in problems {
-                        self.problem(join(P, &p.path), p.message);
-                    }
-                }
-            }
-        }
-        if t.decision_wait.0.is_zero() {
-            self.problem(format!("{P}.decision_wait"), "must be more than 0");
-        }
-        if t.num_traces == 0 {
-            self.problem(format!("{P}.num_traces"), "must be at least 1");
-        }
-        if t.max_buffer_bytes.is_some_and(|b| b.0 < 1 << 20) {
-            self.problem(format!("{P}.max_buffer_bytes"), "must be at least 1MiB");
-        }
-        if !(1..=1024).contains(&t.num_shards) {
-            self.problem(format!("{P}.num_shards"), "must be between 1 and 1024");
-        }
-        Some(TailSamplingCfg {
-            decision_wait: t.decision_wait.0,
-            decision_wait_after_root_received: t
-                .decision_wait_after_root_received
-                .map(|d| d.0)
-                .filter(|d| !d.is_zero()),
-            num_traces: t.num_traces as usize,
-            expected_new_traces_per_sec: t.expected_new_traces_per_sec as usize,
-            sampled_cache_size: t.decision_cache.sampled_cache_size as usize,
-            non_sampled_cache_size: t.decision_cache.non_sampled_cache_size as usize,
-            sample_on_first_match: t.sample_on_first_match,
-            drop_pending_traces_on_shutdown: t.drop_pending_traces_on_shutdown,
-            maximum_trace_size_bytes: Some(t.maximum_trace_size_bytes.0 as usize)
-                .filter(|n| *n > 0),
-            max_buffer_bytes: t.max_buffer_bytes.map(|b| b.0 as usize),
-            num_shards: t.num_shards,
-            policies,
-        })
     }
 
     fn memory_limiter(&mut self, value: Option<Value>) -> Option<MemoryLimiterCfg> {

@@ -142,6 +142,8 @@ pub struct TailSamplingCfg {
     pub max_buffer_bytes: Option<usize>,
     pub num_shards: usize,
     pub policies: Vec<PolicyCfg>,
+    /// `use_tracestate`, `adjusted_count_attribute`, `record_policy_attributes`.
+    pub output: crate::policy::Output,
 }
 
 /// An amount of memory as the Collector's memory_limiter states it.
@@ -394,6 +396,8 @@ fn line_path(p: &Problem) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adjusted;
 #[cfg(test)]
 mod tests_collector;
 #[cfg(test)]

@@ -119,7 +119,24 @@ pub struct TailSampling {
     /// Accepted for compatibility: casefile never drops a trace unseen, so it never blocks
     /// for that reason; it decides the oldest traces early instead.
     pub block_on_overflow: bool,
+    /// The Collector's `processor.tailsamplingprocessor.usetracestate` feature gate as a
+    /// key: OTEP 235 thresholds (`ot=th:`) on the spans of traces kept by probabilistic
+    /// decisions, which then compare the trace's randomness with the threshold.
+    pub use_tracestate: bool,
+    /// `casefile.adjusted_count` on the root of each kept trace (needs `use_tracestate`).
+    pub adjusted_count_attribute: bool,
+    /// `casefile` (default): `casefile.policy` on the root; `collector`: also the
+    /// Collector's `recordpolicy` attributes (`tailsampling.policy`, ...).
+    pub record_policy_attributes: RecordPolicyAttributes,
     pub policies: Vec<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordPolicyAttributes {
+    #[default]
+    Casefile,
+    Collector,
 }
 
 impl Default for TailSampling {
@@ -136,6 +153,9 @@ impl Default for TailSampling {
             max_buffer_bytes: None,
             num_shards: 16,
             block_on_overflow: false,
+            use_tracestate: false,
+            adjusted_count_attribute: false,
+            record_policy_attributes: RecordPolicyAttributes::Casefile,
             policies: Vec::new(),
         }
     }

@@ -80,6 +80,7 @@ impl Config {
             t.sample_on_first_match,
             if t.drop_pending_traces_on_shutdown { "dropped" } else { "decided" }
         ));
+        out.push(kept_traces_carry(&t.output));
         let ex: Vec<String> = self
             .exporters
             .iter()
@@ -174,4 +175,19 @@ fn archive_line(a: &crate::archive::ArchiveCfg) -> String {
         ByteSize(a.segment_bytes()),
         ByteSize(a.max_bytes),
     )
+}
+
+/// What kept traces carry besides their spans.
+fn kept_traces_carry(o: &crate::policy::Output) -> String {
+    let mut parts = vec!["casefile.policy on the root"];
+    if o.record == crate::policy::RecordPolicy::Collector {
+        parts.push("tailsampling.policy/.composite_policy/.cached_decision on the scope");
+    }
+    if o.use_tracestate {
+        parts.push("ot=th thresholds on spans kept by probabilistic decisions (consistent: ot=rv, else the trace id)");
+    }
+    if o.adjusted_count_attribute {
+        parts.push("casefile.adjusted_count on the root");
+    }
+    format!("kept traces carry: {}", parts.join("; "))
 }

@@ -18,7 +18,7 @@ pub(super) fn problems(text: &str) -> Vec<Located> {
     }
 }
 
-const MINIMAL: &str = r#"
+pub(super) const MINIMAL: &str = r#"
 receivers:
   otlp:
     protocols:

@@ -1,6 +1,7 @@
 //! Turns policy configs into built policies in one pass that also collects every problem with its path: type and block checks, nesting rules, and the and/not/drop/composite combinators.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use super::config::{CompositeCfg, PolicyCfg};
 use super::eval::Eval;
@@ -255,6 +256,7 @@ impl Compiler {
         let mut slots: Vec<Option<Built>> = built;
         let mut ordered = Vec::with_capacity(order.len());
         let mut shares = Vec::with_capacity(order.len());
+        let ordered_names = order.iter().map(|&i| Arc::from(names[i])).collect();
         for &i in &order {
             let mut b = slots[i].take()?;
             let share = match c.rate_allocation.iter().find(|r| r.policy == names[i]) {
@@ -272,6 +274,7 @@ impl Compiler {
             eval: Eval::Composite {
                 subs,
                 budget: Budget::new(shares, total),
+                names: ordered_names,
             },
             lines,
         })

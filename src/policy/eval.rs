@@ -1,13 +1,15 @@
 //! One built policy evaluated against one trace, giving the Collector's per-policy decision (sampled, not sampled, inverted, dropped).
 
+use std::cell::{Cell, OnceCell};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use regex::RegexSet;
 use tokio::time::Instant;
 
 use super::hash;
 use super::limit::{Budget, TokenBucket};
-use super::tracestate;
+use super::{otep235, tracestate};
 use crate::model::{Span, StatusCode, TraceId};
 use crate::wire::AnyValueRef;
 
@@ -48,6 +50,35 @@ pub struct Trace<'a> {
     pub id: &'a TraceId,
     pub spans: &'a [Span],
     pub now: Instant,
+    /// Probabilistic decisions compare the trace's OTEP 235 randomness with the policy's
+    /// threshold (`use_tracestate`) instead of hashing the trace id with the salt.
+    pub consistent: bool,
+    /// The randomness, read once: the first valid `ot=rv` of any span, else the trace id.
+    pub randomness: OnceCell<u64>,
+    /// The composite sub-policy that last sampled the trace (`tailsampling.composite_policy`).
+    pub composite_sub: Cell<Option<Arc<str>>>,
+}
+
+impl<'a> Trace<'a> {
+    pub fn new(id: &'a TraceId, spans: &'a [Span], now: Instant, consistent: bool) -> Self {
+        Trace {
+            id,
+            spans,
+            now,
+            consistent,
+            randomness: OnceCell::new(),
+            composite_sub: Cell::new(None),
+        }
+    }
+
+    fn randomness(&self) -> u64 {
+        *self.randomness.get_or_init(|| {
+            self.spans
+                .iter()
+                .find_map(|s| otep235::read(s.trace_state()).ok()?.randomness)
+                .unwrap_or_else(|| otep235::trace_id_randomness(self.id))
+        })
+    }
 }
 
 /// A validated, ready-to-run policy. Stateful variants (buckets, budgets) lock internally,
@@ -69,6 +100,9 @@ pub enum Eval {
     Probabilistic {
         salt: Box<[u8]>,
         threshold: u64,
+        /// The OTEP 235 threshold of the same percentage: what a kept trace's spans carry,
+        /// and what the randomness is compared with when decisions are consistent.
+        otel: u64,
     },
     /// Indexed by `StatusCode as usize`.
     Status {
@@ -103,10 +137,12 @@ pub enum Eval {
     And(Vec<Eval>),
     Not(Box<Eval>),
     Drop(Vec<Eval>),
-    /// Sub-policies in evaluation order; budget slot `i` belongs to `subs[i]`.
+    /// Sub-policies in evaluation order; budget slot `i` belongs to `subs[i]`, and so does
+    /// `names[i]`.
     Composite {
         subs: Vec<Eval>,
         budget: Budget,
+        names: Vec<Arc<str>>,
     },
 }
 
@@ -152,9 +188,15 @@ impl Eval {
                     |v: AnyValueRef<'_>| v.as_i64().is_some_and(|i| *min <= i && i <= *max);
                 Decision::attribute(any_attribute(spans, key, in_range, in_range), *invert)
             }
-            Eval::Probabilistic { salt, threshold } => {
-                Decision::sampled_if(hash::trace_hash(salt, t.id) <= *threshold)
-            }
+            Eval::Probabilistic {
+                salt,
+                threshold,
+                otel,
+            } => Decision::sampled_if(if t.consistent {
+                t.randomness() >= *otel
+            } else {
+                hash::trace_hash(salt, t.id) <= *threshold
+            }),
             Eval::Status { codes } => {
                 Decision::sampled_if(spans.iter().any(|s| codes[s.status as usize]))
             }
@@ -208,10 +250,18 @@ impl Eval {
                 Decision::NotSampled => Decision::Sampled,
                 other => other,
             },
-            Eval::Composite { subs, budget } => {
+            Eval::Composite {
+                subs,
+                budget,
+                names,
+            } => {
                 for (i, sub) in subs.iter().enumerate() {
                     if matches!(sub.evaluate(t), Decision::Sampled | Decision::InvertSampled) {
-                        return Decision::sampled_if(budget.take(i, spans.len() as i64, t.now));
+                        let within = budget.take(i, spans.len() as i64, t.now);
+                        if within {
+                            t.composite_sub.set(Some(Arc::clone(&names[i])));
+                        }
+                        return Decision::sampled_if(within);
                     }
                 }
                 Decision::NotSampled
@@ -219,15 +269,15 @@ impl Eval {
         }
     }
 
-    /// Whether this policy can answer with an inverted decision (an `invert_match` policy,
-    /// possibly under `not`). Such a policy never answers plain `Sampled`.
-    pub fn inverting(&self) -> bool {
+    /// The OTEP 235 threshold a trace this policy sampled was kept with: a probabilistic
+    /// policy's, the highest of an `and`'s parts (all of them sampled, with one
+    /// randomness), 0 for every other policy (the trace stands for itself; a composite's
+    /// rate budget and a `not` keep shares no threshold describes).
+    pub fn threshold(&self) -> u64 {
         match self {
-            Eval::Numeric { invert, .. }
-            | Eval::String { invert, .. }
-            | Eval::Bool { invert, .. } => *invert,
-            Eval::Not(sub) => sub.inverting(),
-            _ => false,
+            Eval::Probabilistic { otel, .. } => *otel,
+            Eval::And(subs) => subs.iter().map(Eval::threshold).max().unwrap_or(0),
+            _ => 0,
         }
     }
 }

@@ -87,6 +87,7 @@ impl Compiler {
                 let eval = Eval::Probabilistic {
                     salt: salt.as_bytes().into(),
                     threshold: hash::threshold(pct),
+                    otel: super::otep235::threshold_of(pct),
                 };
                 Built::leaf(
                     eval,

@@ -10,11 +10,14 @@ mod eval;
 mod hash;
 mod leaf;
 mod limit;
+pub mod otep235;
 mod ottl;
 mod tracestate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adjusted;
 #[cfg(test)]
 mod tests_attributes;
 #[cfg(test)]
@@ -57,6 +60,8 @@ pub struct Policies {
     /// Configs the Collector runs as written but that are probably mistakes (an empty
     /// value list, a percentage out of range): run the same way, and said (path, message).
     pub warnings: Vec<Problem>,
+    /// What is written on kept traces.
+    output: Output,
 }
 
 #[derive(Debug)]
@@ -64,8 +69,8 @@ struct TopPolicy {
     /// Also the metric label value and the reason recorded on kept traces.
     name: Arc<str>,
     eval: Eval,
-    /// Can answer with inverted decisions (and then never with plain `Sampled`).
-    inverting: bool,
+    /// The OTEP 235 threshold of a trace this policy samples (`Eval::threshold`).
+    threshold: u64,
     /// This policy's decision counters (`sampled` false, true), registered at its first
     /// evaluation, after the daemon installed its recorder, so that deciding a trace costs no
     /// metric lookup.
@@ -85,13 +90,46 @@ impl TopPolicy {
 }
 
 /// The decision for one trace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verdict {
     pub sampled: bool,
     /// Names of the top-level policies that sampled the trace, in config order (empty when
     /// not sampled). A policy that sampled through `invert_match` is listed when its vote
     /// counted, i.e. when no policy answered a plain "not sampled".
     pub policies: Vec<Arc<str>>,
+    /// The OTEP 235 threshold the trace was kept with: the lowest of the policies that
+    /// sampled it (the likeliest way it would have been kept), 0 when any of them keeps
+    /// it whatever its randomness (it stands for itself) or when not sampled.
+    pub threshold: u64,
+    /// The policy the Collector names in `tailsampling.policy`: the first that sampled
+    /// (plain votes before inverted ones); with `use_tracestate`, the first whose
+    /// threshold is the trace's.
+    pub recorded: Option<Arc<str>>,
+    /// The composite sub-policy that sampled the trace (`tailsampling.composite_policy`).
+    pub composite: Option<Arc<str>>,
+}
+
+/// Where `tailsampling.*` attributes go, besides `casefile.policy` on the root.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RecordPolicy {
+    /// `casefile.policy` only.
+    #[default]
+    Casefile,
+    /// Also the Collector's `recordpolicy` attributes, on the instrumentation scope of the
+    /// kept spans as the Collector writes them.
+    Collector,
+}
+
+/// What is written on kept traces besides their spans (`processors.tail_sampling`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Output {
+    /// `use_tracestate`: consistent probabilistic decisions and `ot=th:` on the spans of
+    /// traces kept by them.
+    pub use_tracestate: bool,
+    /// `adjusted_count_attribute`: `casefile.adjusted_count` on the root of kept traces.
+    pub adjusted_count_attribute: bool,
+    /// `record_policy_attributes`.
+    pub record: RecordPolicy,
 }
 
 impl Policies {
@@ -125,11 +163,11 @@ impl Policies {
                 others.push(policies.len());
             }
             lines.extend(built.lines);
-            let inverting = built.eval.inverting();
+            let threshold = built.eval.threshold();
             policies.push(TopPolicy {
                 name: cfg.name.as_str().into(),
                 eval: built.eval,
-                inverting,
+                threshold,
                 counters: OnceLock::new(),
             });
         }
@@ -143,15 +181,31 @@ impl Policies {
             sample_on_first_match,
             lines,
             warnings: c.warnings,
+            output: Output::default(),
         })
+    }
+
+    /// The policies of `processors.tail_sampling`, with what is written on kept traces.
+    pub fn for_config(ts: &crate::config::TailSamplingCfg) -> Result<Policies, Vec<Problem>> {
+        Ok(Policies::build(&ts.policies, ts.sample_on_first_match)?.with_output(ts.output))
+    }
+
+    pub fn with_output(mut self, output: Output) -> Policies {
+        self.output = output;
+        self
+    }
+
+    pub fn output(&self) -> &Output {
+        &self.output
     }
 
     /// Decides one trace from all its buffered spans (any order). `now` drives the token
     /// buckets and composite budgets.
     pub fn evaluate(&self, id: &TraceId, spans: &[Span], now: Instant) -> Verdict {
-        let trace = Trace { id, spans, now };
+        let trace = Trace::new(id, spans, now, self.output.use_tracestate);
         let mut seen = Seen::default();
-        let mut kept: Vec<Arc<str>> = Vec::new();
+        // Indices of the policies that sampled, and whether by an inverted vote.
+        let mut kept: Vec<(usize, bool)> = Vec::new();
         for &i in &self.order {
             let p = &self.policies[i];
             let decision = p.eval.evaluate(&trace);
@@ -164,14 +218,14 @@ impl Policies {
                 }
                 Decision::Sampled => {
                     seen.sampled = true;
-                    kept.push(Arc::clone(&p.name));
+                    kept.push((i, false));
                     if self.sample_on_first_match {
                         break;
                     }
                 }
                 Decision::InvertSampled => {
                     seen.invert_sampled = true;
-                    kept.push(Arc::clone(&p.name));
+                    kept.push((i, true));
                 }
                 Decision::NotSampled => seen.not_sampled = true,
                 Decision::InvertNotSampled => seen.invert_not_sampled = true,
@@ -179,19 +233,38 @@ impl Policies {
         }
         let sampled = seen.final_decision();
         if !sampled {
-            kept.clear();
-        } else if seen.not_sampled && seen.invert_sampled {
-            // Inverted votes did not count; `kept` and `policies` are both in config order.
-            let mut cursor = self.policies.iter();
-            kept.retain(|name| {
-                cursor
-                    .find(|p| Arc::ptr_eq(&p.name, name))
-                    .is_none_or(|p| !p.inverting)
-            });
+            return Verdict::default();
         }
+        if seen.not_sampled && seen.invert_sampled {
+            // Inverted votes did not count.
+            kept.retain(|&(_, inverted)| !inverted);
+        }
+        let threshold = kept
+            .iter()
+            .map(|&(i, _)| self.policies[i].threshold)
+            .min()
+            .unwrap_or(0);
+        let wanted = if self.output.use_tracestate {
+            threshold
+        } else {
+            0
+        };
+        let recorded = [false, true].iter().find_map(|&inverted| {
+            kept.iter()
+                .filter(|&&(_, inv)| inv == inverted)
+                .find(|&&(i, _)| {
+                    !self.output.use_tracestate || self.policies[i].threshold == wanted
+                })
+        });
         Verdict {
             sampled,
-            policies: kept,
+            policies: kept
+                .iter()
+                .map(|&(i, _)| Arc::clone(&self.policies[i].name))
+                .collect(),
+            threshold,
+            recorded: recorded.map(|&(i, _)| Arc::clone(&self.policies[i].name)),
+            composite: trace.composite_sub.take(),
         }
     }
 

@@ -136,7 +136,9 @@ fn always_sample_keeps_everything_and_names_itself() {
         v,
         Verdict {
             sampled: true,
-            policies: vec!["all".into()]
+            policies: vec!["all".into()],
+            recorded: Some("all".into()),
+            ..Verdict::default()
         }
     );
 }

@@ -89,7 +89,9 @@ fn numeric_attribute_invert_match_vetoes_matches_and_keeps_the_rest() {
         v,
         Verdict {
             sampled: true,
-            policies: vec!["not-internal".into()]
+            policies: vec!["not-internal".into()],
+            recorded: Some("not-internal".into()),
+            ..Verdict::default()
         },
         "no such attribute: inverted sample"
     );

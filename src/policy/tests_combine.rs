@@ -43,7 +43,8 @@ fn drop_wins_over_sampling_even_when_listed_last() {
         verdict(&p, &error_trace("gold", true)),
         Verdict {
             sampled: false,
-            policies: vec![]
+            policies: vec![],
+            ..Verdict::default()
         }
     );
     assert_eq!(
@@ -85,7 +86,9 @@ fn inverted_sampled_keeps_only_without_a_plain_not_sampled() {
         verdict(&p, &error_trace("gold", false)),
         Verdict {
             sampled: true,
-            policies: vec!["errors".into()]
+            policies: vec!["errors".into()],
+            recorded: Some("errors".into()),
+            ..Verdict::default()
         }
     );
 }

@@ -33,6 +33,20 @@ pub fn get<'a>(ts: &'a str, key: &str) -> Option<&'a str> {
     found
 }
 
+/// The members of the tracestate header `ts` in order (empty members skipped), or `None`
+/// when it is invalid anywhere (the rules of [`get`]).
+pub fn members(ts: &str) -> Option<Vec<(&str, &str)>> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for member in ts.split(',').filter(|m| !m.is_empty()) {
+        let (k, v) = parse_member(member)?;
+        if out.len() == MAX_MEMBERS || out.iter().any(|(pk, _)| *pk == k) {
+            return None;
+        }
+        out.push((k, v));
+    }
+    Some(out)
+}
+
 /// `key=value` with optional whitespace before the key and after the value.
 fn parse_member(member: &str) -> Option<(&str, &str)> {
     let (key, value) = member.split_once('=')?;

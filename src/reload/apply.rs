@@ -18,8 +18,7 @@ impl Daemon {
     /// differs from it in restart-only keys is named in [`Reloaded::needs_restart`].
     pub fn reload(&self, started: &Config, new: &Config) -> Result<Reloaded, ReloadError> {
         let ts = &new.tail_sampling;
-        let policies = Policies::build(&ts.policies, ts.sample_on_first_match)
-            .map_err(ReloadError::Policies)?;
+        let policies = Policies::for_config(ts).map_err(ReloadError::Policies)?;
         let names = policies.names();
         let certificates = self
             .certs

@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use super::{put_key, put_len, put_varint, string_key_value, varint_len, LEN};
+use super::{
+    put_key, put_len, put_varint, string_key_value, varint_len, Field, Fields, I64, LEN, VARINT,
+};
 use crate::model::Span;
 
 /// Bytes a length-delimited field of `len` bytes takes with its key (fields 1–15).
@@ -109,25 +111,88 @@ fn opt_len(b: &[u8]) -> usize {
 /// Returns `span_bytes` with string attributes appended (a repeated field may appear
 /// anywhere in a message, so appending is a valid encoding of the extended span).
 pub fn append_attributes(span_bytes: &[u8], attrs: &[(&str, &str)]) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(
-        span_bytes.len()
-            + attrs
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 8)
-                .sum::<usize>(),
-    );
-    out.extend_from_slice(span_bytes);
+    let values: Vec<(&str, Value<'_>)> = attrs.iter().map(|(k, v)| (*k, Value::Str(v))).collect();
+    append_key_values(span_bytes, 9, &values)
+}
+
+/// An attribute value casefile writes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Double(f64),
+}
+
+/// Returns `message` with `KeyValue`s appended as repeated field `field` (9 for a span's
+/// attributes, 3 for an instrumentation scope's).
+pub fn append_key_values(message: &[u8], field: u32, attrs: &[(&str, Value<'_>)]) -> Box<[u8]> {
+    let mut out =
+        Vec::with_capacity(message.len() + attrs.iter().map(|(k, _)| k.len() + 24).sum::<usize>());
+    out.extend_from_slice(message);
     for (k, v) in attrs {
-        put_len(&mut out, 9, &string_key_value(k, v));
+        let kv = match v {
+            Value::Str(s) => string_key_value(k, s),
+            Value::Bool(b) => {
+                let mut any = Vec::with_capacity(2);
+                put_key(&mut any, 2, VARINT);
+                put_varint(&mut any, u64::from(*b));
+                key_value(k, &any)
+            }
+            Value::Double(d) => {
+                let mut any = Vec::with_capacity(9);
+                put_key(&mut any, 4, I64);
+                any.extend_from_slice(&d.to_le_bytes());
+                key_value(k, &any)
+            }
+        };
+        put_len(&mut out, field, &kv);
     }
     out.into_boxed_slice()
+}
+
+fn key_value(key: &str, any: &[u8]) -> Vec<u8> {
+    let mut kv = Vec::with_capacity(key.len() + any.len() + 4);
+    put_len(&mut kv, 1, key.as_bytes());
+    put_len(&mut kv, 2, any);
+    kv
+}
+
+/// Returns `message` with every occurrence of the length-delimited field `number` replaced
+/// by one holding `value`, where the first one was (appended when there was none); `None`
+/// when `message` does not parse. The other fields keep their bytes and order.
+pub fn replace_len_field(message: &[u8], number: u32, value: &[u8]) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(message.len() + value.len() + 4);
+    let mut written = false;
+    let mut fields = Fields::new(message);
+    loop {
+        let start = fields.pos;
+        match fields.next() {
+            None => break,
+            Some(Err(_)) => return None,
+            Some(Ok((n, Field::Len(b)))) if n == number => {
+                // A skipped group may sit in front of the field: keep its bytes.
+                let own = varint_len(u64::from(n << 3 | u32::from(LEN)))
+                    + varint_len(b.len() as u64)
+                    + b.len();
+                out.extend_from_slice(&message[start..fields.pos - own]);
+                if !written {
+                    put_len(&mut out, number, value);
+                    written = true;
+                }
+            }
+            Some(Ok(_)) => out.extend_from_slice(&message[start..fields.pos]),
+        }
+    }
+    if !written {
+        put_len(&mut out, number, value);
+    }
+    Some(out.into_boxed_slice())
 }
 
 /// A `google.rpc.Status` with gRPC `code` carrying `RetryInfo { retry_delay: delay }`: the
 /// `grpc-status-details-bin` payload that tells OTLP clients when to retry (the receivers'
 /// throttling answers; the exporters read it back with `export::grpc::retry_info_delay`).
 pub fn status_with_retry_info(code: i32, delay: std::time::Duration) -> Vec<u8> {
-    use super::VARINT;
     let mut duration = Vec::new();
     put_key(&mut duration, 1, VARINT);
     put_varint(&mut duration, delay.as_secs());
@@ -204,5 +269,38 @@ mod tests {
             .map(|s| s.spans.len())
             .sum();
         assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn replacing_a_field_keeps_every_other_byte() {
+        let mut msg = Vec::new();
+        put_len(&mut msg, 1, b"id");
+        put_len(&mut msg, 3, b"old");
+        put_key(&mut msg, 4, VARINT);
+        put_varint(&mut msg, 300);
+        // A group (field 7) right in front of a second occurrence of field 3.
+        put_key(&mut msg, 7, 3);
+        put_key(&mut msg, 1, VARINT);
+        put_varint(&mut msg, 1);
+        put_key(&mut msg, 7, 4);
+        put_len(&mut msg, 3, b"older");
+        let out = replace_len_field(&msg, 3, b"new").unwrap();
+        let mut want = Vec::new();
+        put_len(&mut want, 1, b"id");
+        put_len(&mut want, 3, b"new");
+        put_key(&mut want, 4, VARINT);
+        put_varint(&mut want, 300);
+        put_key(&mut want, 7, 3);
+        put_key(&mut want, 1, VARINT);
+        put_varint(&mut want, 1);
+        put_key(&mut want, 7, 4);
+        assert_eq!(&*out, &want[..]);
+        // Appended when absent; refused when the message does not parse.
+        let mut none = Vec::new();
+        put_len(&mut none, 1, b"id");
+        let mut appended = none.clone();
+        put_len(&mut appended, 3, b"x");
+        assert_eq!(&*replace_len_field(&none, 3, b"x").unwrap(), &appended[..]);
+        assert_eq!(replace_len_field(&[0x0a, 0x05, 1], 3, b"x"), None);
     }
 }
