@@ -123,3 +123,176 @@ async fn a_pasted_collector_file_is_checked_and_runs() {
     );
     daemon.shutdown().await;
 }
+
+/// The three features a Collector config may bring at once: `ottl_condition`, a `not`
+/// inside an `and`, and a probabilistic policy whose kept traces carry OTEP 235
+/// thresholds, the latter two switched on by the Collector's own feature gates on the
+/// command line (`usetracestate`, `recordpolicy`). Sent over OTLP/HTTP with zstd, as a
+/// Collector in front with `compression: zstd` sends; the downstream checks which traces
+/// arrived and what they carry, against values computed here from the percentage.
+fn collector_file_with_every_feature(downstream: std::net::SocketAddr) -> String {
+    format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      http: {{ endpoint: "127.0.0.1:0" }}
+processors:
+  batch: {{}}
+  tail_sampling:
+    decision_wait: 300ms
+    policies:
+      - name: server-errors
+        type: ottl_condition
+        ottl_condition:
+          error_mode: ignore
+          span:
+            - 'attributes["http.status_code"] != nil and attributes["http.status_code"] >= 500'
+      - name: errors-not-health
+        type: and
+        and:
+          and_sub_policy:
+            - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}
+            - name: not-health
+              type: not
+              not: {{ not_sub_policy: {{ name: health, type: string_attribute, string_attribute: {{ key: http.route, values: [/health] }} }} }}
+      - {{ name: baseline, type: probabilistic, probabilistic: {{ sampling_percentage: 25 }} }}
+exporters:
+  otlp:
+    endpoint: "{downstream}"
+    compression: zstd
+    tls: {{ insecure: true }}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [tail_sampling, batch]
+      exporters: [otlp]
+"#
+    )
+}
+
+const GATES: &str =
+    "processor.tailsamplingprocessor.usetracestate,processor.tailsamplingprocessor.recordpolicy";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_file_with_ottl_not_in_and_and_adjusted_counts_runs_unchanged() {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    let (down, addr) = Downstream::start().await;
+    let text = collector_file_with_every_feature(addr);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("otelcol.yaml");
+    std::fs::write(&path, &text).unwrap();
+
+    // `casefile check` with the Collector's command line: the gates in force, and one
+    // this daemon does not have named and ignored.
+    let out = Command::new(env!("CARGO_BIN_EXE_casefile"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .arg(format!("--feature-gates={GATES},exporter.otlp.somegate"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for want in [
+        "warning: --feature-gates: \"exporter.otlp.somegate\" is not a gate casefile has",
+        "tailsampling.policy/.composite_policy/.cached_decision on the scope",
+        "ot=th thresholds on spans kept by probabilistic decisions",
+        "server-errors: ottl_condition (error_mode ignore)",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+
+    // The daemon, in this process, with the same gates.
+    let (gates, warnings) = casefile::config::gates::parse(&[GATES]);
+    assert!(warnings.is_empty());
+    casefile::config::gates::set(gates);
+    let daemon = start(casefile::config::load_str(&text, "otelcol.yaml").unwrap()).await;
+
+    // 25 %: T = 2^56 - 2^56/4 = 0xc0000000000000, written `th:c`; a trace's randomness is
+    // its id's low 56 bits (no `ot=rv` sent).
+    const M: u64 = 1 << 56;
+    let t = M - M / 4;
+    let randomness = |id: &[u8; 16]| u64::from_be_bytes(id[8..].try_into().unwrap()) & (M - 1);
+    let mut g = Gen::new(11);
+    let mut below = |shape: Shape, n: usize| loop {
+        let tr = g.trace(shape, n);
+        if randomness(&tr.trace_id) < t {
+            return tr;
+        }
+    };
+    // Kept by ottl_condition (no ERROR status), by the and (ERROR, not /health), and one
+    // the and drops (ERROR on /health): none of them within the 25 %.
+    let mut server_error = below(Shape::default(), 3);
+    server_error.spans[1]
+        .1
+        .attributes
+        .push(fixture::kv_int("http.status_code", 503));
+    let error = below(Shape::ERROR, 3);
+    let mut health = below(Shape::ERROR, 3);
+    for (_, s) in &mut health.spans {
+        s.attributes.push(kv("http.route", "/health"));
+    }
+    let plain: Vec<_> = (0..60).map(|_| g.trace(Shape::default(), 2)).collect();
+    let mut all = vec![server_error.clone(), error.clone(), health.clone()];
+    all.extend(plain.iter().cloned());
+    let body = fixture::request_for(&all).encode_to_vec();
+    let (status, _, answer) = http_post(
+        daemon.http_addr.unwrap(),
+        "/v1/traces",
+        &[
+            ("content-type", "application/x-protobuf"),
+            ("content-encoding", "zstd"),
+        ],
+        zstd::encode_all(&body[..], 3).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+
+    // What must arrive, and the policy the Collector would name for it.
+    let mut want: std::collections::HashMap<String, (&str, usize)> = [
+        (&server_error, "server-errors"),
+        (&error, "errors-not-health"),
+    ]
+    .into_iter()
+    .map(|(tr, p)| (hex::encode(tr.trace_id), (p, tr.spans.len())))
+    .collect();
+    for tr in plain.iter().filter(|tr| randomness(&tr.trace_id) >= t) {
+        want.insert(hex::encode(tr.trace_id), ("baseline", tr.spans.len()));
+    }
+    assert!(want.len() > 5, "some plain traces fall in the 25 %");
+    down.wait_for("every trace the policies keep", |d| {
+        let got = d.spans_by_trace();
+        want.iter()
+            .all(|(id, (_, n))| got.get(id).map(Vec::len) == Some(*n))
+    })
+    .await;
+    until_all_decided(&daemon).await;
+
+    let mut seen = std::collections::HashSet::new();
+    for req in down.requests.lock().iter() {
+        for ss in req.resource_spans.iter().flat_map(|r| &r.scope_spans) {
+            let policy = ss
+                .scope
+                .as_ref()
+                .and_then(|s| s.attributes.iter().find(|a| a.key == "tailsampling.policy"))
+                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(v) => Some(v.clone()),
+                    _ => None,
+                });
+            for span in &ss.spans {
+                let id = hex::encode(&span.trace_id);
+                let Some((name, _)) = want.get(&id) else {
+                    panic!("{id} arrived but no policy keeps it");
+                };
+                seen.insert(id.clone());
+                assert_eq!(policy.as_deref(), Some(*name), "{id}: tailsampling.policy");
+                let th = if *name == "baseline" { "ot=th:c" } else { "" };
+                assert_eq!(span.trace_state, th, "{id}: {name}");
+            }
+        }
+    }
+    assert_eq!(seen.len(), want.len());
+    assert!(!seen.contains(&hex::encode(health.trace_id)));
+    daemon.shutdown().await;
+}

@@ -35,11 +35,19 @@ pub enum Command {
     Run {
         #[arg(short, long, env = "CASEFILE_CONFIG")]
         config: Option<PathBuf>,
+        /// The Collector's feature gates, as its command line takes them:
+        /// `--feature-gates=processor.tailsamplingprocessor.usetracestate,processor.tailsamplingprocessor.recordpolicy`
+        /// (others are named in a warning and ignored).
+        #[arg(long = "feature-gates", value_name = "IDS")]
+        feature_gates: Vec<String>,
     },
     /// Validate a config file and print the effective settings and policies.
     Check {
         #[arg(short, long)]
         config: Option<PathBuf>,
+        /// As for `run`: the Collector's feature gates the config will run with.
+        #[arg(long = "feature-gates", value_name = "IDS")]
+        feature_gates: Vec<String>,
     },
     /// Look traces up by a business key, in memory and in the archive:
     /// `casefile lookup user.id=usr_1 --since 1h --errors`.
@@ -71,8 +79,14 @@ fn load(path: Option<&PathBuf>) -> Result<Config, config::ConfigError> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(config.as_ref()),
-        Command::Run { config } => run(config.as_ref()),
+        Command::Check {
+            config,
+            feature_gates,
+        } => check(config.as_ref(), &gates(&feature_gates)),
+        Command::Run {
+            config,
+            feature_gates,
+        } => run(config.as_ref(), &gates(&feature_gates)),
         Command::Lookup(a) => client::lookup(a),
         Command::Complain(a) => client::complain(a),
         Command::Show(a) => show::show(a),
@@ -81,7 +95,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(path: Option<&PathBuf>) -> ExitCode {
+/// Sets the process's feature gates (before any config is read) and returns the warnings
+/// about gates casefile does not have.
+fn gates(values: &[String]) -> Vec<String> {
+    let (gates, warnings) = config::gates::parse(values);
+    config::gates::set(gates);
+    warnings
+}
+
+fn check(path: Option<&PathBuf>, gate_warnings: &[String]) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -102,6 +124,9 @@ fn check(path: Option<&PathBuf>) -> ExitCode {
         }
     };
     println!("{}: OK", cfg.source);
+    for w in gate_warnings {
+        println!("  warning: {w}");
+    }
     for w in &cfg.warnings {
         let line = w.line.map(|l| format!(":{l}")).unwrap_or_default();
         println!(
@@ -121,7 +146,7 @@ fn check(path: Option<&PathBuf>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: Option<&PathBuf>) -> ExitCode {
+fn run(path: Option<&PathBuf>, gate_warnings: &[String]) -> ExitCode {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -144,6 +169,9 @@ fn run(path: Option<&PathBuf>) -> ExitCode {
         }
     };
     tracing::info!(config = %cfg.source, "starting casefile {}", env!("CARGO_PKG_VERSION"));
+    for w in gate_warnings {
+        tracing::warn!("{w}");
+    }
     let reload_from = path.cloned();
     match rt.block_on(async {
         // Both installed before start-up: an early SIGHUP or SIGTERM is handled, not fatal.

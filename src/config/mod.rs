@@ -7,6 +7,7 @@
 mod build;
 mod collector;
 pub mod duration;
+pub mod gates;
 mod raw;
 pub mod size;
 mod summary;

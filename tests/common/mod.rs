@@ -71,10 +71,11 @@ impl TraceService for Downstream {
     }
 }
 
-/// Serves `svc` as an OTLP/gRPC trace receiver (gzip accepted) on `listener`.
+/// Serves `svc` as an OTLP/gRPC trace receiver (gzip and zstd accepted) on `listener`.
 pub fn serve_otlp<S: TraceService>(svc: S, listener: tokio::net::TcpListener) {
-    let svc =
-        TraceServiceServer::new(svc).accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let svc = TraceServiceServer::new(svc)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)

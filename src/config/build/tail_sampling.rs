@@ -58,13 +58,16 @@ impl Reader {
         if !(1..=1024).contains(&t.num_shards) {
             self.problem(format!("{P}.num_shards"), "must be between 1 and 1024");
         }
-        if t.adjusted_count_attribute && !t.use_tracestate {
+        // The Collector's feature gates (`--feature-gates`) turn these on as the keys do.
+        let gates = crate::config::gates::current();
+        let use_tracestate = t.use_tracestate || gates.use_tracestate;
+        if t.adjusted_count_attribute && !use_tracestate {
             self.problem(
                 format!("{P}.adjusted_count_attribute"),
-                "needs `use_tracestate: true` (adjusted counts come from the thresholds it writes)",
+                "needs `use_tracestate: true` or --feature-gates=processor.tailsamplingprocessor.usetracestate (adjusted counts come from the thresholds it writes)",
             );
         }
-        if t.use_tracestate {
+        if use_tracestate {
             for path in salted(&policies, &format!("{P}.policies")) {
                 self.warning(
                     path,
@@ -79,9 +82,10 @@ impl Reader {
             }
         }
         let output = Output {
-            use_tracestate: t.use_tracestate,
+            use_tracestate,
             adjusted_count_attribute: t.adjusted_count_attribute,
             record: match t.record_policy_attributes {
+                _ if gates.record_policy => RecordPolicy::Collector,
                 raw::RecordPolicyAttributes::Casefile => RecordPolicy::Casefile,
                 raw::RecordPolicyAttributes::Collector => RecordPolicy::Collector,
             },
