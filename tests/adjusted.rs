@@ -218,14 +218,7 @@ fn scope_policies(down: &Downstream) -> HashMap<String, String> {
     let mut out: HashMap<String, String> = HashMap::new();
     for req in down.requests.lock().iter() {
         for ss in req.resource_spans.iter().flat_map(|r| &r.scope_spans) {
-            let policy = ss
-                .scope
-                .as_ref()
-                .and_then(|s| s.attributes.iter().find(|a| a.key == "tailsampling.policy"))
-                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-                    any_value::Value::StringValue(v) => Some(v.clone()),
-                    _ => None,
-                })
+            let policy = scope_string(&ss.scope, "tailsampling.policy")
                 .expect("every kept span's scope names the policy");
             for span in &ss.spans {
                 let prev = out.insert(hex::encode(&span.trace_id), policy.clone());

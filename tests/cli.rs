@@ -111,17 +111,7 @@ exporters:
         ),
     )
     .unwrap();
-    let out = bin()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::check_ok(&path, &[]);
     let p = path.display();
     assert!(
         stdout.contains(&format!("warning: {p}:8: processors.tail_sampling.policies[0].probabilistic.sampling_percentage: 150 is outside 0-100")),

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use casefile::fixture::{self, kv, Gen, Shape};
 use common::*;
 
@@ -59,17 +57,7 @@ async fn a_pasted_collector_file_is_checked_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("otelcol.yaml");
     std::fs::write(&path, &text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_casefile"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(&path, &[]);
     let file = path.display().to_string();
     for want in [
         format!("warning: {file}:2: extensions.health_check: accepted and not run: casefile serves /healthz"),
@@ -176,7 +164,6 @@ const GATES: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_file_with_ottl_not_in_and_and_adjusted_counts_runs_unchanged() {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use prost::Message;
     let (down, addr) = Downstream::start().await;
     let text = collector_file_with_every_feature(addr);
@@ -186,14 +173,8 @@ async fn a_collector_file_with_ottl_not_in_and_and_adjusted_counts_runs_unchange
 
     // `casefile check` with the Collector's command line: the gates in force, and one
     // this daemon does not have named and ignored.
-    let out = Command::new(env!("CARGO_BIN_EXE_casefile"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .arg(format!("--feature-gates={GATES},exporter.otlp.somegate"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let gates = format!("--feature-gates={GATES},exporter.otlp.somegate");
+    let stdout = check_ok(&path, &[&gates]);
     for want in [
         "warning: --feature-gates: \"exporter.otlp.somegate\" is not a gate casefile has",
         "tailsampling.policy/.composite_policy/.cached_decision on the scope",
@@ -272,14 +253,7 @@ async fn a_collector_file_with_ottl_not_in_and_and_adjusted_counts_runs_unchange
     let mut seen = std::collections::HashSet::new();
     for req in down.requests.lock().iter() {
         for ss in req.resource_spans.iter().flat_map(|r| &r.scope_spans) {
-            let policy = ss
-                .scope
-                .as_ref()
-                .and_then(|s| s.attributes.iter().find(|a| a.key == "tailsampling.policy"))
-                .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-                    Value::StringValue(v) => Some(v.clone()),
-                    _ => None,
-                });
+            let policy = scope_string(&ss.scope, "tailsampling.policy");
             for span in &ss.spans {
                 let id = hex::encode(&span.trace_id);
                 let Some((name, _)) = want.get(&id) else {

@@ -342,3 +342,34 @@ pub fn root_attr(spans: &[Span], key: &str) -> Option<String> {
         }
     })
 }
+
+/// `casefile check --config path [extra...]` through the binary: its stdout, after
+/// asserting it succeeded (stderr in the message when not).
+pub fn check_ok(path: &std::path::Path, extra: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casefile"))
+        .args(["check", "--config"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A string attribute of an instrumentation scope (`tailsampling.policy`, ...).
+pub fn scope_string(
+    scope: &Option<opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+    key: &str,
+) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let a = scope.as_ref()?.attributes.iter().find(|a| a.key == key)?;
+    match a.value.as_ref()?.value.as_ref()? {
+        Value::StringValue(v) => Some(v.clone()),
+        _ => None,
+    }
+}
