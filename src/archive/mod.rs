@@ -18,6 +18,7 @@
 //! compression, index). Opening reads one 128-byte header per segment: 60 segments, 1 M
 //! traces in a few milliseconds.
 
+mod batch;
 mod config;
 mod files;
 mod format;
