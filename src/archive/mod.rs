@@ -266,7 +266,7 @@ impl Archive {
         };
         files::create_dir(&cfg.dir).map_err(dir_err)?;
         let hasher = match &cfg.hash_key {
-            Some(k) => Hasher::Hmac(k.clone()),
+            Some(k) => Hasher::hmac(k),
             None => Hasher::Seeded(
                 keys::load_seed(&cfg.dir, true)
                     .map_err(dir_err)?
@@ -358,6 +358,12 @@ impl Archive {
         if !spans.is_empty() {
             self.send(Msg::Kept(spans));
         }
+    }
+
+    /// How the archive hashes values into keys (the index hashes the same way once
+    /// [`crate::support::Hooks::with_archive`] hands it over).
+    pub fn key_hash(&self) -> crate::support::index::KeyHash {
+        self.inner().hasher.clone()
     }
 
     /// The on-disk key of a lookup of `attribute` = `value`.

@@ -15,8 +15,7 @@ use crate::export::config::{
 use crate::policy::PolicyCfg;
 use crate::wire::decode::{Checks, InvalidUtf8};
 
-/// Attributes `support.index` may read (each key names its attribute in one byte, and a
-/// reload may add attributes: the index has room for 256 over its life).
+/// Attributes `support.index` may read.
 pub const MAX_INDEXED_ATTRIBUTES: usize = 64;
 
 fn join(path: &str, rest: &str) -> String {
@@ -482,6 +481,17 @@ impl Reader {
             self.problem(
                 "support.index.attributes",
                 format!("at most {MAX_INDEXED_ATTRIBUTES} attributes"),
+            );
+        }
+        if s.index
+            .attributes
+            .iter()
+            .any(|a| a.is_empty() || a.contains('\0'))
+        {
+            // A key digests `name ‖ 0 ‖ value`: a name holding NUL could meet another's.
+            self.problem(
+                "support.index.attributes",
+                "an attribute name is empty or holds a NUL character",
             );
         }
         if s.index.max_bytes.0 < 1 << 20 {

@@ -5,8 +5,8 @@
 //! summaries at decision time. Bounded by `retention`, `max_traces` and `max_bytes`, oldest
 //! out first. Values are held as 16-byte digests only ([`key`]); with `hash_values` the
 //! digest is a keyed HMAC-SHA256. A reload may change the attributes (for spans arriving
-//! from then on: each attribute keeps its slot, so old keys keep their meaning) and the
-//! bounds (at the next eviction).
+//! from then on: a key is a digest of the attribute's name and value, so old keys keep
+//! their meaning) and the bounds (at the next eviction).
 
 mod key;
 mod store;
@@ -20,10 +20,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::IndexCfg;
 use crate::model::{Span, TraceId};
 
-pub use key::{Found, Key, KeyScan};
+pub use key::{Found, Key, KeyHash, KeyScan};
 pub use summary::{rfc3339, Decision, Summary};
 
-use key::{Keys, Slots};
+use key::Keys;
 pub use store::Slot;
 use store::{Limits, Store};
 
@@ -31,8 +31,6 @@ use store::{Limits, Store};
 pub struct Index {
     /// The attribute list in force: read once per batch and per lookup.
     keys: RwLock<Arc<Keys>>,
-    /// Every attribute given a slot since start.
-    slots: Mutex<Slots>,
     /// Read at each eviction; a reload replaces them.
     limits: RwLock<Limits>,
     store: Mutex<Store>,
@@ -47,16 +45,13 @@ fn now_ms() -> u64 {
 
 impl Index {
     pub fn new(cfg: &IndexCfg) -> Index {
-        let hmac_key = cfg
-            .hash_values
-            .then(|| cfg.hash_key.clone().unwrap_or_default().into_bytes());
-        let mut slots = Slots::new(hmac_key.as_deref());
-        // Validation allows 64 attributes, far below the slots an index has.
-        let first = &cfg.attributes[..cfg.attributes.len().min(key::MAX_SLOTS)];
-        let keys = slots.keys(first).expect("within MAX_SLOTS");
+        let hash = if cfg.hash_values {
+            KeyHash::hmac(cfg.hash_key.as_deref().unwrap_or_default().as_bytes())
+        } else {
+            KeyHash::random()
+        };
         Index {
-            keys: RwLock::new(Arc::new(keys)),
-            slots: Mutex::new(slots),
+            keys: RwLock::new(Arc::new(Keys::new(&cfg.attributes, hash))),
             limits: RwLock::new(Limits::of(cfg.retention, cfg.max_traces, cfg.max_bytes)),
             store: Mutex::new(Store::default()),
         }
@@ -78,14 +73,22 @@ impl Index {
 
     /// Indexes `attributes` from now on: spans that arrive later are read for them; traces
     /// indexed before keep their keys (those of a dropped attribute are out of reach of
-    /// lookups until they leave, and back if it is added again). False, and nothing
-    /// changed, once the index has given slots to 256 distinct attributes.
-    pub fn set_attributes(&self, attributes: &[String]) -> bool {
-        let Some(keys) = self.slots.lock().keys(attributes) else {
-            return false;
-        };
-        *self.keys.write() = Arc::new(keys);
-        true
+    /// lookups until they leave, and back if it is added again).
+    pub fn set_attributes(&self, attributes: &[String]) {
+        let mut keys = self.keys.write();
+        *keys = Arc::new(Keys::new(attributes, keys.hash().clone()));
+    }
+
+    /// Hashes values with `hash` from now on: the archive's, so keys on disk are the
+    /// index's digests (set once, before any traffic: keys hashed before no longer match).
+    pub fn set_key_hash(&self, hash: KeyHash) {
+        let mut keys = self.keys.write();
+        *keys = Arc::new(Keys::new(keys.names(), hash));
+    }
+
+    /// How values become keys.
+    pub fn key_hash(&self) -> KeyHash {
+        self.keys().hash().clone()
     }
 
     /// The indexed attribute names, in config order.
