@@ -48,7 +48,7 @@ use thiserror::Error;
 
 use crate::model::{Span, TraceId};
 pub use crate::support::index::Key;
-use crate::support::index::Summary;
+use crate::support::index::{Summary, TraceKeys};
 pub use config::{ArchiveCfg, Traces, ESTIMATED_BYTES_PER_SPAN};
 use keys::Hasher;
 use read::BlockCache;
@@ -325,7 +325,7 @@ impl Archive {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
                 let traces = match &msg {
-                    Msg::Dropped(t) => t.len() as u64,
+                    Msg::Dropped(t, _) => t.len() as u64,
                     Msg::Kept(spans) => {
                         let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
                         ids.sort_unstable();
@@ -348,8 +348,15 @@ impl Archive {
 
     /// Dropped traces (at decision, and late spans of dropped traces). Never blocks.
     pub fn record_dropped(&self, traces: Vec<(TraceId, Vec<Span>)>) {
+        self.record_dropped_with_keys(traces, TraceKeys::default());
+    }
+
+    /// [`Archive::record_dropped`] with the keys the index holds for the traces (by
+    /// position; the others are read from their spans): the index's digests, stored as
+    /// they are.
+    pub fn record_dropped_with_keys(&self, traces: Vec<(TraceId, Vec<Span>)>, known: TraceKeys) {
         if !traces.is_empty() {
-            self.send(Msg::Dropped(traces));
+            self.send(Msg::Dropped(traces, known));
         }
     }
 

@@ -28,11 +28,12 @@ use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
 use crate::model::{Span, StatusCode, TraceId};
 use crate::storage::wal;
-use crate::support::index::Key;
+use crate::support::index::{Key, TraceKeys};
 
 /// What `record_*`, `flush` and `close` send the writer.
 pub(crate) enum Msg {
-    Dropped(Vec<(TraceId, Vec<Span>)>),
+    /// Dropped traces, and the keys the index holds for them (by position).
+    Dropped(Vec<(TraceId, Vec<Span>)>, TraceKeys),
     Kept(Vec<Span>),
     Flush(SyncSender<()>),
     Close(SyncSender<()>),
@@ -136,13 +137,13 @@ impl Writer {
             let inner = Arc::clone(&self.inner);
             let _gate = inner.gate.lock();
             match msg {
-                Ok(Msg::Dropped(traces)) => {
-                    for (id, spans) in &traces {
-                        self.add(*id, spans, DROPPED);
+                Ok(Msg::Dropped(traces, known)) => {
+                    for (i, (id, spans)) in traces.iter().enumerate() {
+                        self.add(*id, spans, DROPPED, known.of(i));
                     }
                 }
                 Ok(Msg::Kept(spans)) => {
-                    for_each_trace(spans, |id, spans| self.add(id, spans, KEPT));
+                    for_each_trace(spans, |id, spans| self.add(id, spans, KEPT, None));
                 }
                 Ok(Msg::Flush(ack)) => {
                     self.write_block();
@@ -181,8 +182,9 @@ impl Writer {
         }
     }
 
-    /// Appends one trace's entry to the pending block.
-    fn add(&mut self, id: TraceId, spans: &[Span], decision: u8) {
+    /// Appends one trace's entry to the pending block. `known`: the trace's keys as the
+    /// index computed them at ingest (the same digests), else they are read from the spans.
+    fn add(&mut self, id: TraceId, spans: &[Span], decision: u8, known: Option<&[Key]>) {
         if spans.is_empty() {
             return;
         }
@@ -222,12 +224,18 @@ impl Writer {
             pack::pack(&id, start, spans, &mut self.dict, &mut packed);
         }
         let mut keys = std::mem::take(&mut self.keys);
-        inner.hasher.keys_into(
-            &inner.cfg.attributes,
-            spans,
-            &mut self.resource_keys,
-            &mut keys,
-        );
+        // Summary-only entries name each key's attribute: read from the spans then.
+        let known = known.filter(|_| keep);
+        if known.is_none() {
+            inner.hasher.keys_into(
+                &inner.cfg.attributes,
+                spans,
+                &mut self.resource_keys,
+                &mut keys,
+            );
+        } else {
+            keys.clear();
+        }
         let entry = Entry {
             id,
             decision,
@@ -250,7 +258,10 @@ impl Writer {
         entry.write(&mut self.pending);
         drop(entry);
         self.packed = packed;
-        self.pending_keys.extend(keys.iter().map(|(_, k)| *k));
+        match known {
+            Some(known) => self.pending_keys.extend_from_slice(known),
+            None => self.pending_keys.extend(keys.iter().map(|(_, k)| *k)),
+        }
         self.pending_ends.push(self.pending_keys.len() as u32);
         self.keys = keys;
         self.pending_traces += 1;

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{Buffer, Kept};
 use crate::archive::Archive;
 use crate::model::{Span, TraceId};
-use crate::support::index::{Decision, Index, Slot, Summary};
+use crate::support::index::{Decision, Index, Slot, Summary, TraceKeys};
 use crate::support::marks::Mark;
 use crate::support::rescue::RescueBuffer;
 use crate::support::Hooks;
@@ -93,11 +93,21 @@ impl Buffer {
         &self,
         summaries: Vec<(Slot, Summary)>,
         mut dropped: Vec<(TraceId, Vec<Span>)>,
+        dropped_slots: &[Option<Slot>],
         late_dropped: Vec<(TraceId, Vec<Span>)>,
     ) {
-        if let Some(index) = &self.hooks.index {
-            index.decided_at(summaries);
-        }
+        // The keys the index computed at ingest, for the archive (it reads the spans only
+        // for traces the index may not hold whole, and for late spans).
+        let archiving = self.hooks.archive.is_some() && !dropped.is_empty();
+        let want = dropped
+            .iter()
+            .zip(dropped_slots)
+            .map(|((id, _), slot)| (*id, *slot))
+            .take(if archiving { dropped.len() } else { 0 });
+        let known = match &self.hooks.index {
+            Some(index) => index.decided_at(summaries, want),
+            None => TraceKeys::default(),
+        };
         if let Some(rescue) = &self.hooks.rescue {
             if !dropped.is_empty() {
                 rescue.insert_many(
@@ -109,7 +119,7 @@ impl Buffer {
         if let Some(archive) = &self.hooks.archive {
             dropped.extend(late_dropped);
             if !dropped.is_empty() {
-                archive.record_dropped(dropped);
+                archive.record_dropped_with_keys(dropped, known);
             }
         }
     }

@@ -27,6 +27,24 @@ use key::Keys;
 pub use store::Slot;
 use store::{Limits, Store};
 
+/// The keys the index holds for a batch of decided traces, side by side: what the archive
+/// stores instead of reading the spans again (the same digests: [`KeyHash`]).
+#[derive(Debug, Default)]
+pub struct TraceKeys {
+    pub keys: Vec<Key>,
+    /// Per trace, in the order asked: the range of its keys in `keys`, or None when the
+    /// index may not hold all of them (the archive reads them from the spans then).
+    pub ranges: Vec<Option<(u32, u32)>>,
+}
+
+impl TraceKeys {
+    /// The keys of the `i`-th trace asked for, if the index holds them all.
+    pub fn of(&self, i: usize) -> Option<&[Key]> {
+        let (from, to) = (*self.ranges.get(i)?)?;
+        self.keys.get(from as usize..to as usize)
+    }
+}
+
 /// The index. Cheap to share by `Arc`; one short lock per request and per decision batch.
 pub struct Index {
     /// The attribute list in force: read once per batch and per lookup.
@@ -161,14 +179,26 @@ impl Index {
         store.evict(&self.limits(), None);
     }
 
-    /// Stores the summaries of decided traces at the slots [`Index::add`] gave them.
-    pub fn decided_at(&self, summaries: Vec<(Slot, Summary)>) {
-        if summaries.is_empty() {
-            return;
+    /// Stores the summaries of decided traces at the slots [`Index::add`] gave them, and
+    /// returns the keys the index holds for `want` (traces for the archive, with their
+    /// slots), in one lock.
+    pub fn decided_at(
+        &self,
+        summaries: Vec<(Slot, Summary)>,
+        want: impl Iterator<Item = (TraceId, Option<Slot>)>,
+    ) -> TraceKeys {
+        let mut want = want.peekable();
+        if summaries.is_empty() && want.peek().is_none() {
+            return TraceKeys::default();
         }
         let mut store = self.store.lock();
-        store.set_summaries_at(summaries);
-        store.evict(&self.limits(), None);
+        let mut known = TraceKeys::default();
+        known.ranges = store.keys_at(want, &mut known.keys);
+        if !summaries.is_empty() {
+            store.set_summaries_at(summaries);
+            store.evict(&self.limits(), None);
+        }
+        known
     }
 
     /// Changes the decision of an indexed trace (a rescue); `reason` is added to its reasons.

@@ -389,12 +389,15 @@ fn summaries_go_to_the_slots_ingest_gave() {
     }
     assert_eq!(slots.len(), 3);
     // Trace 0 has left: its summary is let go; the others land where they are.
-    ix.decided_at(vec![
-        (slots[0], bare(id(0), &[])),
-        (slots[2], bare(id(2), &[])),
-        // A slot that names another trace's entry: the id decides.
-        (slots[2], bare(id(1), &["errors"])),
-    ]);
+    ix.decided_at(
+        vec![
+            (slots[0], bare(id(0), &[])),
+            (slots[2], bare(id(2), &[])),
+            // A slot that names another trace's entry: the id decides.
+            (slots[2], bare(id(1), &["errors"])),
+        ],
+        std::iter::empty(),
+    );
     assert!(ix.summary(&id(0)).is_none() && !ix.contains(&id(0)));
     assert!(ix.summary(&id(2)).is_some());
     assert_eq!(&*ix.summary(&id(1)).unwrap().reasons[0], "errors");
