@@ -360,6 +360,22 @@ impl Archive {
         }
     }
 
+    /// True when kept traces' spans are archived (`traces: all`): their keys are then worth
+    /// handing over ([`Archive::kept_keys`]).
+    pub fn keeps_kept_spans(&self) -> bool {
+        self.inner().cfg.traces == Traces::All
+    }
+
+    /// The keys the index holds for traces just kept (id, span count), by position in
+    /// `ids`: their spans follow with [`Archive::record_kept`] (after export encoding) and
+    /// take these keys instead of being read for them, when they come as that many spans
+    /// (late spans in the same batch: read). Never blocks (a full queue: they are read).
+    pub fn kept_keys(&self, ids: Vec<(TraceId, u32)>, known: TraceKeys) {
+        if !ids.is_empty() {
+            let _ = self.handle.tx.try_send(Msg::KeptKeys(ids, known));
+        }
+    }
+
     /// Kept spans as handed to the exporters (many traces, late spans too). Never blocks.
     pub fn record_kept(&self, spans: Vec<Span>) {
         if !spans.is_empty() {

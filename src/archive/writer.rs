@@ -35,6 +35,9 @@ pub(crate) enum Msg {
     /// Dropped traces, and the keys the index holds for them (by position).
     Dropped(Vec<(TraceId, Vec<Span>)>, TraceKeys),
     Kept(Vec<Span>),
+    /// The index's keys of traces just kept, whose spans follow in a `Kept`.
+    /// (id, span count).
+    KeptKeys(Vec<(TraceId, u32)>, TraceKeys),
     Flush(SyncSender<()>),
     Close(SyncSender<()>),
     /// Tests: stop at once, as a killed process would (pending block lost, segment
@@ -42,6 +45,10 @@ pub(crate) enum Msg {
     #[cfg(test)]
     Abort,
 }
+
+/// Kept traces whose keys the writer holds while their spans are on their way (a few
+/// decision rounds' worth; past this they are forgotten and the spans read instead).
+const MAX_KEPT_KEYS: usize = 1 << 17;
 
 /// A pending block older than this is written even if not full.
 const IDLE_FLUSH: Duration = Duration::from_secs(1);
@@ -79,6 +86,8 @@ pub(crate) struct Writer {
     framed: Vec<u8>,
     /// Keys of the resource blocks met lately.
     resource_keys: ResourceKeys,
+    /// The index's keys of kept traces whose spans are on their way.
+    kept_keys: foldhash::HashMap<TraceId, (u32, Box<[Key]>)>,
     pending_traces: u64,
     pending_since: Option<Instant>,
     active: Option<Active>,
@@ -122,6 +131,7 @@ impl Writer {
             block: Vec::new(),
             framed: Vec::new(),
             resource_keys: ResourceKeys::default(),
+            kept_keys: Default::default(),
             pending_traces: 0,
             pending_since: None,
             active: None,
@@ -142,8 +152,25 @@ impl Writer {
                         self.add(*id, spans, DROPPED, known.of(i));
                     }
                 }
+                Ok(Msg::KeptKeys(ids, known)) => {
+                    if self.kept_keys.len() > MAX_KEPT_KEYS {
+                        // Spans that never came (a failed export path): forget them.
+                        self.kept_keys.clear();
+                    }
+                    for (i, (id, n)) in ids.into_iter().enumerate() {
+                        if let Some(keys) = known.of(i) {
+                            self.kept_keys.insert(id, (n, keys.into()));
+                        }
+                    }
+                }
                 Ok(Msg::Kept(spans)) => {
-                    for_each_trace(spans, |id, spans| self.add(id, spans, KEPT, None));
+                    let mut kept_keys = std::mem::take(&mut self.kept_keys);
+                    for_each_trace(spans, |id, spans| {
+                        let known = kept_keys.remove(&id);
+                        let known = known.filter(|(n, _)| *n as usize == spans.len());
+                        self.add(id, spans, KEPT, known.as_ref().map(|(_, k)| &k[..]));
+                    });
+                    self.kept_keys = kept_keys;
                 }
                 Ok(Msg::Flush(ack)) => {
                     self.write_block();

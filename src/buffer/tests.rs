@@ -335,10 +335,16 @@ async fn the_archive_gets_the_index_keys_of_dropped_traces_whole() {
     }
     split.set_user("u-later");
     b.ingest(req(&split, 1, 3), Instant::now());
+    // Kept: its keys go ahead of its spans, which leave through the outbox.
+    let mut kept = g.trace(Shape::ERROR, 3);
+    kept.set_user("u-kept");
+    b.ingest(req(&kept, 0, 3), Instant::now());
     advance(Duration::from_secs(11)).await;
     b.decide_due(Instant::now());
+    archive.record_kept(b.take_outbox().spans);
     archive.flush();
     for (user, id) in [
+        ("u-kept", kept.trace_id),
         ("u-whole", whole.trace_id),
         ("u-first", split.trace_id),
         ("u-later", split.trace_id),
