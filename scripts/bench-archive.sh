@@ -5,6 +5,8 @@
 # spans/s, CPU per span, peak RSS and the archive's size; rotel's figure for the same load
 # comes from scripts/bench-e2e.sh.
 # Loopback only, bounded.
+# BEFORE=path/to/casefile: also that build with the archive on, each round (before/after);
+# NORING=1: also the archive on with the rescue ring off (rescue_window: 0s), each round.
 # usage: scripts/bench-archive.sh [SECONDS] [ROUNDS]   (run scripts/bench-e2e.sh once first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,7 @@ DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 sed -e "s|^support:|support:\n  archive: { dir: $DIR/archive, retention: 72h, max_bytes: 20GiB, traces: all }|" \
     "$OUT/casefile-bench.yaml" > "$OUT/archive-on.yaml"
+sed -e "s|^support:|support:\n  complaints: { rescue_window: 0s }|" "$OUT/archive-on.yaml" > "$OUT/archive-on-noring.yaml"
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); 4 connections, 500 spans/request, ${SECS}s a run, $ROUNDS rounds"
 # rotel on the same load first, for the side-by-side figure (bench-e2e.sh fetched it).
 ROTEL="$OUT/rotel/rotel/rotel-agent"
@@ -39,6 +42,15 @@ PY
 fi
 for round in $(seq 1 "$ROUNDS"); do
   scripts/bench-one.sh "off-$round" "$OUT/casefile-bench.yaml" "$SECS"
+  if [ -n "${BEFORE:-}" ]; then
+    rm -rf "$DIR/archive"
+    BIN="$BEFORE" DISK_DIR="$DIR" scripts/bench-one.sh "before-$round" "$OUT/archive-on.yaml" "$SECS"
+  fi
   rm -rf "$DIR/archive"
   DISK_DIR="$DIR" scripts/bench-one.sh "archive-$round" "$OUT/archive-on.yaml" "$SECS"
+  if [ "${NORING:-}" = 1 ]; then
+    rm -rf "$DIR/archive"
+    DISK_DIR="$DIR" scripts/bench-one.sh "noring-$round" "$OUT/archive-on-noring.yaml" "$SECS"
+  fi
+  echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
 done

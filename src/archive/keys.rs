@@ -1,70 +1,22 @@
-//! Keys on disk: a 16-byte digest of `name ‖ 0x00 ‖ value` for each indexed attribute value
-//! of a trace (span or resource attributes), either HMAC-SHA256 under `hash_key` (truncated)
-//! or xxh3-128 seeded with the archive's own random seed (`<dir>/seed`, created once, so
-//! keys keep their meaning across restarts). A raw value never reaches an index structure.
+//! Keys on disk: for each indexed attribute value of a trace (span or resource
+//! attributes), the index's 16-byte digest of `name ‖ 0x00 ‖ value` ([`KeyHash`]): HMAC-SHA256
+//! under `hash_key` (truncated) with `hash_values`, else xxh3-128 seeded with the archive's
+//! own random seed (`<dir>/seed`, created once, so keys keep their meaning across restarts;
+//! the index hashes with the same seed while the archive is on). A raw value never reaches
+//! an index structure.
 
 use std::io::{Read, Write};
 use std::path::Path;
-
-use hmac::{KeyInit, Mac};
 
 use super::files;
 use super::pack::varint;
 use crate::model::Span;
 use crate::support::index::Key;
-use crate::wire::AnyValueRef;
+pub(crate) use crate::support::index::KeyHash as Hasher;
 
-/// How a value becomes a key.
-#[derive(Clone)]
-pub(crate) enum Hasher {
-    Seeded(u64),
-    Hmac(Vec<u8>),
-}
-
+/// What the archive reads of a trace's spans (the index's [`KeyHash`] itself lives with
+/// the index; this is the archive's walk of a whole trace).
 impl Hasher {
-    /// The key of `name` = `value`.
-    pub(crate) fn key(&self, name: &[u8], value: &[u8]) -> Key {
-        match self {
-            Hasher::Seeded(seed) => {
-                // name ‖ 0 ‖ value, on the stack when short (most values are).
-                let n = name.len() + 1 + value.len();
-                let mut stack = [0u8; 256];
-                let mut heap = Vec::new();
-                let buf: &mut [u8] = if n <= stack.len() {
-                    &mut stack[..n]
-                } else {
-                    heap.resize(n, 0);
-                    &mut heap
-                };
-                buf[..name.len()].copy_from_slice(name);
-                buf[name.len()] = 0;
-                buf[name.len() + 1..].copy_from_slice(value);
-                Key(xxhash_rust::xxh3::xxh3_128_with_seed(buf, *seed).to_le_bytes())
-            }
-            Hasher::Hmac(secret) => {
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
-                    .expect("HMAC takes any key length");
-                mac.update(name);
-                mac.update(&[0]);
-                mac.update(value);
-                let digest = mac.finalize().into_bytes();
-                Key(digest[..16].try_into().expect("SHA-256 is 32 bytes"))
-            }
-        }
-    }
-
-    /// The key of one encoded `AnyValue` of attribute `name` (a string as its bytes,
-    /// anything else as the index renders it), None for an empty value.
-    fn key_of_raw(&self, name: &[u8], raw: &[u8]) -> Option<Key> {
-        match AnyValueRef::parse(raw) {
-            AnyValueRef::Str(s) => (!s.is_empty()).then(|| self.key(name, s.as_bytes())),
-            other => {
-                let s = other.to_display_string();
-                (!s.is_empty()).then(|| self.key(name, s.as_bytes()))
-            }
-        }
-    }
-
     /// The keys of one trace's spans: `(position in attributes, key)`, each once. A value
     /// repeated on the spans (the same encoded bytes) is hashed once, and each resource
     /// block is read once for all the traces of a batch (`resources`, by block id: ids are

@@ -14,10 +14,11 @@
 //! Figures (`tests_bench`, the load tool's traces of 10 spans, `traces: all`, 2 shared
 //! cores): 32.0 bytes on disk per span at zstd level -1 with a 2^12-entry hash table (25.2
 //! data, 6.8 index), 31.8 at level 1 for a third more compression time, 31.6 at level 3 for
-//! twice that; the writer thread spends about 0.45 µs of CPU per span (keys, packing,
-//! compression, index). Opening reads one 128-byte header per segment: 60 segments, 1 M
+//! twice that; the writer thread spends about 0.45 µs of CPU per span in the daemon
+//! (packing, compression, index; the keys come from the index, computed at ingest). Opening reads one 128-byte header per segment: 60 segments, 1 M
 //! traces in a few milliseconds.
 
+mod batch;
 mod config;
 mod files;
 mod format;
@@ -47,7 +48,7 @@ use thiserror::Error;
 
 use crate::model::{Span, TraceId};
 pub use crate::support::index::Key;
-use crate::support::index::Summary;
+use crate::support::index::{Summary, TraceKeys};
 pub use config::{ArchiveCfg, Traces, ESTIMATED_BYTES_PER_SPAN};
 use keys::Hasher;
 use read::BlockCache;
@@ -265,7 +266,7 @@ impl Archive {
         };
         files::create_dir(&cfg.dir).map_err(dir_err)?;
         let hasher = match &cfg.hash_key {
-            Some(k) => Hasher::Hmac(k.clone()),
+            Some(k) => Hasher::hmac(k),
             None => Hasher::Seeded(
                 keys::load_seed(&cfg.dir, true)
                     .map_err(dir_err)?
@@ -324,7 +325,7 @@ impl Archive {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
                 let traces = match &msg {
-                    Msg::Dropped(t) => t.len() as u64,
+                    Msg::Dropped(t, _) => t.len() as u64,
                     Msg::Kept(spans) => {
                         let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
                         ids.sort_unstable();
@@ -347,8 +348,31 @@ impl Archive {
 
     /// Dropped traces (at decision, and late spans of dropped traces). Never blocks.
     pub fn record_dropped(&self, traces: Vec<(TraceId, Vec<Span>)>) {
+        self.record_dropped_with_keys(traces, TraceKeys::default());
+    }
+
+    /// [`Archive::record_dropped`] with the keys the index holds for the traces (by
+    /// position; the others are read from their spans): the index's digests, stored as
+    /// they are.
+    pub fn record_dropped_with_keys(&self, traces: Vec<(TraceId, Vec<Span>)>, known: TraceKeys) {
         if !traces.is_empty() {
-            self.send(Msg::Dropped(traces));
+            self.send(Msg::Dropped(traces, known));
+        }
+    }
+
+    /// True when kept traces' spans are archived (`traces: all`): their keys are then worth
+    /// handing over ([`Archive::kept_keys`]).
+    pub fn keeps_kept_spans(&self) -> bool {
+        self.inner().cfg.traces == Traces::All
+    }
+
+    /// The keys the index holds for traces just kept (id, span count), by position in
+    /// `ids`: their spans follow with [`Archive::record_kept`] (after export encoding) and
+    /// take these keys instead of being read for them, when they come as that many spans
+    /// (late spans in the same batch: read). Never blocks (a full queue: they are read).
+    pub fn kept_keys(&self, ids: Vec<(TraceId, u32)>, known: TraceKeys) {
+        if !ids.is_empty() {
+            let _ = self.handle.tx.try_send(Msg::KeptKeys(ids, known));
         }
     }
 
@@ -357,6 +381,12 @@ impl Archive {
         if !spans.is_empty() {
             self.send(Msg::Kept(spans));
         }
+    }
+
+    /// How the archive hashes values into keys (the index hashes the same way once
+    /// [`crate::support::Hooks::with_archive`] hands it over).
+    pub fn key_hash(&self) -> crate::support::index::KeyHash {
+        self.inner().hasher.clone()
     }
 
     /// The on-disk key of a lookup of `attribute` = `value`.

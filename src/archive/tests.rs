@@ -276,3 +276,74 @@ fn offline_reads_without_changing_the_directory() {
     }
     assert_eq!(listing(dir.path()), before);
 }
+
+/// Keys handed over with dropped traces (the index's, computed at ingest) are stored as
+/// they are, not read again from the spans; traces without them are read.
+#[test]
+fn keys_handed_over_are_stored_as_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open_with(cfg(dir.path(), Traces::All), small()).unwrap();
+    let mut g = Gen::new(21);
+    let ts = traces(&mut g, 2, 2);
+    let given = Key([7; 16]);
+    let known = TraceKeys {
+        keys: vec![given],
+        ranges: vec![Some((0, 1)), None],
+    };
+    a.record_dropped_with_keys(ts.clone(), known);
+    a.flush();
+    let ids = |k: &Key| -> Vec<TraceId> {
+        a.lookup(k, None, None, 10)
+            .iter()
+            .map(|s| s.trace_id)
+            .collect()
+    };
+    assert_eq!(ids(&given), vec![ts[0].0]);
+    let users = |spans: &[Span]| -> Vec<Key> {
+        let hasher = &a.inner().hasher;
+        let keys = hasher.keys_of(&a.inner().cfg.attributes, spans, &mut Default::default());
+        keys.into_iter().map(|(_, k)| k).collect()
+    };
+    for k in users(&ts[0].1) {
+        assert!(!ids(&k).contains(&ts[0].0), "the spans were not read again");
+    }
+    for k in users(&ts[1].1) {
+        assert!(ids(&k).contains(&ts[1].0), "read from its spans");
+    }
+    a.close();
+}
+
+/// Kept traces' keys come ahead of their spans; used when the spans come as that many,
+/// read from the spans otherwise (late spans in the same batch) or when none came.
+#[test]
+fn kept_keys_handed_over_ahead_of_the_spans() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open_with(cfg(dir.path(), Traces::All), small()).unwrap();
+    let mut g = Gen::new(22);
+    let ks: Vec<_> = (0..3)
+        .map(|i| kept(&mut g, &format!("u{i}"), "errors"))
+        .collect();
+    let given = |i: u8| Key([i + 1; 16]);
+    let n = |i: usize| ks[i].1.len() as u32;
+    a.kept_keys(
+        vec![(ks[0].0, n(0)), (ks[1].0, n(1) - 1)],
+        TraceKeys {
+            keys: vec![given(0), given(1)],
+            ranges: vec![Some((0, 1)), Some((1, 2))],
+        },
+    );
+    a.record_kept(ks.iter().flat_map(|(_, s)| s.clone()).collect());
+    a.flush();
+    let ids = |k: &Key| -> Vec<TraceId> {
+        a.lookup(k, None, None, 10)
+            .iter()
+            .map(|s| s.trace_id)
+            .collect()
+    };
+    assert_eq!(ids(&given(0)), vec![ks[0].0], "taken as handed over");
+    assert!(ids(&given(1)).is_empty(), "another span count: read");
+    assert!(ids(&a.key("user.id", "u0")).is_empty(), "not read again");
+    assert_eq!(ids(&a.key("user.id", "u1")), vec![ks[1].0]);
+    assert_eq!(ids(&a.key("user.id", "u2")), vec![ks[2].0]);
+    a.close();
+}

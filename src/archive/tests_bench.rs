@@ -48,7 +48,7 @@ fn load_traces(n: usize) -> Vec<(TraceId, Vec<Span>)> {
     for chunk in all.chunks(100) {
         let req = crate::fixture::request_for(chunk).encode_to_vec();
         let spans = crate::wire::decode::decode_request(&req).unwrap().spans;
-        out.extend(super::writer::group(spans));
+        out.extend(super::batch::group(spans));
     }
     out
 }

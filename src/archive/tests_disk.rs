@@ -284,9 +284,27 @@ fn no_raw_attribute_value_reaches_the_disk() {
         let more: Vec<_> = users.iter().map(|u| kept(&mut g, u, "errors")).collect();
         a.record_kept(more.iter().flat_map(|(_, s)| s.clone()).collect());
         a.flush();
+        // The index's digest of a user id, as the daemon's index computes it at ingest
+        // (`hash_values`: from the hash key alone; else from the seed the archive hands it).
+        let index = crate::support::index::Index::new(&crate::config::IndexCfg {
+            attributes: vec!["user.id".into()],
+            retention: Duration::from_secs(3600),
+            max_traces: 100,
+            max_bytes: 1 << 20,
+            hash_values: hash_key.is_some(),
+            hash_key: Some("support secret".into()),
+        });
+        if hash_key.is_none() {
+            index.set_key_hash(a.key_hash());
+        }
+        let digest = index.query_key("user.id", "usr_secret_0001").unwrap();
+        assert_eq!(a.key("user.id", "usr_secret_0001"), digest);
+        let mut digest_on_disk = false;
         for e in std::fs::read_dir(dir.path()).unwrap() {
             let p = e.unwrap().path();
             let bytes = std::fs::read(&p).unwrap();
+            digest_on_disk |= p.extension().is_some_and(|e| e == "index")
+                && bytes.windows(16).any(|w| w == digest.0);
             for needle in [&b"usr_secret_"[..], b"sess-of-"] {
                 assert!(
                     !bytes.windows(needle.len()).any(|w| w == needle),
@@ -295,6 +313,7 @@ fn no_raw_attribute_value_reaches_the_disk() {
                 );
             }
         }
+        assert!(digest_on_disk, "the sealed index holds the index's digest");
         for u in &users {
             assert_eq!(a.lookup(&a.key("user.id", u), None, None, 10).len(), 2);
             let sess = a.key("session.id", &format!("sess-of-{u}"));

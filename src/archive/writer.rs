@@ -18,6 +18,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use super::batch::{for_each_trace, policy_of, Services};
 use super::config::Traces;
 use super::files;
 use super::format::{self, Entry, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
@@ -27,13 +28,16 @@ use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
 use crate::model::{Span, StatusCode, TraceId};
 use crate::storage::wal;
-use crate::support::index::Key;
-use crate::wire::AnyValueRef;
+use crate::support::index::{Key, TraceKeys};
 
 /// What `record_*`, `flush` and `close` send the writer.
 pub(crate) enum Msg {
-    Dropped(Vec<(TraceId, Vec<Span>)>),
+    /// Dropped traces, and the keys the index holds for them (by position).
+    Dropped(Vec<(TraceId, Vec<Span>)>, TraceKeys),
     Kept(Vec<Span>),
+    /// The index's keys of traces just kept, whose spans follow in a `Kept`.
+    /// (id, span count).
+    KeptKeys(Vec<(TraceId, u32)>, TraceKeys),
     Flush(SyncSender<()>),
     Close(SyncSender<()>),
     /// Tests: stop at once, as a killed process would (pending block lost, segment
@@ -41,6 +45,10 @@ pub(crate) enum Msg {
     #[cfg(test)]
     Abort,
 }
+
+/// Kept traces whose keys the writer holds while their spans are on their way (a few
+/// decision rounds' worth; past this they are forgotten and the spans read instead).
+const MAX_KEPT_KEYS: usize = 1 << 17;
 
 /// A pending block older than this is written even if not full.
 const IDLE_FLUSH: Duration = Duration::from_secs(1);
@@ -78,6 +86,8 @@ pub(crate) struct Writer {
     framed: Vec<u8>,
     /// Keys of the resource blocks met lately.
     resource_keys: ResourceKeys,
+    /// The index's keys of kept traces whose spans are on their way.
+    kept_keys: foldhash::HashMap<TraceId, (u32, Box<[Key]>)>,
     pending_traces: u64,
     pending_since: Option<Instant>,
     active: Option<Active>,
@@ -121,6 +131,7 @@ impl Writer {
             block: Vec::new(),
             framed: Vec::new(),
             resource_keys: ResourceKeys::default(),
+            kept_keys: Default::default(),
             pending_traces: 0,
             pending_since: None,
             active: None,
@@ -136,13 +147,30 @@ impl Writer {
             let inner = Arc::clone(&self.inner);
             let _gate = inner.gate.lock();
             match msg {
-                Ok(Msg::Dropped(traces)) => {
-                    for (id, spans) in &traces {
-                        self.add(*id, spans, DROPPED);
+                Ok(Msg::Dropped(traces, known)) => {
+                    for (i, (id, spans)) in traces.iter().enumerate() {
+                        self.add(*id, spans, DROPPED, known.of(i));
+                    }
+                }
+                Ok(Msg::KeptKeys(ids, known)) => {
+                    if self.kept_keys.len() > MAX_KEPT_KEYS {
+                        // Spans that never came (a failed export path): forget them.
+                        self.kept_keys.clear();
+                    }
+                    for (i, (id, n)) in ids.into_iter().enumerate() {
+                        if let Some(keys) = known.of(i) {
+                            self.kept_keys.insert(id, (n, keys.into()));
+                        }
                     }
                 }
                 Ok(Msg::Kept(spans)) => {
-                    for_each_trace(spans, |id, spans| self.add(id, spans, KEPT));
+                    let mut kept_keys = std::mem::take(&mut self.kept_keys);
+                    for_each_trace(spans, |id, spans| {
+                        let known = kept_keys.remove(&id);
+                        let known = known.filter(|(n, _)| *n as usize == spans.len());
+                        self.add(id, spans, KEPT, known.as_ref().map(|(_, k)| &k[..]));
+                    });
+                    self.kept_keys = kept_keys;
                 }
                 Ok(Msg::Flush(ack)) => {
                     self.write_block();
@@ -181,8 +209,9 @@ impl Writer {
         }
     }
 
-    /// Appends one trace's entry to the pending block.
-    fn add(&mut self, id: TraceId, spans: &[Span], decision: u8) {
+    /// Appends one trace's entry to the pending block. `known`: the trace's keys as the
+    /// index computed them at ingest (the same digests), else they are read from the spans.
+    fn add(&mut self, id: TraceId, spans: &[Span], decision: u8, known: Option<&[Key]>) {
         if spans.is_empty() {
             return;
         }
@@ -222,12 +251,18 @@ impl Writer {
             pack::pack(&id, start, spans, &mut self.dict, &mut packed);
         }
         let mut keys = std::mem::take(&mut self.keys);
-        inner.hasher.keys_into(
-            &inner.cfg.attributes,
-            spans,
-            &mut self.resource_keys,
-            &mut keys,
-        );
+        // Summary-only entries name each key's attribute: read from the spans then.
+        let known = known.filter(|_| keep);
+        if known.is_none() {
+            inner.hasher.keys_into(
+                &inner.cfg.attributes,
+                spans,
+                &mut self.resource_keys,
+                &mut keys,
+            );
+        } else {
+            keys.clear();
+        }
         let entry = Entry {
             id,
             decision,
@@ -250,7 +285,10 @@ impl Writer {
         entry.write(&mut self.pending);
         drop(entry);
         self.packed = packed;
-        self.pending_keys.extend(keys.iter().map(|(_, k)| *k));
+        match known {
+            Some(known) => self.pending_keys.extend_from_slice(known),
+            None => self.pending_keys.extend(keys.iter().map(|(_, k)| *k)),
+        }
         self.pending_ends.push(self.pending_keys.len() as u32);
         self.keys = keys;
         self.pending_traces += 1;
@@ -528,111 +566,8 @@ impl Writer {
     }
 }
 
-/// Calls `f` with each trace's spans, grouped as [`group`] does. Kept spans mostly arrive
-/// in runs of one trace: when no trace has two runs, the runs are handed over as they are
-/// (no copy, one hash per trace).
-fn for_each_trace(spans: Vec<Span>, mut f: impl FnMut(TraceId, &[Span])) {
-    let mut runs: Vec<(TraceId, usize)> = Vec::new();
-    for (i, s) in spans.iter().enumerate() {
-        let id = s.trace_id();
-        if runs.last().is_none_or(|&(last, _)| last != id) {
-            runs.push((id, i));
-        }
-    }
-    let mut ids: foldhash::HashSet<TraceId> = Default::default();
-    ids.reserve(runs.len());
-    if !runs.iter().all(|(id, _)| ids.insert(*id)) {
-        for (id, spans) in group(spans) {
-            f(id, &spans);
-        }
-        return;
-    }
-    for (n, &(id, from)) in runs.iter().enumerate() {
-        let to = runs.get(n + 1).map_or(spans.len(), |&(_, i)| i);
-        f(id, &spans[from..to]);
-    }
-}
-
-/// The `service.name` of resource blocks (as `Summary::of` reads it), by block id modulo
-/// 16 (ids start at 1: 0 is none).
-#[derive(Default)]
-struct Services([(u64, Option<Arc<str>>); 16]);
-
-impl Services {
-    fn of(&mut self, span: &Span) -> Arc<str> {
-        let block = span.resource();
-        let slot = &mut self.0[(block.id % 16) as usize];
-        match slot {
-            (id, Some(name)) if *id == block.id => Arc::clone(name),
-            _ => {
-                let name: Arc<str> = match block.resource_attributes().get(b"service.name") {
-                    Some(AnyValueRef::Str(s)) => s.into(),
-                    Some(other) => other.to_display_string().into(),
-                    None => "".into(),
-                };
-                *slot = (block.id, Some(Arc::clone(&name)));
-                name
-            }
-        }
-    }
-}
-
-/// Kept spans arrive flat, several traces mixed: grouped by trace, in arrival order.
-pub(crate) fn group(spans: Vec<Span>) -> Vec<(TraceId, Vec<Span>)> {
-    let mut out: Vec<(TraceId, Vec<Span>)> = Vec::new();
-    let mut at: std::collections::HashMap<TraceId, usize> = Default::default();
-    for s in spans {
-        let id = s.trace_id();
-        let i = *at.entry(id).or_insert_with(|| {
-            out.push((id, Vec::new()));
-            out.len() - 1
-        });
-        out[i].1.push(s);
-    }
-    out
-}
-
-/// The reasons a kept trace was kept: `casefile.policy` on its root span, as the decider
-/// appends it.
-fn policy_of(spans: &[Span]) -> String {
-    spans
-        .iter()
-        .filter(|s| s.is_root())
-        .find_map(|s| s.attributes().get(b"casefile.policy"))
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// Unix nanoseconds of `t` (0 before 1970).
 fn unix_nanos(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fixture::{Gen, Shape};
-
-    /// Runs handed over as they are, or regrouped when a trace has two runs: as `group`.
-    #[test]
-    fn traces_are_handed_over_as_group_makes_them() {
-        let mut g = Gen::new(3);
-        let ts = [g.trace(Shape::default(), 4), g.trace(Shape::default(), 3)];
-        let d = |t| super::super::tests::decoded(t);
-        let runs: Vec<Span> = d(&ts[0]).into_iter().chain(d(&ts[1])).collect();
-        let mut mixed = runs.clone();
-        mixed.swap(1, 5);
-        for input in [runs, mixed] {
-            let want: Vec<(TraceId, Vec<Box<[u8]>>)> = group(input.clone())
-                .into_iter()
-                .map(|(id, s)| (id, s.into_iter().map(|s| s.bytes).collect()))
-                .collect();
-            let mut got = Vec::new();
-            for_each_trace(input, |id, s| {
-                got.push((id, s.iter().map(|s| s.bytes.clone()).collect::<Vec<_>>()))
-            });
-            assert_eq!(got, want);
-        }
-    }
 }

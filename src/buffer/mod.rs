@@ -113,6 +113,8 @@ struct Kept {
     summaries: Vec<(Slot, Summary)>,
     /// Dropped traces, for the rescue buffer and the archive.
     dropped: Vec<(TraceId, Vec<Span>)>,
+    /// Their index slots, side by side: the archive takes their keys from the index.
+    dropped_slots: Vec<Option<Slot>>,
     /// Late spans of dropped traces, for the archive only.
     late_dropped: Vec<(TraceId, Vec<Span>)>,
     /// Decision delays past the deadline (seconds) and decisions by trigger and outcome:
@@ -468,6 +470,7 @@ impl Buffer {
         if !sampled {
             if self.hooks.rescue.is_some() || self.hooks.archive.is_some() {
                 kept.dropped.push((*id, pending.spans));
+                kept.dropped_slots.push(pending.index);
             }
             return;
         }
@@ -487,7 +490,12 @@ impl Buffer {
         // Durable before the exporters can see the spans.
         self.journal_record(&kept.decided);
         record_decisions(&kept.delays, &kept.decisions);
-        self.after_decisions(kept.summaries, kept.dropped, kept.late_dropped);
+        self.after_decisions(
+            kept.summaries,
+            kept.dropped,
+            &kept.dropped_slots,
+            kept.late_dropped,
+        );
         if kept.spans.is_empty() {
             return;
         }

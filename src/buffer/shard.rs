@@ -114,8 +114,8 @@ impl Shard {
         if run > 0 {
             p.spans.reserve_exact(run);
         }
-        if index.is_some() {
-            p.index = index;
+        if let Some(slot) = index {
+            p.index = Some(Slot::follow(p.index, slot));
         }
         p.spans.push(span);
         p.bytes = p

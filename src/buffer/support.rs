@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{Buffer, Kept};
 use crate::archive::Archive;
 use crate::model::{Span, TraceId};
-use crate::support::index::{Decision, Index, Slot, Summary};
+use crate::support::index::{Decision, Index, Slot, Summary, TraceKeys};
 use crate::support::marks::Mark;
 use crate::support::rescue::RescueBuffer;
 use crate::support::Hooks;
@@ -74,10 +74,46 @@ impl Buffer {
         &self,
         summaries: Vec<(Slot, Summary)>,
         mut dropped: Vec<(TraceId, Vec<Span>)>,
+        dropped_slots: &[Option<Slot>],
         late_dropped: Vec<(TraceId, Vec<Span>)>,
     ) {
-        if let Some(index) = &self.hooks.index {
-            index.decided_at(summaries);
+        // The keys the index computed at ingest, for the archive (it reads the spans only
+        // for traces the index may not hold whole, and for late spans): those of the
+        // dropped traces, and of the kept ones whose spans it archives too.
+        let archive = self.hooks.archive.as_ref();
+        let kept: Vec<(TraceId, Option<Slot>, u32)> = match archive {
+            Some(a) if a.keeps_kept_spans() => summaries
+                .iter()
+                .filter(|(_, s)| s.decision == Decision::Sampled)
+                .map(|(slot, s)| (s.trace_id, Some(*slot), s.span_count))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let want = dropped
+            .iter()
+            .zip(dropped_slots)
+            .map(|((id, _), slot)| (*id, *slot))
+            .take(if archive.is_some() { dropped.len() } else { 0 })
+            .chain(kept.iter().map(|&(id, slot, _)| (id, slot)));
+        let mut known = match &self.hooks.index {
+            Some(index) => index.decided_at(summaries, want),
+            None => TraceKeys::default(),
+        };
+        if let Some(a) = archive.filter(|_| !kept.is_empty()) {
+            // The kept traces' keys follow the dropped ones'.
+            let n = dropped.len().min(known.ranges.len());
+            let ranges = known.ranges.split_off(n);
+            let cut = ranges.iter().flatten().map(|r| r.0).min();
+            let cut = cut.unwrap_or(known.keys.len() as u32);
+            let kept_known = TraceKeys {
+                keys: known.keys.split_off(cut as usize),
+                ranges: ranges
+                    .into_iter()
+                    .map(|r| r.map(|(a, b)| (a - cut, b - cut)))
+                    .collect(),
+            };
+            let ids = kept.into_iter().map(|(id, _, n)| (id, n)).collect();
+            a.kept_keys(ids, kept_known);
         }
         if let Some(rescue) = &self.hooks.rescue {
             if !dropped.is_empty() {
@@ -90,7 +126,7 @@ impl Buffer {
         if let Some(archive) = &self.hooks.archive {
             dropped.extend(late_dropped);
             if !dropped.is_empty() {
-                archive.record_dropped(dropped);
+                archive.record_dropped_with_keys(dropped, known);
             }
         }
     }

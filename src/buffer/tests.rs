@@ -281,3 +281,82 @@ async fn a_memory_cap_decides_the_oldest_early_and_lifting_it_stops_that() {
         "without the cap nothing is decided early"
     );
 }
+
+/// Dropped traces reach the archive with the keys the index computed at ingest (the same
+/// digests). A trace whose index entry left while it was pending came back with its later
+/// spans' keys only: its keys are read from all its spans instead.
+#[tokio::test(start_paused = true)]
+async fn the_archive_gets_the_index_keys_of_dropped_traces_whole() {
+    use crate::archive::{Archive, ArchiveCfg, Traces};
+    use crate::support::index::Index;
+    let dir = tempfile::tempdir().unwrap();
+    let attributes: Vec<String> = vec!["user.id".into()];
+    let index = Arc::new(Index::new(&crate::config::IndexCfg {
+        attributes: attributes.clone(),
+        retention: Duration::from_secs(3600),
+        max_traces: 2,
+        max_bytes: 1 << 20,
+        hash_values: false,
+        hash_key: None,
+    }));
+    let archive = Archive::open(ArchiveCfg {
+        dir: dir.path().join("a"),
+        retention: Duration::from_secs(100 * 365 * 24 * 3600),
+        max_bytes: 1 << 30,
+        traces: Traces::All,
+        attributes,
+        hash_key: None,
+    })
+    .unwrap();
+    index.set_key_hash(archive.key_hash());
+    let hooks = crate::support::Hooks {
+        index: Some(Arc::clone(&index)),
+        archive: Some(archive.clone()),
+        ..Default::default()
+    };
+    let b = Buffer::new(cfg(), policies()).with_hooks(hooks);
+    let mut g = Gen::new(9);
+    let req = |t: &fixture::Trace, from: usize, to: usize| {
+        let r = fixture::request(t.spans[from..to].iter()).encode_to_vec();
+        decode_request(&r).unwrap().spans
+    };
+    // Whole in the index: its keys come from there.
+    let mut whole = g.trace(Shape::default(), 3);
+    whole.set_user("u-whole");
+    b.ingest(req(&whole, 0, 3), Instant::now());
+    // Split: its first span's entry is pushed out of the index (max 2 traces) before the
+    // rest arrive with another user id.
+    let mut split = g.trace(Shape::default(), 3);
+    split.set_user("u-first");
+    b.ingest(req(&split, 0, 1), Instant::now());
+    for _ in 0..2 {
+        let other = g.trace(Shape::default(), 2);
+        b.ingest(req(&other, 0, 2), Instant::now());
+    }
+    split.set_user("u-later");
+    b.ingest(req(&split, 1, 3), Instant::now());
+    // Kept: its keys go ahead of its spans, which leave through the outbox.
+    let mut kept = g.trace(Shape::ERROR, 3);
+    kept.set_user("u-kept");
+    b.ingest(req(&kept, 0, 3), Instant::now());
+    advance(Duration::from_secs(11)).await;
+    b.decide_due(Instant::now());
+    archive.record_kept(b.take_outbox().spans);
+    archive.flush();
+    for (user, id) in [
+        ("u-kept", kept.trace_id),
+        ("u-whole", whole.trace_id),
+        ("u-first", split.trace_id),
+        ("u-later", split.trace_id),
+    ] {
+        let key = archive.key("user.id", user);
+        assert_eq!(index.query_key("user.id", user), Some(key));
+        let found: Vec<TraceId> = archive
+            .lookup(&key, None, None, 10)
+            .iter()
+            .map(|s| s.trace_id)
+            .collect();
+        assert_eq!(found, vec![id], "{user}");
+    }
+    archive.close();
+}

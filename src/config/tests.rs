@@ -348,6 +348,12 @@ fn at_most_64_index_attributes() {
     assert!(with(64).is_ok());
     let e = with(65).unwrap_err().to_string();
     assert!(e.contains("support.index.attributes: at most 64"), "{e}");
+    // A key digests `name ‖ 0 ‖ value`: no name may hold a NUL.
+    let nul = "support:\n  index: { attributes: [\"user.id\", \"a\\0b\"] }\nexporters:";
+    let e = load_with_env(&MINIMAL.replace("exporters:", nul), "i.yaml", &env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds a NUL"), "{e}");
 }
 
 /// Inputs fuzzing once failed on (`scripts/fuzz.sh config`; each is added to

@@ -75,8 +75,8 @@ impl Daemon {
                 new.index.max_bytes,
             );
             let attributes = &new.index.attributes;
-            if !attributes.is_empty() && !index.set_attributes(attributes) {
-                tracing::warn!("support.index.attributes: the index has indexed 256 distinct attributes since start; the new list applies after a restart");
+            if !attributes.is_empty() {
+                index.set_attributes(attributes);
             }
         }
         if let Some(rescue) = self.buffer.rescue_buffer() {

@@ -5,8 +5,8 @@
 //! summaries at decision time. Bounded by `retention`, `max_traces` and `max_bytes`, oldest
 //! out first. Values are held as 16-byte digests only ([`key`]); with `hash_values` the
 //! digest is a keyed HMAC-SHA256. A reload may change the attributes (for spans arriving
-//! from then on: each attribute keeps its slot, so old keys keep their meaning) and the
-//! bounds (at the next eviction).
+//! from then on: a key is a digest of the attribute's name and value, so old keys keep
+//! their meaning) and the bounds (at the next eviction).
 
 mod key;
 mod store;
@@ -20,19 +20,35 @@ use parking_lot::{Mutex, RwLock};
 use crate::config::IndexCfg;
 use crate::model::{Span, TraceId};
 
-pub use key::{Found, Key, KeyScan};
+pub use key::{Found, Key, KeyHash, KeyScan};
 pub use summary::{rfc3339, Decision, Summary};
 
-use key::{Keys, Slots};
+use key::Keys;
 pub use store::Slot;
 use store::{Limits, Store};
+
+/// The keys the index holds for a batch of decided traces, side by side: what the archive
+/// stores instead of reading the spans again (the same digests: [`KeyHash`]).
+#[derive(Debug, Default)]
+pub struct TraceKeys {
+    pub keys: Vec<Key>,
+    /// Per trace, in the order asked: the range of its keys in `keys`, or None when the
+    /// index may not hold all of them (the archive reads them from the spans then).
+    pub ranges: Vec<Option<(u32, u32)>>,
+}
+
+impl TraceKeys {
+    /// The keys of the `i`-th trace asked for, if the index holds them all.
+    pub fn of(&self, i: usize) -> Option<&[Key]> {
+        let (from, to) = (*self.ranges.get(i)?)?;
+        self.keys.get(from as usize..to as usize)
+    }
+}
 
 /// The index. Cheap to share by `Arc`; one short lock per request and per decision batch.
 pub struct Index {
     /// The attribute list in force: read once per batch and per lookup.
     keys: RwLock<Arc<Keys>>,
-    /// Every attribute given a slot since start.
-    slots: Mutex<Slots>,
     /// Read at each eviction; a reload replaces them.
     limits: RwLock<Limits>,
     store: Mutex<Store>,
@@ -47,16 +63,13 @@ fn now_ms() -> u64 {
 
 impl Index {
     pub fn new(cfg: &IndexCfg) -> Index {
-        let hmac_key = cfg
-            .hash_values
-            .then(|| cfg.hash_key.clone().unwrap_or_default().into_bytes());
-        let mut slots = Slots::new(hmac_key.as_deref());
-        // Validation allows 64 attributes, far below the slots an index has.
-        let first = &cfg.attributes[..cfg.attributes.len().min(key::MAX_SLOTS)];
-        let keys = slots.keys(first).expect("within MAX_SLOTS");
+        let hash = if cfg.hash_values {
+            KeyHash::hmac(cfg.hash_key.as_deref().unwrap_or_default().as_bytes())
+        } else {
+            KeyHash::random()
+        };
         Index {
-            keys: RwLock::new(Arc::new(keys)),
-            slots: Mutex::new(slots),
+            keys: RwLock::new(Arc::new(Keys::new(&cfg.attributes, hash))),
             limits: RwLock::new(Limits::of(cfg.retention, cfg.max_traces, cfg.max_bytes)),
             store: Mutex::new(Store::default()),
         }
@@ -78,14 +91,22 @@ impl Index {
 
     /// Indexes `attributes` from now on: spans that arrive later are read for them; traces
     /// indexed before keep their keys (those of a dropped attribute are out of reach of
-    /// lookups until they leave, and back if it is added again). False, and nothing
-    /// changed, once the index has given slots to 256 distinct attributes.
-    pub fn set_attributes(&self, attributes: &[String]) -> bool {
-        let Some(keys) = self.slots.lock().keys(attributes) else {
-            return false;
-        };
-        *self.keys.write() = Arc::new(keys);
-        true
+    /// lookups until they leave, and back if it is added again).
+    pub fn set_attributes(&self, attributes: &[String]) {
+        let mut keys = self.keys.write();
+        *keys = Arc::new(Keys::new(attributes, keys.hash().clone()));
+    }
+
+    /// Hashes values with `hash` from now on: the archive's, so keys on disk are the
+    /// index's digests (set once, before any traffic: keys hashed before no longer match).
+    pub fn set_key_hash(&self, hash: KeyHash) {
+        let mut keys = self.keys.write();
+        *keys = Arc::new(Keys::new(keys.names(), hash));
+    }
+
+    /// How values become keys.
+    pub fn key_hash(&self) -> KeyHash {
+        self.keys().hash().clone()
     }
 
     /// The indexed attribute names, in config order.
@@ -158,14 +179,26 @@ impl Index {
         store.evict(&self.limits(), None);
     }
 
-    /// Stores the summaries of decided traces at the slots [`Index::add`] gave them.
-    pub fn decided_at(&self, summaries: Vec<(Slot, Summary)>) {
-        if summaries.is_empty() {
-            return;
+    /// Stores the summaries of decided traces at the slots [`Index::add`] gave them, and
+    /// returns the keys the index holds for `want` (traces for the archive, with their
+    /// slots), in one lock.
+    pub fn decided_at(
+        &self,
+        summaries: Vec<(Slot, Summary)>,
+        want: impl Iterator<Item = (TraceId, Option<Slot>)>,
+    ) -> TraceKeys {
+        let mut want = want.peekable();
+        if summaries.is_empty() && want.peek().is_none() {
+            return TraceKeys::default();
         }
         let mut store = self.store.lock();
-        store.set_summaries_at(summaries);
-        store.evict(&self.limits(), None);
+        let mut known = TraceKeys::default();
+        known.ranges = store.keys_at(want, &mut known.keys);
+        if !summaries.is_empty() {
+            store.set_summaries_at(summaries);
+            store.evict(&self.limits(), None);
+        }
+        known
     }
 
     /// Changes the decision of an indexed trace (a rescue); `reason` is added to its reasons.

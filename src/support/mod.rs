@@ -48,6 +48,11 @@ impl Hooks {
         let Some(cfg) = cfg else { return self };
         match crate::archive::Archive::open(cfg.clone()) {
             Ok(a) => {
+                // One key scheme: the index hashes with the archive's seed (or both with
+                // `hash_key`), so a key on disk is the index's digest of the same value.
+                if let Some(ix) = &self.index {
+                    ix.set_key_hash(a.key_hash());
+                }
                 let st = a.stats();
                 tracing::info!(dir = %cfg.dir.display(), segments = st.segments, bytes = st.bytes, "archive opened");
                 self.archive = Some(a);
@@ -71,5 +76,37 @@ pub fn open_store(
             tracing::warn!("support.complaints.store is not set: complaint records are kept in memory and lost at exit");
             store::ComplaintStore::in_memory().map(Arc::new)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Hooks;
+
+    /// With the archive on, the index hashes with the archive's seed: a key on disk is the
+    /// index's digest of the same value, across restarts too.
+    #[test]
+    fn the_index_hashes_with_the_archives_seed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\nprocessors:\n  tail_sampling:\n    policies:\n      - {{ name: all, type: always_sample }}\nexporters:\n  file: {{ path: /tmp/out.jsonl }}\nsupport:\n  archive: {{ dir: {} }}\n",
+            dir.path().join("a").display()
+        );
+        let cfg = crate::config::load_with_env(&text, "t.yaml", &std::collections::HashMap::new())
+            .unwrap();
+        let key = |h: &Hooks| {
+            let ix = h.index.as_ref().unwrap().query_key("user.id", "u-1");
+            let ar = h.archive.as_ref().unwrap().key("user.id", "u-1");
+            assert_eq!(ix, Some(ar), "one key scheme");
+            h.archive.as_ref().unwrap().close();
+            ar
+        };
+        let open = || Hooks::from_config(&cfg.support).with_archive(cfg.support.archive.as_ref());
+        let first = key(&open());
+        assert_eq!(
+            key(&open()),
+            first,
+            "the seed is the archive's, kept on disk"
+        );
     }
 }

@@ -1,15 +1,21 @@
 //! Index keys: what the buffer's ingest reads from each trace's spans ([`KeyScan`], outside
 //! any lock) and what a lookup hashes its query into ([`Keys::key`]), so both meet in the
-//! index's store as the same fixed-size [`Key`].
+//! index's store as the same fixed-size [`Key`]. The archive keys its traces with the same
+//! [`KeyHash`], so a key on disk is the index's digest of the same value and the archive can
+//! store the keys the index computed at ingest instead of reading the spans again.
 //!
-//! A key is 16 bytes: xxh3-128 of the value with a seed drawn at start for each indexed
-//! attribute, or, with `hash_values`, HMAC-SHA256 of the attribute's position and the value
-//! under the configured key, truncated to 16 bytes (the raw value is never held). Nothing
-//! checks a hit against the value: two distinct values share a key with odds of about
-//! n / 2^128 for a lookup among n indexed values (a million values: ~3·10^-33). The seeds
-//! are random and secret, but xxh3 is not a cryptographic hash: someone able to set their
-//! own indexed values and wanting to make their traces answer for another value would at
-//! most add rows to a support search; `hash_values` (a keyed MAC) rules even that out.
+//! A key is 16 bytes: a digest of `name ‖ 0x00 ‖ value` (an attribute name never holds a
+//! NUL byte: the config refuses one), either xxh3-128 under a 64-bit seed or, with
+//! `hash_values`, HMAC-SHA256 under the configured key, truncated to 16 bytes (the raw value
+//! is never held). It is a function of the name, the value and the seed or key only: it
+//! keeps its meaning across reloads of the attribute list, and across restarts when the
+//! seed is the archive's (kept in `<dir>/seed`; without an archive the seed is drawn at
+//! start). Nothing checks a hit against the value: two distinct values share a key with
+//! odds of about n / 2^128 for a lookup among n indexed values (a million values:
+//! ~3·10^-33). The seed is random and secret, but xxh3 is not a cryptographic hash: someone
+//! able to set their own indexed values and wanting to make their traces answer for
+//! another value would at most add rows to a support search; `hash_values` (a keyed MAC)
+//! rules even that out.
 
 use std::sync::Arc;
 
@@ -35,83 +41,105 @@ impl std::hash::Hash for Key {
     }
 }
 
-/// How values become keys: the indexed attribute names and the hash. One snapshot per
-/// attribute list; a reload swaps in a new one ([`Slots::keys`]).
-pub(super) struct Keys {
-    /// Indexed attribute names, in config order.
-    names: Vec<String>,
-    /// The slot of each name: what its keys are hashed with. A slot never changes its
-    /// attribute, so a key keeps its meaning across reloads of the attribute list.
-    slots: Vec<usize>,
-    hash: Hash,
-}
-
+/// How a value becomes a key, in the index and the archive alike (see the module header).
 #[derive(Clone)]
-enum Hash {
-    /// One random xxh3 seed per slot, so equal values of two attributes differ.
-    Seeded(Arc<[u64]>),
-    /// `hash_values`: the HMAC key (the slot number is hashed with the value).
-    Hmac(Arc<[u8]>),
+pub enum KeyHash {
+    /// xxh3-128 under this seed.
+    Seeded(u64),
+    /// `hash_values`: HMAC-SHA256 under the configured key (keyed once, cloned per value).
+    Hmac(Arc<hmac::Hmac<sha2::Sha256>>),
 }
 
-/// Every attribute indexed since start, by slot (at most [`MAX_SLOTS`]), with its seed.
-pub(super) struct Slots {
-    names: Vec<String>,
-    seeds: Vec<u64>,
-    hmac_key: Option<Arc<[u8]>>,
-}
-
-/// Distinct attributes an index gives slots to over its life (a restart starts over).
-pub const MAX_SLOTS: usize = 256;
-
-impl Slots {
-    pub(super) fn new(hmac_key: Option<&[u8]>) -> Slots {
-        Slots {
-            names: Vec::new(),
-            seeds: Vec::new(),
-            hmac_key: hmac_key.map(Arc::from),
-        }
+impl KeyHash {
+    /// A seeded hash with a seed drawn now (an index without an archive).
+    pub fn random() -> KeyHash {
+        KeyHash::Seeded(fastrand::u64(..))
     }
 
-    /// The keys of `attributes`, in that order: known names keep their slot, new ones get
-    /// the next (None, and nothing changed, past [`MAX_SLOTS`]).
-    pub(super) fn keys(&mut self, attributes: &[String]) -> Option<Keys> {
-        let new = attributes
-            .iter()
-            .filter(|a| !self.names.contains(a))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        if self.names.len() + new > MAX_SLOTS {
-            return None;
-        }
-        let mut names = Vec::with_capacity(attributes.len());
-        let mut slots = Vec::with_capacity(attributes.len());
-        for a in attributes {
-            if names.contains(a) {
-                continue;
+    /// HMAC-SHA256 under `secret`.
+    pub fn hmac(secret: &[u8]) -> KeyHash {
+        KeyHash::Hmac(Arc::new(
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length"),
+        ))
+    }
+
+    /// The key of attribute `name` = `value`.
+    pub fn key(&self, name: &[u8], value: &[u8]) -> Key {
+        match self {
+            KeyHash::Seeded(seed) => {
+                // name ‖ 0 ‖ value, on the stack when short (most are).
+                let n = name.len() + 1 + value.len();
+                let mut stack = [0u8; 256];
+                let mut heap = Vec::new();
+                let buf: &mut [u8] = if n <= stack.len() {
+                    &mut stack[..n]
+                } else {
+                    heap.resize(n, 0);
+                    &mut heap
+                };
+                buf[..name.len()].copy_from_slice(name);
+                buf[name.len()] = 0;
+                buf[name.len() + 1..].copy_from_slice(value);
+                Key(xxhash_rust::xxh3::xxh3_128_with_seed(buf, *seed).to_le_bytes())
             }
-            let slot = match self.names.iter().position(|n| n == a) {
-                Some(i) => i,
-                None => {
-                    self.names.push(a.clone());
-                    self.seeds.push(fastrand::u64(..));
-                    self.names.len() - 1
-                }
-            };
-            names.push(a.clone());
-            slots.push(slot);
+            KeyHash::Hmac(keyed) => {
+                let mut mac = (**keyed).clone();
+                mac.update(name);
+                mac.update(&[0]);
+                mac.update(value);
+                let digest = mac.finalize().into_bytes();
+                Key(digest[..16].try_into().expect("SHA-256 is 32 bytes"))
+            }
         }
-        let hash = match &self.hmac_key {
-            Some(secret) => Hash::Hmac(Arc::clone(secret)),
-            None => Hash::Seeded(Arc::from(self.seeds.as_slice())),
-        };
-        Some(Keys { names, slots, hash })
     }
+
+    /// The key of one encoded `AnyValue` of attribute `name` (a string as its bytes,
+    /// anything else as its display form), or None for an empty value (never indexed).
+    pub fn key_of_raw(&self, name: &[u8], raw: &[u8]) -> Option<Key> {
+        // A short string value as every SDK writes it: field 1, one length byte, the bytes.
+        if let Some((&[0x0a, len], s)) = raw.split_first_chunk::<2>() {
+            if len < 0x80 && s.len() == len as usize {
+                return match std::str::from_utf8(s) {
+                    Ok(s) if !s.is_empty() => Some(self.key(name, s.as_bytes())),
+                    _ => None,
+                };
+            }
+        }
+        match AnyValueRef::parse(raw) {
+            AnyValueRef::Str(s) => (!s.is_empty()).then(|| self.key(name, s.as_bytes())),
+            other => {
+                let s = other.to_display_string();
+                (!s.is_empty()).then(|| self.key(name, s.as_bytes()))
+            }
+        }
+    }
+}
+
+/// How values become keys: the indexed attribute names and the hash. One snapshot per
+/// attribute list; a reload swaps in a new one.
+pub(super) struct Keys {
+    /// Indexed attribute names, in config order, each once.
+    names: Vec<String>,
+    hash: KeyHash,
 }
 
 impl Keys {
+    pub(super) fn new(attributes: &[String], hash: KeyHash) -> Keys {
+        let mut names: Vec<String> = Vec::with_capacity(attributes.len());
+        for a in attributes {
+            if !names.contains(a) {
+                names.push(a.clone());
+            }
+        }
+        Keys { names, hash }
+    }
+
     pub(super) fn names(&self) -> &[String] {
         &self.names
+    }
+
+    pub(super) fn hash(&self) -> &KeyHash {
+        &self.hash
     }
 
     /// The position of an indexed attribute name, compared as raw bytes.
@@ -123,49 +151,15 @@ impl Keys {
         })
     }
 
-    /// The key of `value` for the attribute at position `attr` of [`Keys::names`].
-    pub(super) fn key(&self, attr: usize, value: &[u8]) -> Key {
-        let slot = self.slots[attr];
-        match &self.hash {
-            Hash::Seeded(seeds) => {
-                Key(xxhash_rust::xxh3::xxh3_128_with_seed(value, seeds[slot]).to_le_bytes())
-            }
-            Hash::Hmac(secret) => {
-                let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
-                    .expect("HMAC takes any key length");
-                mac.update(&(slot as u32).to_le_bytes());
-                mac.update(value);
-                let digest = mac.finalize().into_bytes();
-                Key(digest[..16].try_into().expect("SHA-256 is 32 bytes"))
-            }
-        }
-    }
-
     /// The key for a lookup of `attribute` = `value`, or None when it is not indexed.
     pub(super) fn query(&self, attribute: &str, value: &str) -> Option<Key> {
-        let i = self.position(attribute.as_bytes())?;
-        Some(self.key(i, value.as_bytes()))
+        self.position(attribute.as_bytes())?;
+        Some(self.hash.key(attribute.as_bytes(), value.as_bytes()))
     }
 
-    /// The key of one encoded `AnyValue` (a string as its bytes, anything else as its
-    /// display form), or None for an empty value (never indexed).
-    pub(super) fn key_of_raw(&self, attr: usize, raw: &[u8]) -> Option<Key> {
-        // A short string value as every SDK writes it: field 1, one length byte, the bytes.
-        if let Some((&[0x0a, len], s)) = raw.split_first_chunk::<2>() {
-            if len < 0x80 && s.len() == len as usize {
-                return match std::str::from_utf8(s) {
-                    Ok(s) if !s.is_empty() => Some(self.key(attr, s.as_bytes())),
-                    _ => None,
-                };
-            }
-        }
-        match AnyValueRef::parse(raw) {
-            AnyValueRef::Str(s) => (!s.is_empty()).then(|| self.key(attr, s.as_bytes())),
-            other => {
-                let s = other.to_display_string();
-                (!s.is_empty()).then(|| self.key(attr, s.as_bytes()))
-            }
-        }
+    /// The key of one encoded `AnyValue` of the attribute at position `attr`.
+    fn key_of_raw(&self, attr: usize, raw: &[u8]) -> Option<Key> {
+        self.hash.key_of_raw(self.names[attr].as_bytes(), raw)
     }
 }
 

@@ -25,22 +25,41 @@ const NONE: u64 = u64::MAX;
 
 /// Where an indexed trace's entry sits, as the buffer keeps it with the pending trace so
 /// its summary is stored without a table lookup: the entry's sequence number modulo
-/// 2^32 - 1, plus one (four bytes, so a pending trace stays 48). A slot can name another
-/// entry after 4 billion traces; the trace id is checked, and the id lookup used then.
+/// 2^31 - 1, plus one, in the low 31 bits (four bytes, so a pending trace stays 48). A slot
+/// can name another entry after 2 billion traces; the trace id is checked, and the id
+/// lookup used then. The top bit says the entry is not the first one the trace had (it
+/// left the index while the trace was pending and came back with the later spans' keys
+/// only): its keys are then not all the trace's ([`Store::keys_at`] gives none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot(NonZeroU32);
 
-const SLOTS: u64 = u32::MAX as u64;
+const SLOTS: u64 = (1 << 31) - 1;
+const PARTIAL: u32 = 1 << 31;
 
 impl Slot {
     fn of(n: u64) -> Slot {
         Slot(NonZeroU32::new((n % SLOTS) as u32 + 1).expect("at least one"))
     }
 
-    /// The sequence number in `[base, base + 2^32 - 1)` this slot stands for.
+    /// The sequence number in `[base, base + 2^31 - 1)` this slot stands for.
     fn seq(self, base: u64) -> u64 {
-        let r = u64::from(self.0.get() - 1);
+        let r = u64::from((self.0.get() & !PARTIAL) - 1);
         base + (r + SLOTS - base % SLOTS) % SLOTS
+    }
+
+    /// The slot a pending trace keeps once a later request gave it `new`: `new`, marked
+    /// partial when it names another entry than `old` (or `old` was partial).
+    pub fn follow(old: Option<Slot>, new: Slot) -> Slot {
+        match old {
+            Some(o) if o.0.get() & !PARTIAL != new.0.get() || o.is_partial() => {
+                Slot(new.0 | PARTIAL)
+            }
+            _ => new,
+        }
+    }
+
+    fn is_partial(self) -> bool {
+        self.0.get() & PARTIAL != 0
     }
 }
 
@@ -303,6 +322,30 @@ impl Store {
         out
     }
 
+    /// The keys of decided traces, for the archive: each trace's keys appended to `out`
+    /// and their range, or None when the index may not hold all of them (no slot, a
+    /// partial one, or the entry gone).
+    pub(super) fn keys_at(
+        &self,
+        traces: impl Iterator<Item = (TraceId, Option<Slot>)>,
+        out: &mut Vec<Key>,
+    ) -> Vec<Option<(u32, u32)>> {
+        traces
+            .map(|(id, slot)| {
+                let slot = slot.filter(|s| !s.is_partial())?;
+                let i = slot.seq(self.base) - self.base;
+                let e = self.entries.get(i as usize).filter(|e| e.id == id)?;
+                let from = out.len() as u32;
+                let mut p = e.newest;
+                while let Some(posting) = self.posting(p) {
+                    out.push(posting.key);
+                    p = posting.older_same_trace;
+                }
+                Some((from, out.len() as u32))
+            })
+            .collect()
+    }
+
     /// The keys of an indexed trace.
     pub(super) fn keys_for(&self, id: &TraceId) -> Vec<Key> {
         let mut out = Vec::new();
@@ -394,6 +437,16 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_is_partial_once_its_trace_changed_entries() {
+        let (a, b) = (Slot::of(5), Slot::of(6));
+        assert_eq!(Slot::follow(None, a), a);
+        assert_eq!(Slot::follow(Some(a), a), a);
+        let p = Slot::follow(Some(a), b);
+        assert!(p.is_partial() && !a.is_partial());
+        assert!(Slot::follow(Some(p), b).is_partial(), "and stays so");
+    }
+
+    #[test]
     fn a_slot_names_its_sequence_number_across_the_wrap() {
         assert_eq!(
             size_of::<Option<Slot>>(),
@@ -411,6 +464,9 @@ mod tests {
         ] {
             for n in (base..base + 10).chain([base + SLOTS - 1]) {
                 assert_eq!(Slot::of(n).seq(base), n, "base {base}, n {n}");
+                let p = Slot::follow(Some(Slot::of(n + 1)), Slot::of(n));
+                assert!(p.is_partial());
+                assert_eq!(p.seq(base), n, "the mark leaves the number alone");
             }
         }
     }

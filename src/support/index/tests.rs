@@ -140,9 +140,10 @@ fn hashed_values_never_hold_the_raw_id() {
     let t = g.trace(Shape::default(), 3);
     ix.add_at(ix.keys_of(&spans_of(&t)), 1_000);
     let key = ix.query_key("user.id", &t.user_id).unwrap();
-    // HMAC-SHA256 of the attribute's position and the value, truncated: nothing else.
+    // HMAC-SHA256 of the attribute's name, a zero byte and the value, truncated: nothing
+    // else (the archive stores this very digest).
     let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(b"secret").unwrap();
-    hmac::Mac::update(&mut mac, &0u32.to_le_bytes());
+    hmac::Mac::update(&mut mac, b"user.id\0");
     hmac::Mac::update(&mut mac, t.user_id.as_bytes());
     let digest = hmac::Mac::finalize(mac).into_bytes();
     assert_eq!(key.0[..], digest[..16]);
@@ -190,7 +191,7 @@ fn a_new_attribute_list_applies_to_spans_indexed_from_then_on() {
     assert!(ix.query_key("order.id", "o-1").is_none(), "not indexed yet");
     let user_a = ix.query_key("user.id", &a.user_id).unwrap();
 
-    assert!(ix.set_attributes(&["order.id".into(), "user.id".into()]));
+    ix.set_attributes(&["order.id".into(), "user.id".into()]);
     assert_eq!(ix.attributes(), ["order.id", "user.id"]);
     let mut b = g.trace(Shape::default(), 2);
     b.spans[0].1.attributes.push(kv("order.id", "o-1"));
@@ -204,24 +205,64 @@ fn a_new_attribute_list_applies_to_spans_indexed_from_then_on() {
     assert_eq!(
         ix.query_key("user.id", &a.user_id).unwrap(),
         user_a,
-        "an attribute keeps its slot, so its keys keep their meaning"
+        "a key digests the name and the value: it keeps its meaning"
     );
     assert_eq!(ids(&ix.lookup(&user_a)), vec![a.trace_id]);
 
     // Dropped: out of reach; added back: its old entries with it.
-    assert!(ix.set_attributes(&["user.id".into()]));
+    ix.set_attributes(&["user.id".into()]);
     assert!(ix.query_key("order.id", "o-1").is_none());
-    assert!(ix.set_attributes(&["user.id".into(), "order.id".into()]));
+    ix.set_attributes(&["user.id".into(), "order.id".into()]);
     assert_eq!(ids(&ix.lookup(&order)), vec![b.trace_id]);
 }
 
 #[test]
-fn the_index_refuses_a_257th_distinct_attribute() {
+fn any_number_of_attributes_over_reloads() {
     let ix = Index::new(&cfg());
-    let many: Vec<String> = (0..253).map(|i| format!("a{i}")).collect();
-    assert!(ix.set_attributes(&many), "3 + 253 = 256 slots");
-    assert!(!ix.set_attributes(&["one.more".into()]));
-    assert_eq!(ix.attributes().len(), 253, "unchanged");
+    for round in 0..3 {
+        let many: Vec<String> = (0..300).map(|i| format!("a{round}.{i}")).collect();
+        ix.set_attributes(&many);
+        assert_eq!(ix.attributes().len(), 300);
+    }
+}
+
+/// The key is a function of (name, value, seed or hash key) only: the archive computes the
+/// index's digest of a value without the index, and stores it.
+#[test]
+fn keys_are_digests_of_name_and_value_under_the_seed_or_key() {
+    let hashed = IndexCfg {
+        hash_values: true,
+        hash_key: Some("s3cret".into()),
+        ..cfg()
+    };
+    let a = Index::new(&hashed);
+    let b = Index::new(&hashed);
+    let k = a.query_key("user.id", "u-1").unwrap();
+    assert_eq!(
+        b.query_key("user.id", "u-1"),
+        Some(k),
+        "same key, same digest"
+    );
+    assert_eq!(KeyHash::hmac(b"s3cret").key(b"user.id", b"u-1"), k);
+    assert_ne!(a.query_key("session.id", "u-1"), Some(k), "the name counts");
+    let other = Index::new(&IndexCfg {
+        hash_key: Some("other".into()),
+        ..hashed
+    });
+    assert_ne!(other.query_key("user.id", "u-1"), Some(k), "the key counts");
+    // Seeded: the seed handed over (the archive's) decides, not the process.
+    let (c, d) = (Index::new(&cfg()), Index::new(&cfg()));
+    assert_ne!(c.query_key("user.id", "u-1"), d.query_key("user.id", "u-1"));
+    c.set_key_hash(KeyHash::Seeded(7));
+    d.set_key_hash(KeyHash::Seeded(7));
+    let k = c.query_key("user.id", "u-1").unwrap();
+    assert_eq!(d.query_key("user.id", "u-1"), Some(k));
+    assert_eq!(KeyHash::Seeded(7).key(b"user.id", b"u-1"), k);
+    // Ingest computes the same key as a query.
+    let mut t = Gen::new(3).trace(Shape::default(), 3);
+    t.set_user("u-1");
+    c.add_at(c.keys_of(&spans_of(&t)), 1_000);
+    assert_eq!(ids(&c.lookup(&k)), vec![t.trace_id]);
 }
 
 /// A summary of nothing, for tests that only count bytes.
@@ -348,12 +389,15 @@ fn summaries_go_to_the_slots_ingest_gave() {
     }
     assert_eq!(slots.len(), 3);
     // Trace 0 has left: its summary is let go; the others land where they are.
-    ix.decided_at(vec![
-        (slots[0], bare(id(0), &[])),
-        (slots[2], bare(id(2), &[])),
-        // A slot that names another trace's entry: the id decides.
-        (slots[2], bare(id(1), &["errors"])),
-    ]);
+    ix.decided_at(
+        vec![
+            (slots[0], bare(id(0), &[])),
+            (slots[2], bare(id(2), &[])),
+            // A slot that names another trace's entry: the id decides.
+            (slots[2], bare(id(1), &["errors"])),
+        ],
+        std::iter::empty(),
+    );
     assert!(ix.summary(&id(0)).is_none() && !ix.contains(&id(0)));
     assert!(ix.summary(&id(2)).is_some());
     assert_eq!(&*ix.summary(&id(1)).unwrap().reasons[0], "errors");
@@ -491,7 +535,7 @@ proptest! {
         let ix = Index::new(&c);
         let parsed = |raw: &[u8]| {
             let s = crate::wire::AnyValueRef::parse(raw).to_display_string();
-            (!s.is_empty()).then(|| ix.keys().key(0, s.as_bytes()))
+            (!s.is_empty()).then(|| ix.key_hash().key(b"user.id", s.as_bytes()))
         };
         let encoded = [
             AnyValue { value: Some(any_value::Value::StringValue(text.clone())) }.encode_to_vec(),
@@ -500,7 +544,7 @@ proptest! {
             [&[0x0a, junk.len() as u8][..], &junk].concat(),
         ];
         for raw in &encoded {
-            prop_assert_eq!(ix.keys().key_of_raw(0, raw), parsed(raw), "{:?}", raw);
+            prop_assert_eq!(ix.key_hash().key_of_raw(b"user.id", raw), parsed(raw), "{:?}", raw);
         }
     }
 }
