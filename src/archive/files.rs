@@ -45,6 +45,42 @@ pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
+/// Takes `<dir>/lock` for this process (an advisory lock, released when the file closes,
+/// at exit too): a second daemon on the same directory would interleave segments and
+/// delete the other's by retention. The holder's pid is written in it for the message.
+pub(crate) fn lock(dir: &Path) -> io::Result<File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
+    match f.try_lock() {
+        Ok(()) => {
+            f.set_len(0)?;
+            f.seek(io::SeekFrom::Start(0))?;
+            writeln!(f, "{}", std::process::id())?;
+            Ok(f)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "{} is held by another process (pid {}): one archive directory per daemon",
+                    path.display(),
+                    holder.trim()
+                ),
+            ))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// The segments in `dir`: `(seq, has data, has index)`, oldest first. Temp files left by
 /// a crash are listed under `temps`.
 pub(crate) struct Listing {

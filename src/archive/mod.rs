@@ -164,6 +164,8 @@ pub(crate) struct Inner {
     max_bytes: AtomicU64,
     clock: Clock,
     cache: BlockCache,
+    /// `<dir>/lock`, held until the archive is closed (its writer stopped) or dropped.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 impl Inner {
@@ -265,6 +267,7 @@ impl Archive {
             source,
         };
         files::create_dir(&cfg.dir).map_err(dir_err)?;
+        let lock = files::lock(&cfg.dir).map_err(dir_err)?;
         let hasher = match &cfg.hash_key {
             Some(k) => Hasher::hmac(k),
             None => Hasher::Seeded(
@@ -288,6 +291,7 @@ impl Archive {
             counters,
             gate: Mutex::new(()),
             cache: BlockCache::default(),
+            lock: Mutex::new(Some(lock)),
             tuning,
             cfg,
         });
@@ -533,6 +537,8 @@ impl Archive {
         if let Some(t) = self.handle.thread.lock().take() {
             let _ = t.join();
         }
+        // Nothing writes any more: another archive may open the directory.
+        self.inner().lock.lock().take();
     }
 
     /// Tests: stops the writer as a kill would (pending block lost, segment unsealed).
@@ -542,6 +548,7 @@ impl Archive {
         if let Some(t) = self.handle.thread.lock().take() {
             let _ = t.join();
         }
+        self.inner().lock.lock().take();
     }
 
     /// Tests: holds the writer still while the guard lives.

@@ -250,11 +250,13 @@ fn max_bytes_is_never_exceeded_by_more_than_one_segment() {
         a.flush();
         let st = a.stats();
         assert!(st.bytes <= (200 << 10) + seg + (8 << 10), "{st:?}");
+        // Segment files only (not the seed nor the lock).
         let on_disk: u64 = std::fs::read_dir(dir.path())
             .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum::<u64>()
-            - 8; // the seed
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum::<u64>();
         assert_eq!(on_disk, st.bytes);
     }
     let st = a.stats();
@@ -264,6 +266,26 @@ fn max_bytes_is_never_exceeded_by_more_than_one_segment() {
     let first = kept.iter().position(|k| *k).unwrap();
     assert!(first > 0 && kept[first..].iter().all(|k| *k));
     a.close();
+}
+
+#[test]
+fn one_daemon_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Archive::open_with(cfg(dir.path(), Traces::All), small()).unwrap();
+    let second = Archive::open_with(cfg(dir.path(), Traces::All), small());
+    let e = second
+        .err()
+        .expect("a second archive on the directory is refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("is held by another process")
+            && msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // Closed (its writer stopped), the directory is free again.
+    a.close();
+    let b = Archive::open_with(cfg(dir.path(), Traces::All), small()).unwrap();
+    b.close();
 }
 
 #[test]
