@@ -214,16 +214,40 @@ impl AttrTest {
             PathField::ScopeAttributes => (&span.scope().message, SCOPE_ATTRIBUTES),
             _ => (cx.event, EVENT_ATTRIBUTES),
         };
-        let v = wire::Attributes::new(msg, number)
-            .get(self.key.as_bytes())
-            .map_or(V::Nil, any_value);
+        let v = wire::Attributes::new(msg, number).get(self.key.as_bytes());
         for (op, lit) in &self.tests {
-            if super::value::compare(&v, *op, &lit.value()) == self.any {
+            if compare_lit(v, *op, lit) == self.any {
                 return self.any;
             }
         }
         !self.any
     }
+}
+
+/// `compare(any_value(v), op, lit.value())` (an absent attribute is nil) without making
+/// either value: the fused tests' hot path. Literals are never maps nor lists.
+#[inline]
+pub fn compare_lit(v: Option<AnyValueRef<'_>>, op: CmpOp, lit: &Lit) -> bool {
+    use AnyValueRef as A;
+    let v = v.unwrap_or(A::Empty);
+    let ord = match (v, lit) {
+        (A::Empty, Lit::Nil) => Some(std::cmp::Ordering::Equal),
+        (A::Str(x), Lit::Str(y)) => Some(x.cmp(&**y)),
+        (A::Int(x), Lit::Int(y)) => Some(x.cmp(y)),
+        (A::Int(x), Lit::Double(y)) => (x as f64).partial_cmp(y),
+        (A::Double(x), Lit::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (A::Double(x), Lit::Double(y)) => x.partial_cmp(y),
+        (A::Bytes(x), Lit::Bytes(y)) => Some(x.cmp(&**y)),
+        (A::Bool(x), Lit::Bool(y)) => {
+            return match op {
+                CmpOp::Eq => x == *y,
+                CmpOp::Ne => x != *y,
+                _ => false,
+            }
+        }
+        _ => None,
+    };
+    super::value::outcome(ord, op, matches!(v, A::Empty))
 }
 
 impl Path {

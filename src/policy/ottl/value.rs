@@ -102,13 +102,19 @@ pub fn compare(a: &V<'_>, op: CmpOp, b: &V<'_>) -> bool {
         }
         _ => None,
     };
+    outcome(ord, op, matches!(a, V::Nil))
+}
+
+/// What `op` answers for an ordering of two values (`None`: not comparable); `nil` is equal
+/// to `nil` but not ordered. Shared by [`compare`] and the fused attribute tests.
+#[inline]
+pub fn outcome(ord: Option<Ordering>, op: CmpOp, left_is_nil: bool) -> bool {
     match (ord, op) {
         (Some(o), CmpOp::Eq) => o == Ordering::Equal,
         (Some(o), CmpOp::Ne) => o != Ordering::Equal,
         (None, CmpOp::Ne) => true,
         (None, _) => false,
-        // nil is equal to nil but not ordered.
-        (Some(_), _) if matches!(a, V::Nil) => false,
+        (Some(_), _) if left_is_nil => false,
         (Some(o), CmpOp::Lt) => o == Ordering::Less,
         (Some(o), CmpOp::Le) => o != Ordering::Greater,
         (Some(o), CmpOp::Gt) => o == Ordering::Greater,

@@ -174,6 +174,63 @@ fn comparison_rules_across_types() {
 }
 
 #[test]
+fn fused_attribute_comparisons_follow_the_general_rules() {
+    use super::expr::{any_value, compare_lit, Lit};
+    use crate::wire::AnyValueRef as A;
+    let values = [
+        A::Empty,
+        A::Str(""),
+        A::Str("a"),
+        A::Str("b"),
+        A::Int(5),
+        A::Int(-1),
+        A::Double(5.0),
+        A::Double(f64::NAN),
+        A::Bool(true),
+        A::Bool(false),
+        A::Bytes(&[1, 2]),
+        A::Array(&[0x0a, 0x00]),
+        A::KvList(&[]),
+    ];
+    let lits = [
+        Lit::Nil,
+        Lit::Str("".into()),
+        Lit::Str("a".into()),
+        Lit::Int(5),
+        Lit::Int(-1),
+        Lit::Double(5.0),
+        Lit::Double(4.5),
+        Lit::Bool(true),
+        Lit::Bool(false),
+        Lit::Bytes(vec![1, 2].into()),
+    ];
+    let ops = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ];
+    for lit in &lits {
+        for op in ops {
+            assert_eq!(
+                compare_lit(None, op, lit),
+                compare(&V::Nil, op, &lit.value()),
+                "absent {op:?} {lit:?}"
+            );
+            for v in values {
+                assert_eq!(
+                    compare_lit(Some(v), op, lit),
+                    compare(&any_value(v), op, &lit.value()),
+                    "{v:?} {op:?} {lit:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn each_operator_and_boolean_logic() {
     let s = one(span(0, 1).attrs(vec![kv_int("n", 5), kv("s", "b")]));
     for (c, want) in [
