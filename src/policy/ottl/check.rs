@@ -68,8 +68,9 @@ impl Ty {
     }
 }
 
-/// Compiles one parsed condition, or returns every problem found in it.
-pub fn compile(ast: &BoolAst, cx: Context) -> Result<Cond, Vec<SyntaxError>> {
+/// Compiles one parsed condition (and whether it reads a path more than once: memo slots),
+/// or returns every problem found in it.
+pub fn compile(ast: &BoolAst, cx: Context) -> Result<(Cond, bool), Vec<SyntaxError>> {
     let mut c = Checker {
         cx,
         errors: Vec::new(),
@@ -77,8 +78,8 @@ pub fn compile(ast: &BoolAst, cx: Context) -> Result<Cond, Vec<SyntaxError>> {
     let cond = c.cond(ast);
     if c.errors.is_empty() {
         let mut cond = fuse(cond);
-        assign_memo_slots(&mut cond);
-        Ok(cond)
+        let memo = assign_memo_slots(&mut cond);
+        Ok((cond, memo))
     } else {
         Err(c.errors)
     }
@@ -422,8 +423,9 @@ fn known_paths(cx: Context) -> &'static str {
     }
 }
 
-/// Gives each path read more than once in `cond` a memo slot (the same for equal paths).
-fn assign_memo_slots(cond: &mut Cond) {
+/// Gives each path read more than once in `cond` a memo slot (the same for equal paths);
+/// true when it gave any.
+fn assign_memo_slots(cond: &mut Cond) -> bool {
     type PathKey = (PathField, Box<[Box<str>]>);
     let mut seen: Vec<(PathKey, usize)> = Vec::new();
     cond.visit_paths(&mut |p| {
@@ -445,6 +447,7 @@ fn assign_memo_slots(cond: &mut Cond) {
             .position(|(f, k)| *f == p.field && *k == p.keys)
             .map(|i| i as u8);
     });
+    !repeated.is_empty()
 }
 
 impl Cond {

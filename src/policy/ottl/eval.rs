@@ -58,17 +58,17 @@ impl Expr {
     pub fn eval<'a>(&'a self, cx: Ctx<'a>) -> Result<V<'a>, EvalError> {
         match self {
             Expr::Lit(l) => Ok(l.value()),
-            Expr::Path(p) => match p.slot {
-                None => p.read(cx),
-                Some(i) => {
+            Expr::Path(p) => match (p.slot, cx.memo) {
+                (Some(i), Some(memo)) => {
                     let i = usize::from(i);
-                    if let Some(v) = &cx.memo.0.borrow()[i] {
+                    if let Some(v) = &memo.0.borrow()[i] {
                         return Ok(v.clone());
                     }
                     let v = p.read(cx)?;
-                    cx.memo.0.borrow_mut()[i] = Some(v.clone());
+                    memo.0.borrow_mut()[i] = Some(v.clone());
                     Ok(v)
                 }
+                _ => p.read(cx),
             },
             Expr::Call(c) => c.eval(cx),
         }

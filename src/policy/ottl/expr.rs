@@ -138,7 +138,8 @@ impl PathField {
 pub struct Ctx<'a> {
     pub span: &'a Span,
     pub event: &'a [u8],
-    pub memo: &'a Memo<'a>,
+    /// `None` for a condition with no repeated path (no slot to fill).
+    pub memo: Option<&'a Memo<'a>>,
 }
 
 /// `Span.kind` (field 6), `Span.status` (15), event `time_unix_nano` (1) and `name` (2).

@@ -76,6 +76,8 @@ struct Condition {
     cond: Cond,
     /// Reads only resource/scope paths: evaluated once per run of spans sharing them.
     origin_only: bool,
+    /// Reads a path more than once (memo slots to fill while it is evaluated).
+    memo: bool,
 }
 
 /// A built `ottl_condition` policy.
@@ -143,10 +145,14 @@ fn compile_one(src: &str, cx: Context) -> Result<Condition, Vec<String>> {
     let render = |e: lexer::SyntaxError| e.render(src);
     let tokens = lexer::lex(src).map_err(|e| vec![render(e)])?;
     let ast = parser::parse(&tokens).map_err(|e| vec![render(e)])?;
-    let cond =
+    let (cond, memo) =
         check::compile(&ast, cx).map_err(|es| es.into_iter().map(render).collect::<Vec<_>>())?;
     let origin_only = cond.paths_all(|p| p.origin_only());
-    Ok(Condition { cond, origin_only })
+    Ok(Condition {
+        cond,
+        origin_only,
+        memo,
+    })
 }
 
 impl OttlPolicy {
@@ -207,11 +213,11 @@ impl OttlPolicy {
     /// The condition's value, or `None` when an error must end the evaluation (propagate).
     #[inline]
     fn check(&self, c: &Condition, span: &Span, event: &[u8]) -> Option<bool> {
-        let memo = Memo::new();
+        let memo = c.memo.then(Memo::new);
         let cx = Ctx {
             span,
             event,
-            memo: &memo,
+            memo: memo.as_ref(),
         };
         match c.cond.eval(cx) {
             Ok(b) => Some(b),
