@@ -72,6 +72,25 @@ fn protos(t: &Trace) -> BTreeMap<Vec<u8>, Span> {
 }
 
 /// Spans of a request, by span id, with the service of each.
+/// `casefile archive export --dir dir --trace id`.
+fn export(dir: &Path, id: &str) -> std::process::Output {
+    run(&[
+        "archive",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--trace",
+        id,
+    ])
+}
+
+/// The spans of an `archive export` document, by span id, with their services.
+fn exported_spans(out: &std::process::Output) -> BTreeMap<Vec<u8>, (String, Span)> {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let proto = casefile::wire::json::request_from_json(&out.stdout).unwrap();
+    request_spans(&ExportTraceServiceRequest::decode(proto.as_slice()).unwrap())
+}
+
 fn request_spans(req: &ExportTraceServiceRequest) -> BTreeMap<Vec<u8>, (String, Span)> {
     let mut out = BTreeMap::new();
     for rs in &req.resource_spans {
@@ -169,18 +188,8 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
     // Export: one OTLP/JSON document whose spans are the trace's, with their services.
     let target = &made.errors[1];
     let id = hex::encode(target.trace_id);
-    let out = run(&[
-        "archive",
-        "export",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--trace",
-        &id,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let proto = casefile::wire::json::request_from_json(&out.stdout).unwrap();
-    let req = ExportTraceServiceRequest::decode(proto.as_slice()).unwrap();
-    let got = request_spans(&req);
+    let out = export(&dir, &id);
+    let got = exported_spans(&out);
     let want = protos(target);
     assert_eq!(
         got.values().map(|(_, s)| s.clone()).collect::<Vec<_>>(),
@@ -192,14 +201,7 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
 
     // Unknown id: exit 1 and a message; a bad id: exit 2; no directory: exit 1.
     let unknown = "0123456789abcdef0123456789abcdef";
-    let out = run(&[
-        "archive",
-        "export",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--trace",
-        unknown,
-    ]);
+    let out = export(&dir, unknown);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(
@@ -207,14 +209,7 @@ fn archive_stats_and_export_read_an_archive_offline_and_never_write_to_it() {
         "{}",
         text(&out.stderr)
     );
-    let out = run(&[
-        "archive",
-        "export",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--trace",
-        "xyz",
-    ]);
+    let out = export(&dir, "xyz");
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("invalid trace id"),
@@ -293,17 +288,8 @@ fn the_segment_a_running_daemon_is_writing_is_read_without_being_touched() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["traces"], 4, "{v}");
     let id = hex::encode(traces[2].trace_id);
-    let out = run(&[
-        "archive",
-        "export",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--trace",
-        &id,
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let proto = casefile::wire::json::request_from_json(&out.stdout).unwrap();
-    let got = request_spans(&ExportTraceServiceRequest::decode(proto.as_slice()).unwrap());
+    let out = export(&dir, &id);
+    let got = exported_spans(&out);
     assert_eq!(
         got.into_values().map(|(_, s)| s).collect::<Vec<_>>(),
         protos(&traces[2]).into_values().collect::<Vec<_>>()
@@ -328,14 +314,7 @@ fn kept_traces_of_a_dropped_only_archive_have_no_spans_to_export_or_replay() {
     a.record_dropped(vec![(dropped.trace_id, spans_of(&dropped))]);
     a.close();
     let id = hex::encode(kept.trace_id);
-    let out = run(&[
-        "archive",
-        "export",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--trace",
-        &id,
-    ]);
+    let out = export(&dir, &id);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("archived without its spans"),
