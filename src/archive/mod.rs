@@ -19,6 +19,7 @@
 //! traces in a few milliseconds.
 
 mod batch;
+mod builder;
 mod config;
 mod files;
 mod format;
@@ -53,6 +54,7 @@ pub use config::{ArchiveCfg, Traces, ESTIMATED_BYTES_PER_SPAN};
 use keys::Hasher;
 use read::BlockCache;
 use segment::{MemIndex, Rec, Sealed};
+use builder::{Builder, Filled};
 use writer::{Msg, Writer};
 
 #[derive(Debug, Error)]
@@ -84,7 +86,8 @@ pub struct Tuning {
     pub level: i32,
     /// Batches the queue holds before `record_*` drops (`busy`).
     pub queue: usize,
-    /// Injected write failures: 0 none, 1 ENOSPC, 2 another I/O error.
+    /// Injected write failures: 0 none, 1 ENOSPC, 2 another I/O error (tests: 3, a panic
+    /// while filling a block).
     pub faults: Arc<AtomicU8>,
 }
 
@@ -166,6 +169,10 @@ pub(crate) struct Inner {
     cache: BlockCache,
     /// `<dir>/lock`, held until the archive is closed (its writer stopped) or dropped.
     lock: Mutex<Option<std::fs::File>>,
+    /// The block being filled, by the decider's thread.
+    builder: Mutex<Builder>,
+    /// Set when filling a block panicked: archiving is off, the daemon runs on.
+    off: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -179,7 +186,7 @@ impl Inner {
 
     fn fault(&self) -> std::io::Result<()> {
         match self.tuning.faults.load(Relaxed) {
-            0 => Ok(()),
+            0 | 3 => Ok(()),
             1 => Err(std::io::ErrorKind::StorageFull.into()),
             _ => Err(std::io::Error::other("injected write failure")),
         }
@@ -292,6 +299,8 @@ impl Archive {
             gate: Mutex::new(()),
             cache: BlockCache::default(),
             lock: Mutex::new(Some(lock)),
+            builder: Mutex::default(),
+            off: Default::default(),
             tuning,
             cfg,
         });
@@ -322,22 +331,36 @@ impl Archive {
         &self.handle.inner
     }
 
-    /// Hands a batch to the writer, or drops it when the queue is full (counted by trace;
-    /// the count is taken only then, off the common path).
-    fn send(&self, msg: Msg) {
-        match self.handle.tx.try_send(msg) {
+    /// Runs `f` on the block being filled, then hands the blocks it filled to the writer.
+    /// A panic in `f` turns archiving off (logged) and never reaches the caller.
+    fn fill(&self, f: impl FnOnce(&mut Builder, &Inner, &mut Vec<Filled>)) {
+        let inner = self.inner();
+        if inner.off.load(Relaxed) {
+            return;
+        }
+        let mut full = Vec::new();
+        {
+            let mut b = inner.builder.lock();
+            let run = std::panic::AssertUnwindSafe(|| f(&mut b, inner, &mut full));
+            if std::panic::catch_unwind(run).is_err() {
+                inner.off.store(true, Relaxed);
+                *b = Builder::default();
+                tracing::error!("archive: filling a block panicked; archiving is off");
+                return;
+            }
+        }
+        for block in full {
+            self.send(block);
+        }
+    }
+
+    /// Hands a full block to the writer, or drops it when the queue is full (counted by
+    /// trace).
+    fn send(&self, block: Filled) {
+        match self.handle.tx.try_send(Msg::Block(block)) {
             Ok(()) => {}
-            Err(TrySendError::Full(msg)) => {
-                let traces = match &msg {
-                    Msg::Dropped(t, _) => t.len() as u64,
-                    Msg::Kept(spans) => {
-                        let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
-                        ids.sort_unstable();
-                        ids.dedup();
-                        ids.len() as u64
-                    }
-                    _ => 0,
-                };
+            Err(TrySendError::Full(Msg::Block(block))) => {
+                let traces = block.traces;
                 self.inner()
                     .counters
                     .dropped_busy
@@ -346,11 +369,12 @@ impl Archive {
                     .increment(traces);
             }
             // Closed: the daemon is shutting down.
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(_) => {}
         }
     }
 
-    /// Dropped traces (at decision, and late spans of dropped traces). Never blocks.
+    /// Dropped traces (at decision, and late spans of dropped traces), packed on the
+    /// caller's thread while their bytes are in its cache. Never blocks.
     pub fn record_dropped(&self, traces: Vec<(TraceId, Vec<Span>)>) {
         self.record_dropped_with_keys(traces, TraceKeys::default());
     }
@@ -360,7 +384,7 @@ impl Archive {
     /// they are.
     pub fn record_dropped_with_keys(&self, traces: Vec<(TraceId, Vec<Span>)>, known: TraceKeys) {
         if !traces.is_empty() {
-            self.send(Msg::Dropped(traces, known));
+            self.fill(|b, inner, full| b.dropped(inner, &traces, &known, full));
         }
     }
 
@@ -373,17 +397,17 @@ impl Archive {
     /// The keys the index holds for traces just kept (id, span count), by position in
     /// `ids`: their spans follow with [`Archive::record_kept`] (after export encoding) and
     /// take these keys instead of being read for them, when they come as that many spans
-    /// (late spans in the same batch: read). Never blocks (a full queue: they are read).
+    /// (late spans in the same batch: read). Never blocks.
     pub fn kept_keys(&self, ids: Vec<(TraceId, u32)>, known: TraceKeys) {
         if !ids.is_empty() {
-            let _ = self.handle.tx.try_send(Msg::KeptKeys(ids, known));
+            self.fill(|b, _, _| b.kept_keys(ids, known));
         }
     }
 
     /// Kept spans as handed to the exporters (many traces, late spans too). Never blocks.
     pub fn record_kept(&self, spans: Vec<Span>) {
         if !spans.is_empty() {
-            self.send(Msg::Kept(spans));
+            self.fill(|b, inner, full| b.kept(inner, spans, full));
         }
     }
 

@@ -421,11 +421,38 @@ fn a_directory_gone_mid_run_drops_and_counts() {
     a.close();
 }
 
+/// Blocks are filled on the decider's thread: a bug there turns archiving off and never
+/// reaches the caller.
+#[test]
+fn a_panic_while_filling_turns_archiving_off_not_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let tuning = Tuning {
+        faults: Arc::clone(&faults),
+        ..small()
+    };
+    let a = Archive::open_with(cfg(dir.path(), Traces::All), tuning).unwrap();
+    let mut g = Gen::new(19);
+    let before = traces(&mut g, 5, 2);
+    a.record_dropped(before.clone());
+    faults.store(3, Relaxed);
+    a.record_dropped(traces(&mut g, 5, 2));
+    a.record_kept(kept(&mut g, "x", "errors").1);
+    faults.store(0, Relaxed);
+    let after = traces(&mut g, 5, 2);
+    a.record_dropped(after.clone());
+    a.flush();
+    assert!(after.iter().all(|(id, _)| a.summary(id).is_none()));
+    a.close();
+}
+
 #[test]
 fn a_full_queue_drops_at_once_and_counts_busy() {
     let dir = tempfile::tempdir().unwrap();
+    // Each record fills a block of its own.
     let tuning = Tuning {
         queue: 4,
+        block_bytes: 1,
         ..Tuning::default()
     };
     let a = Archive::open_with(cfg(dir.path(), Traces::All), tuning).unwrap();

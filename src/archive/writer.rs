@@ -1,9 +1,9 @@
-//! The writer thread: the only one that writes the archive. It takes batches from the
-//! bounded queue, groups kept spans by trace, appends each trace's entry to the pending
-//! block, and writes the block (zstd, one checksummed record) once it holds
-//! [`super::Tuning::block_bytes`] or has waited a second. A segment reaching its size is
-//! sealed (index written next to it) and retention runs. Blocking file I/O is fine here:
-//! nothing upstream ever waits for this thread.
+//! The writer thread: the only one that writes the archive. It takes full blocks from the
+//! bounded queue (filled and packed by the decider, [`super::builder`]), and the pending
+//! block itself once it has waited [`super::builder::IDLE_FLUSH`]; compresses each (zstd, one checksummed
+//! record) and appends it to the active segment. A segment reaching its size is sealed
+//! (index written next to it) and retention runs. Blocking file I/O is fine here: nothing
+//! upstream ever waits for this thread.
 //!
 //! A failed write drops the block's traces (counted by reason, logged at most once per
 //! 10 s), truncates the segment back to its last complete record and closes it: it is
@@ -18,26 +18,18 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use super::batch::{for_each_trace, policy_of, Services};
-use super::config::Traces;
+use super::builder::Filled;
 use super::files;
-use super::format::{self, Entry, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
-use super::keys::ResourceKeys;
-use super::pack;
+use super::format;
 use super::segment::{MemIndex, Sealed};
 use super::{ActiveView, Inner};
-use crate::model::{Span, StatusCode, TraceId};
 use crate::storage::wal;
-use crate::support::index::{Key, TraceKeys};
+use crate::support::index::Key;
 
-/// What `record_*`, `flush` and `close` send the writer.
+/// What the archive handle sends the writer.
 pub(crate) enum Msg {
-    /// Dropped traces, and the keys the index holds for them (by position).
-    Dropped(Vec<(TraceId, Vec<Span>)>, TraceKeys),
-    Kept(Vec<Span>),
-    /// The index's keys of traces just kept, whose spans follow in a `Kept`.
-    /// (id, span count).
-    KeptKeys(Vec<(TraceId, u32)>, TraceKeys),
+    /// A full block.
+    Block(Filled),
     Flush(SyncSender<()>),
     Close(SyncSender<()>),
     /// Tests: stop at once, as a killed process would (pending block lost, segment
@@ -46,12 +38,6 @@ pub(crate) enum Msg {
     Abort,
 }
 
-/// Kept traces whose keys the writer holds while their spans are on their way (a few
-/// decision rounds' worth; past this they are forgotten and the spans read instead).
-const MAX_KEPT_KEYS: usize = 1 << 17;
-
-/// A pending block older than this is written even if not full.
-const IDLE_FLUSH: Duration = Duration::from_secs(1);
 /// Retention is checked at least this often.
 const ENFORCE_EVERY: Duration = Duration::from_secs(5);
 /// At most one log line per this, with the count since the last.
@@ -68,28 +54,8 @@ struct Active {
 
 pub(crate) struct Writer {
     inner: Arc<Inner>,
-    /// Entries of the pending block.
-    pending: Vec<u8>,
-    /// Its dictionary of resources and scopes.
-    dict: pack::Dict,
-    /// The keys of its entries, in order: entry `i`'s end at `pending_ends[i]`.
-    pending_keys: Vec<Key>,
-    pending_ends: Vec<u32>,
-    /// `service.name` of the resource blocks met lately.
-    services: Services,
-    /// Reused for each trace: its packed spans, its keys.
-    packed: Vec<u8>,
-    keys: Vec<(u16, Key)>,
-    /// The block being compressed (dictionary, entries), reused.
-    block: Vec<u8>,
     /// The record being written (header, compressed block), reused.
     framed: Vec<u8>,
-    /// Keys of the resource blocks met lately.
-    resource_keys: ResourceKeys,
-    /// The index's keys of kept traces whose spans are on their way.
-    kept_keys: foldhash::HashMap<TraceId, (u32, Box<[Key]>)>,
-    pending_traces: u64,
-    pending_since: Option<Instant>,
     active: Option<Active>,
     next_seq: u64,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -121,19 +87,7 @@ impl Writer {
         Writer {
             compressor: compressor(inner.tuning.level),
             inner,
-            pending: Vec::new(),
-            dict: pack::Dict::default(),
-            pending_keys: Vec::new(),
-            pending_ends: Vec::new(),
-            packed: Vec::new(),
-            services: Services::default(),
-            keys: Vec::new(),
-            block: Vec::new(),
             framed: Vec::new(),
-            resource_keys: ResourceKeys::default(),
-            kept_keys: Default::default(),
-            pending_traces: 0,
-            pending_since: None,
             active: None,
             next_seq,
             last_enforce: Instant::now(),
@@ -147,33 +101,9 @@ impl Writer {
             let inner = Arc::clone(&self.inner);
             let _gate = inner.gate.lock();
             match msg {
-                Ok(Msg::Dropped(traces, known)) => {
-                    for (i, (id, spans)) in traces.iter().enumerate() {
-                        self.add(*id, spans, DROPPED, known.of(i));
-                    }
-                }
-                Ok(Msg::KeptKeys(ids, known)) => {
-                    if self.kept_keys.len() > MAX_KEPT_KEYS {
-                        // Spans that never came (a failed export path): forget them.
-                        self.kept_keys.clear();
-                    }
-                    for (i, (id, n)) in ids.into_iter().enumerate() {
-                        if let Some(keys) = known.of(i) {
-                            self.kept_keys.insert(id, (n, keys.into()));
-                        }
-                    }
-                }
-                Ok(Msg::Kept(spans)) => {
-                    let mut kept_keys = std::mem::take(&mut self.kept_keys);
-                    for_each_trace(spans, |id, spans| {
-                        let known = kept_keys.remove(&id);
-                        let known = known.filter(|(n, _)| *n as usize == spans.len());
-                        self.add(id, spans, KEPT, known.as_ref().map(|(_, k)| &k[..]));
-                    });
-                    self.kept_keys = kept_keys;
-                }
+                Ok(Msg::Block(block)) => self.write_block(block),
                 Ok(Msg::Flush(ack)) => {
-                    self.write_block();
+                    self.write_pending(true);
                     self.enforce();
                     let _ = ack.send(());
                 }
@@ -190,12 +120,7 @@ impl Writer {
                     return;
                 }
             }
-            if self
-                .pending_since
-                .is_some_and(|t| t.elapsed() >= IDLE_FLUSH)
-            {
-                self.write_block();
-            }
+            self.write_pending(false);
             if self.last_enforce.elapsed() >= ENFORCE_EVERY {
                 self.enforce();
             }
@@ -203,123 +128,26 @@ impl Writer {
     }
 
     fn shut_down(&mut self) {
-        self.write_block();
+        self.write_pending(true);
         if let Err(e) = self.seal() {
             tracing::warn!(error = %e, "archive: cannot seal the segment at shutdown");
         }
     }
 
-    /// Appends one trace's entry to the pending block. `known`: the trace's keys as the
-    /// index computed them at ingest (the same digests), else they are read from the spans.
-    fn add(&mut self, id: TraceId, spans: &[Span], decision: u8, known: Option<&[Key]>) {
-        if spans.is_empty() {
-            return;
-        }
-        let inner = &*self.inner;
-        let reasons = if decision == KEPT {
-            policy_of(spans)
-        } else {
-            String::new()
-        };
-        // What `Summary::of` finds, in one pass.
-        let (mut start, mut end, mut error, mut root) = (u64::MAX, 0, false, None);
-        let mut earliest = &spans[0];
-        for span in spans {
-            if span.start_unix_nano < start {
-                start = span.start_unix_nano;
-                earliest = span;
-            }
-            end = end.max(span.end_unix_nano);
-            error |= span.status == StatusCode::Error;
-            if root.is_none() && span.is_root() {
-                root = Some(span);
-            }
-        }
-        let keep = decision == DROPPED || inner.cfg.traces == Traces::All;
-        let mut flags = if keep { SPANS | KEYS_IN_SPANS } else { 0 };
-        if root.is_some() {
-            flags |= ROOT;
-        }
-        if error {
-            flags |= ERROR;
-        }
-        let root = root.unwrap_or(earliest);
-        let service = self.services.of(root);
-        let mut packed = std::mem::take(&mut self.packed);
-        packed.clear();
-        if keep {
-            pack::pack(&id, start, spans, &mut self.dict, &mut packed);
-        }
-        let mut keys = std::mem::take(&mut self.keys);
-        // Summary-only entries name each key's attribute: read from the spans then.
-        let known = known.filter(|_| keep);
-        if known.is_none() {
-            inner.hasher.keys_into(
-                &inner.cfg.attributes,
-                spans,
-                &mut self.resource_keys,
-                &mut keys,
-            );
-        } else {
-            keys.clear();
-        }
-        let entry = Entry {
-            id,
-            decision,
-            flags,
-            start,
-            end,
-            span_count: spans.len().min(u32::MAX as usize) as u32,
-            service: &service,
-            name: root.name(),
-            reasons: &reasons,
-            keys: if keep {
-                Vec::new()
-            } else {
-                keys.iter()
-                    .map(|(i, k)| (inner.cfg.attributes[*i as usize].as_str(), *k))
-                    .collect()
-            },
-            spans: &packed,
-        };
-        entry.write(&mut self.pending);
-        drop(entry);
-        self.packed = packed;
-        match known {
-            Some(known) => self.pending_keys.extend_from_slice(known),
-            None => self.pending_keys.extend(keys.iter().map(|(_, k)| *k)),
-        }
-        self.pending_ends.push(self.pending_keys.len() as u32);
-        self.keys = keys;
-        self.pending_traces += 1;
-        self.pending_since.get_or_insert_with(Instant::now);
-        if self.pending.len() >= inner.tuning.block_bytes {
-            self.write_block();
+    /// Writes the block being filled if it has waited [`super::builder::IDLE_FLUSH`] (or at all, with
+    /// `now`).
+    fn write_pending(&mut self, now: bool) {
+        let block = self.inner.builder.lock().take_idle(&self.inner, now);
+        if let Some(block) = block {
+            self.write_block(block);
         }
     }
 
-    /// Writes the pending block to the active segment (opening one if needed).
-    fn write_block(&mut self) {
-        self.pending_since = None;
-        if self.pending.is_empty() {
-            return;
-        }
-        let entries = std::mem::take(&mut self.pending);
-        let mut block = std::mem::take(&mut self.block);
-        self.dict.block_into(&entries, &mut block);
-        let keys = std::mem::take(&mut self.pending_keys);
-        let ends = std::mem::take(&mut self.pending_ends);
-        let traces = std::mem::take(&mut self.pending_traces);
-        let res = self.append(&block, &entries, &keys, &ends);
-        self.block = block;
-        // The buffers are kept for the next block.
-        let (mut entries, mut keys, mut ends) = (entries, keys, ends);
-        entries.clear();
-        keys.clear();
-        ends.clear();
-        self.pending = entries;
-        self.pending_keys = keys;
-        self.pending_ends = ends;
+    /// Writes a filled block to the active segment (opening one if needed).
+    fn write_block(&mut self, block: Filled) {
+        let res = self.append(&block.bytes, block.entries(), &block.keys, &block.ends);
+        let traces = block.traces;
+        self.inner.builder.lock().recycle(block);
         if let Err(e) = res {
             let c = &self.inner.counters;
             c.write_errors.fetch_add(1, Relaxed);
@@ -509,7 +337,7 @@ impl Writer {
                 .as_ref()
                 .is_some_and(|v| !v.index.is_empty() && v.index.written < cutoff)
         };
-        if active_old && self.pending.is_empty() {
+        if active_old && self.inner.builder.lock().is_empty() {
             if let Err(e) = self.seal() {
                 tracing::warn!(error = %e, "archive: cannot seal an expired segment");
             }
