@@ -17,6 +17,16 @@ use common::{api_get, api_post, root_attr, Downstream};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 fn write_config(dir: &Path, archive: &Path, downstream: SocketAddr) -> PathBuf {
+    write_config_with_ring(dir, archive, downstream, "0s")
+}
+
+/// [`write_config`] with the rescue ring on for `window`.
+fn write_config_with_ring(
+    dir: &Path,
+    archive: &Path,
+    downstream: SocketAddr,
+    window: &str,
+) -> PathBuf {
     let path = dir.join("casefile.yaml");
     let yaml = format!(
         r#"
@@ -34,7 +44,7 @@ exporters:
 support:
   api: {{ endpoint: "127.0.0.1:0" }}
   index: {{ attributes: [user.id, session.id], max_traces: 50 }}
-  complaints: {{ rescue_window: 0s }}
+  complaints: {{ rescue_window: {window} }}
   archive: {{ dir: "{}", retention: 72h, max_bytes: 64MiB, traces: all }}
 shutdown_timeout: 5s
 "#,
@@ -258,7 +268,8 @@ async fn a_full_disk_leaves_ingest_and_decisions_untouched() {
     assert!(status.success(), "mounting a 1 MiB tmpfs needs root");
     let _mounted = Mounted(archive.clone());
     let (down, down_addr) = Downstream::start().await;
-    let cfg = write_config(dir.path(), &archive, down_addr);
+    // The ring on: it takes the dropped traces the archive cannot write.
+    let cfg = write_config_with_ring(dir.path(), &archive, down_addr, "10m");
     let running = run(&cfg).await;
     let mut g = gen(73);
     let mut rng = fastrand::Rng::with_seed(5);
@@ -303,6 +314,23 @@ async fn a_full_disk_leaves_ingest_and_decisions_untouched() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert!(dropped > 0, "archive drops are counted");
+    let (_, text) = common::api_call(running.api, "GET", "/metrics", None, None).await;
+    let spilled = text
+        .lines()
+        .find(|l| l.starts_with("casefile_archive_spilled_traces_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(spilled.is_some_and(|n| n > 0.0), "spilled to the ring");
+    // The last dropped trace (its block failed): a complaint still rescues it.
+    let last = &all[598];
+    let id = hex::encode(last.trace_id);
+    let body = format!(r#"{{"ticket_id": "cs_full", "trace_id": "{id}"}}"#);
+    let (code, v) = api_post(running.api, "/api/v1/complaints", &body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["traces"][0]["outcome"], "rescued", "{v}");
+    down.wait_for("the trace rescued from the ring", |d| {
+        d.has_all(std::slice::from_ref(last))
+    })
+    .await;
     // Still serving: a new kept trace goes through.
     let late = g.trace(Shape::ERROR, 3);
     send(&running.grpc, std::slice::from_ref(&late)).await;

@@ -53,6 +53,8 @@ pub(crate) struct Builder {
     dict: pack::Dict,
     pending_keys: Vec<Key>,
     pending_ends: Vec<u32>,
+    /// Where each entry starts in `pending` (it starts with its trace id).
+    starts: Vec<u32>,
     pending_traces: u64,
     pending_since: Option<Instant>,
     /// `service.name` of the resource blocks met lately.
@@ -117,6 +119,15 @@ impl Builder {
         due.then(|| self.take(inner)).flatten()
     }
 
+    /// Whether the block being filled holds a record of `id` (a linear scan: for reads by
+    /// id, which then have the block written first).
+    pub fn holds(&self, id: &TraceId) -> bool {
+        self.starts.iter().any(|&at| {
+            let at = at as usize;
+            self.pending.get(at..at + id.len()) == Some(&id[..])
+        })
+    }
+
     /// Nothing waits to be written.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
@@ -145,7 +156,12 @@ impl Builder {
             return;
         }
         #[cfg(test)]
-        if inner.tuning.faults.load(std::sync::atomic::Ordering::Relaxed) == 3 {
+        if inner
+            .tuning
+            .faults
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 3
+        {
             panic!("injected: a bug while filling a block");
         }
         let reasons = if decision == KEPT {
@@ -214,6 +230,7 @@ impl Builder {
             },
             spans: &packed,
         };
+        self.starts.push(self.pending.len() as u32);
         entry.write(&mut self.pending);
         drop(entry);
         self.packed = packed;
@@ -246,6 +263,7 @@ impl Builder {
         self.dict.block_into(&self.pending, &mut bytes);
         let entries_at = bytes.len() - self.pending.len();
         self.pending.clear();
+        self.starts.clear();
         std::mem::swap(&mut keys, &mut self.pending_keys);
         std::mem::swap(&mut ends, &mut self.pending_ends);
         // The next block fills vectors of this one's size without growing.

@@ -29,6 +29,7 @@ mod pack;
 mod read;
 mod recover;
 mod segment;
+mod spill;
 mod writer;
 
 #[cfg(test)]
@@ -37,6 +38,8 @@ mod tests;
 mod tests_bench;
 #[cfg(test)]
 mod tests_disk;
+#[cfg(test)]
+mod tests_tiers;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
@@ -50,11 +53,11 @@ use thiserror::Error;
 use crate::model::{Span, TraceId};
 pub use crate::support::index::Key;
 use crate::support::index::{Summary, TraceKeys};
+use builder::{Builder, Filled};
 pub use config::{ArchiveCfg, Traces, ESTIMATED_BYTES_PER_SPAN};
 use keys::Hasher;
 use read::BlockCache;
 use segment::{MemIndex, Rec, Sealed};
-use builder::{Builder, Filled};
 use writer::{Msg, Writer};
 
 #[derive(Debug, Error)]
@@ -125,6 +128,8 @@ pub struct ArchiveStats {
     pub evicted_bytes: u64,
     /// Torn, corrupt or zero-filled records skipped when re-indexing a data file.
     pub corrupt_records: u64,
+    /// Dropped traces of blocks that could not be written, put in the rescue ring instead.
+    pub spilled_to_ring: u64,
 }
 
 #[derive(Default)]
@@ -138,6 +143,7 @@ struct Counters {
     evicted_retention: AtomicU64,
     evicted_bytes: AtomicU64,
     corrupt: AtomicU64,
+    spilled: AtomicU64,
 }
 
 /// The segment being written, as readers see it.
@@ -171,8 +177,11 @@ pub(crate) struct Inner {
     lock: Mutex<Option<std::fs::File>>,
     /// The block being filled, by the decider's thread.
     builder: Mutex<Builder>,
-    /// Set when filling a block panicked: archiving is off, the daemon runs on.
+    /// Set when filling a block or the writer panicked: archiving is off, the daemon runs
+    /// on (the rescue ring takes dropped traces again).
     off: std::sync::atomic::AtomicBool,
+    /// The rescue ring, fed with the dropped traces the archive cannot write ([`spill`]).
+    spill: std::sync::OnceLock<Arc<crate::support::rescue::RescueBuffer>>,
 }
 
 impl Inner {
@@ -301,19 +310,22 @@ impl Archive {
             lock: Mutex::new(Some(lock)),
             builder: Mutex::default(),
             off: Default::default(),
+            spill: Default::default(),
             tuning,
             cfg,
         });
         let (tx, rx) = sync_channel(inner.tuning.queue);
         let mut w = Writer::new(Arc::clone(&inner), next_seq);
         w.enforce();
+        let shared = Arc::clone(&inner);
         let thread = std::thread::Builder::new()
             .name("casefile-archive".into())
             .spawn(move || {
                 // A bug here must cost the archive, never the daemon: later records are
-                // then dropped (the queue is closed).
+                // then dropped (the queue is closed) and the rescue ring takes them.
                 let run = std::panic::AssertUnwindSafe(|| w.run(rx));
                 if std::panic::catch_unwind(run).is_err() {
+                    shared.off.store(true, Relaxed);
                     tracing::error!("archive: the writer stopped after a panic; archiving is off");
                 }
             })
@@ -355,7 +367,7 @@ impl Archive {
     }
 
     /// Hands a full block to the writer, or drops it when the queue is full (counted by
-    /// trace).
+    /// trace; its dropped traces go to the rescue ring).
     fn send(&self, block: Filled) {
         match self.handle.tx.try_send(Msg::Block(block)) {
             Ok(()) => {}
@@ -367,10 +379,26 @@ impl Archive {
                     .fetch_add(traces, Relaxed);
                 metrics::counter!("casefile_archive_dropped_traces_total", "reason" => "busy")
                     .increment(traces);
+                spill::spill(self.inner(), &block);
             }
-            // Closed: the daemon is shutting down.
+            // Closed: the writer stopped (shutdown, or after a panic).
+            Err(TrySendError::Disconnected(Msg::Block(block))) => {
+                spill::spill(self.inner(), &block);
+            }
             Err(_) => {}
         }
+    }
+
+    /// Gives the archive the rescue ring as its fallback: the dropped traces of blocks it
+    /// cannot write go there ([`spill`]). Without it they are only counted.
+    pub fn spill_to(&self, ring: Arc<crate::support::rescue::RescueBuffer>) {
+        let _ = self.inner().spill.set(ring);
+    }
+
+    /// True while the archive takes dropped traces (off after a bug stopped it): the
+    /// rescue ring then holds only what it spills.
+    pub fn is_writing(&self) -> bool {
+        !self.inner().off.load(Relaxed)
     }
 
     /// Dropped traces (at decision, and late spans of dropped traces), packed on the
@@ -474,7 +502,8 @@ impl Archive {
             if out.len() >= limit {
                 break;
             }
-            if let Some(s) = self.summary(&id) {
+            // Found on disk: not settled (a scan of the pending block per candidate).
+            if let Some(s) = read::merge(id, &mut self.inner().recs_of(&id)) {
                 if (lo..=hi).contains(&s.start_unix_nano) {
                     out.push(s);
                 }
@@ -484,13 +513,24 @@ impl Archive {
         out
     }
 
+    /// Writes the block being filled now if it holds a record of `id`, so a read by id
+    /// sees a trace dropped a moment ago (blocks wait up to a second otherwise). Blocks
+    /// the caller until the writer has written it.
+    pub fn settle(&self, id: &TraceId) {
+        if self.inner().builder.lock().holds(id) {
+            self.flush();
+        }
+    }
+
     /// The trace's summary, all its records merged.
     pub fn summary(&self, id: &TraceId) -> Option<Summary> {
+        self.settle(id);
         read::merge(*id, &mut self.inner().recs_of(id))
     }
 
     /// Every archived span of the trace (None when the archive holds none of its spans).
     pub fn spans(&self, id: &TraceId) -> Option<Vec<Span>> {
+        self.settle(id);
         let mut recs = self.inner().recs_of(id);
         recs.sort_by_key(|r| (r.seq, r.pos));
         self.inner().cache.spans(&recs)
@@ -498,6 +538,7 @@ impl Archive {
 
     /// The indexed attributes the trace has values for, with their keys.
     pub fn keys_of(&self, id: &TraceId) -> Vec<(String, Key)> {
+        self.settle(id);
         let mut out: Vec<(String, Key)> = Vec::new();
         let inner = self.inner();
         let names = &inner.cfg.attributes;
@@ -539,6 +580,7 @@ impl Archive {
             evicted_retention: c.evicted_retention.load(Relaxed),
             evicted_bytes: c.evicted_bytes.load(Relaxed),
             corrupt_records: c.corrupt.load(Relaxed),
+            spilled_to_ring: c.spilled.load(Relaxed),
             ..inner.sizes()
         }
     }

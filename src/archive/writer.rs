@@ -147,6 +147,9 @@ impl Writer {
     fn write_block(&mut self, block: Filled) {
         let res = self.append(&block.bytes, block.entries(), &block.keys, &block.ends);
         let traces = block.traces;
+        if res.is_err() {
+            super::spill::spill(&self.inner, &block);
+        }
         self.inner.builder.lock().recycle(block);
         if let Err(e) = res {
             let c = &self.inner.counters;

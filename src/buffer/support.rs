@@ -115,7 +115,9 @@ impl Buffer {
             let ids = kept.into_iter().map(|(id, _, n)| (id, n)).collect();
             a.kept_keys(ids, kept_known);
         }
-        if let Some(rescue) = &self.hooks.rescue {
+        // While the archive writes, the ring holds only what it cannot write (it spills).
+        let ring = self.hooks.rescue.as_ref();
+        if let Some(rescue) = ring.filter(|_| archive.is_none_or(|a| !a.is_writing())) {
             if !dropped.is_empty() {
                 rescue.insert_many(
                     dropped.iter().map(|(id, spans)| (*id, spans.as_slice())),
@@ -180,6 +182,11 @@ impl Buffer {
             .is_some_and(|s| matches!(s.decision, Decision::Sampled | Decision::Rescued))
         {
             return Resolved::AlreadySampled;
+        }
+        // A trace dropped a moment ago may sit in the archive's block being filled: written
+        // now (spilled to the ring if the disk fails).
+        if let Some(a) = &self.hooks.archive {
+            a.settle(id);
         }
         let held = self.hooks.rescue.as_ref().and_then(|r| r.take(id));
         let Some(mut spans) = held.or_else(|| self.archived_spans(id)) else {

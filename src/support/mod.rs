@@ -53,6 +53,10 @@ impl Hooks {
                 if let Some(ix) = &self.index {
                     ix.set_key_hash(a.key_hash());
                 }
+                // The ring holds what the archive cannot write (a failing disk).
+                if let Some(ring) = &self.rescue {
+                    a.spill_to(Arc::clone(ring));
+                }
                 let st = a.stats();
                 tracing::info!(dir = %cfg.dir.display(), segments = st.segments, bytes = st.bytes, "archive opened");
                 self.archive = Some(a);
