@@ -2,10 +2,13 @@
 //! index and rescue ring (fed by the decider, never in front of it), so a ticket filed
 //! tomorrow still finds its trace by key or id and can rescue it.
 //!
-//! `record_*` hand batches to a bounded queue and return at once (a full queue drops the
-//! batch, counted `busy`); one writer thread ([`writer`]) writes them into append-only
-//! segments of zstd blocks ([`format`]) and seals each full segment with its index
-//! ([`segment`]); readers search the sealed indexes with positioned reads and the active
+//! `record_*` pack decided traces into the block being filled on the caller's thread (the
+//! decider's, while the spans are in its cache: [`builder`]) and hand full blocks to a
+//! bounded queue, returning at once (a full queue drops the block, counted `busy`); one
+//! writer thread ([`writer`]) compresses them into append-only segments of zstd blocks
+//! ([`format`]) and seals each full segment with its index ([`segment`]). The dropped
+//! traces of a block that cannot be written go to the rescue ring ([`spill`]). Readers
+//! search the sealed indexes with positioned reads and the active
 //! segment's index in memory, and merge a trace's records ([`read`]). `open` reads only the
 //! index headers, and re-indexes a data file whose index is missing or damaged (the
 //! segment of a killed process: read up to its last complete record). Retention deletes
@@ -14,9 +17,10 @@
 //! Figures (`tests_bench`, the load tool's traces of 10 spans, `traces: all`, 2 shared
 //! cores): 32.0 bytes on disk per span at zstd level -1 with a 2^12-entry hash table (25.2
 //! data, 6.8 index), 31.8 at level 1 for a third more compression time, 31.6 at level 3 for
-//! twice that; the writer thread spends about 0.45 µs of CPU per span in the daemon
-//! (packing, compression, index; the keys come from the index, computed at ingest). Opening reads one 128-byte header per segment: 60 segments, 1 M
-//! traces in a few milliseconds.
+//! twice that; packing costs the decider about 0.2 µs a span and the writer thread
+//! (compression, index) another 0.2 µs (the keys come from the index, computed at
+//! ingest). Opening reads one 128-byte header per segment: 60 segments, 1 M traces in a
+//! few milliseconds.
 
 mod batch;
 mod builder;
@@ -117,6 +121,9 @@ pub struct ArchiveStats {
     pub traces: u64,
     /// Earliest span start held, Unix nanoseconds.
     pub oldest_trace_start: Option<u64>,
+    /// Latest start of a trace record held (a record of late spans starts at its first
+    /// span), Unix nanoseconds: from the segments' headers, nothing read.
+    pub newest_trace_start: Option<u64>,
     /// Blocks written.
     pub writes: u64,
     pub write_errors: u64,
@@ -130,6 +137,14 @@ pub struct ArchiveStats {
     pub corrupt_records: u64,
     /// Dropped traces of blocks that could not be written, put in the rescue ring instead.
     pub spilled_to_ring: u64,
+}
+
+impl ArchiveStats {
+    /// Widens the oldest and newest starts to a segment's.
+    fn saw_starts(&mut self, min: u64, max: u64) {
+        self.oldest_trace_start = Some(self.oldest_trace_start.map_or(min, |o| o.min(min)));
+        self.newest_trace_start = Some(self.newest_trace_start.map_or(max, |n| n.max(max)));
+    }
 }
 
 #[derive(Default)]
@@ -209,8 +224,7 @@ impl Inner {
             s.segments += 1;
             s.traces += u64::from(seg.header.rows);
             if seg.header.rows > 0 {
-                let m = seg.header.min_start;
-                s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o| o.min(m)));
+                s.saw_starts(seg.header.min_start, seg.header.max_start);
             }
         }
         if let Some(a) = &st.active {
@@ -218,8 +232,7 @@ impl Inner {
             s.segments += 1;
             s.traces += a.index.rows.len() as u64;
             if !a.index.is_empty() {
-                let m = a.index.min_start;
-                s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o| o.min(m)));
+                s.saw_starts(a.index.min_start, a.index.max_start);
             }
         }
         s

@@ -83,26 +83,20 @@ pub fn stats(dir: &Path) -> Result<ArchiveStats, ArchiveError> {
         corrupt_records: c.corrupt,
         ..ArchiveStats::default()
     };
-    let mut oldest =
-        |m: u64| s.oldest_trace_start = Some(s.oldest_trace_start.map_or(m, |o: u64| o.min(m)));
-    let mut bytes = 0;
-    let mut traces = 0;
     for seg in &c.sealed {
-        bytes += seg.bytes();
-        traces += u64::from(seg.header.rows);
+        s.bytes += seg.bytes();
+        s.traces += u64::from(seg.header.rows);
         if seg.header.rows > 0 {
-            oldest(seg.header.min_start);
+            s.saw_starts(seg.header.min_start, seg.header.max_start);
         }
     }
     for (_, path, idx) in &c.scanned {
-        bytes += files::size(path);
-        traces += idx.rows.len() as u64;
+        s.bytes += files::size(path);
+        s.traces += idx.rows.len() as u64;
         if !idx.is_empty() {
-            oldest(idx.min_start);
+            s.saw_starts(idx.min_start, idx.max_start);
         }
     }
-    s.bytes = bytes;
-    s.traces = traces;
     s.segments = (c.sealed.len() + c.scanned.len()) as u64;
     Ok(s)
 }

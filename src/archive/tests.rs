@@ -95,6 +95,14 @@ fn round_trip_across_sealed_segments_and_the_active_one() {
     let st = a.stats();
     assert!(st.segments >= 4, "{st:?}");
     assert_eq!(st.traces, 330);
+    // Oldest and newest trace starts, from the segments' headers and the active index.
+    let starts: Vec<u64> = dropped
+        .iter()
+        .chain(&kept)
+        .map(|(_, s)| s.iter().map(|s| s.start_unix_nano).min().unwrap())
+        .collect();
+    assert_eq!(st.oldest_trace_start, starts.iter().min().copied());
+    assert_eq!(st.newest_trace_start, starts.iter().max().copied());
     assert!(a
         .handle
         .inner

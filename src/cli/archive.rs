@@ -89,19 +89,6 @@ pub(super) fn parse_id(s: &str) -> Result<TraceId, String> {
     Ok(id)
 }
 
-/// Up to this size, `stats` reads the whole archive for the newest trace start.
-const NEWEST_READ_LIMIT: u64 = 1 << 30;
-
-/// The newest trace start in `dir`. `offline::stats` gives the oldest only, and the one
-/// offline listing reads every trace's spans as it goes: done only for archives up to
-/// [`NEWEST_READ_LIMIT`].
-fn newest_start(dir: &Path) -> Option<u64> {
-    offline::traces(dir, None)
-        .ok()?
-        .map(|(s, _)| s.start_unix_nano)
-        .max()
-}
-
 fn stats(a: &StatsArgs) -> ExitCode {
     if let Err(e) = check_dir(&a.dir) {
         eprintln!("casefile: {e}");
@@ -114,11 +101,7 @@ fn stats(a: &StatsArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let newest = if s.traces > 0 && s.bytes <= NEWEST_READ_LIMIT {
-        newest_start(&a.dir)
-    } else {
-        None
-    };
+    let newest = s.newest_trace_start;
     if a.json {
         println!("{}", stats_json(&a.dir, &s, newest));
         return ExitCode::SUCCESS;
@@ -142,14 +125,7 @@ fn stats(a: &StatsArgs) -> ExitCode {
         when(s.oldest_trace_start),
         super::zone::label(a.local)
     );
-    if newest.is_none() && s.traces > 0 {
-        println!(
-            "  newest start:    not read (over {}: it would read every span)",
-            human_bytes(NEWEST_READ_LIMIT)
-        );
-    } else {
-        println!("  newest start:    {}", when(newest));
-    }
+    println!("  newest start:    {}", when(newest));
     if let (Some(o), Some(n)) = (s.oldest_trace_start, newest) {
         println!(
             "  span of time:    {}",
