@@ -694,3 +694,51 @@ async fn show_prints_the_case_file_of_an_archived_trace_and_lookup_takes_any_tim
     );
     daemon.shutdown().await;
 }
+
+/// Kept traces are archived as exported, with what the decision wrote on them
+/// (`casefile.policy` on the root); what-if replays them as received, without it.
+#[test]
+fn what_if_replays_archived_kept_traces_without_what_the_decision_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let mut g = gen(93, Duration::from_secs(600));
+    let mut kept = g.trace(Shape::ERROR, 3);
+    kept.spans[0]
+        .1
+        .attributes
+        .push(kv("casefile.policy", "errors"));
+    let a = Archive::open(archive_cfg(&dir)).unwrap();
+    a.record_kept(spans_of(&kept));
+    a.close();
+    let policies = |name: &str, policy: &str| {
+        let p = tmp.path().join(name);
+        let text = format!("processors:\n  tail_sampling:\n    policies:\n      - {policy}\n");
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let by_stamp = policies(
+        "stamp.yaml",
+        "{ name: stamp, type: string_attribute, string_attribute: { key: casefile.policy, values: [errors] } }",
+    );
+    let errors = policies(
+        "errors.yaml",
+        "{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }",
+    );
+    let out = bin()
+        .args(["what-if", "--json", "--archive"])
+        .arg(&dir)
+        .arg("--config")
+        .arg(&by_stamp)
+        .arg("--against")
+        .arg(&errors)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"]["traces"], 1, "{v}");
+    assert_eq!(
+        v["outcome"]["kept_traces"], 0,
+        "no casefile.policy as received: {v}"
+    );
+    assert_eq!(v["against"]["kept_traces"], 1, "{v}");
+}

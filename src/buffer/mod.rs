@@ -7,7 +7,7 @@
 mod cache;
 mod journal;
 mod shard;
-mod stamp;
+pub(crate) mod stamp;
 mod support;
 
 use std::collections::HashMap;

@@ -13,7 +13,21 @@ use crate::model::{Origin, Shared, Span};
 use crate::policy::otep235;
 use crate::policy::{Output, RecordPolicy, Verdict};
 use crate::support::marks::Mark;
-use crate::wire::encode::{append_key_values, replace_len_field, Value};
+use crate::wire::encode::{append_key_values, remove_key_values, replace_len_field, Value};
+
+/// The span attributes [`kept`] writes (on the root).
+const ON_ROOT: [&str; 4] = [
+    "casefile.policy",
+    "casefile.ticket_id",
+    "casefile.complaint_label",
+    "casefile.adjusted_count",
+];
+/// The scope attributes [`kept`] and [`late`] write.
+const ON_SCOPE: [&str; 3] = [
+    "tailsampling.policy",
+    "tailsampling.composite_policy",
+    "tailsampling.cached_decision",
+];
 
 /// Spans whose tracestate could not be read when a threshold was due (left unchanged):
 /// the Collector's `count_spans_with_unparseable_tracestate`.
@@ -101,6 +115,26 @@ fn threshold_on(span: &mut Span, t: u64) {
                 tracestate = span.trace_state(),
                 "tracestate not valid W3C/OTel: left without a sampling threshold"
             );
+        }
+    }
+}
+
+/// Takes back the attributes [`kept`] and [`late`] wrote (span and scope), so kept spans
+/// read as received: what-if over an archive replays them through other policies. A
+/// threshold written in the tracestate stays (a head sampler's cannot be told from it).
+pub fn unstamp(spans: &mut [Span]) {
+    let mut made: HashMap<u64, Option<Arc<Shared>>> = HashMap::new();
+    for span in spans {
+        if let Some(b) = remove_key_values(&span.bytes, 9, &ON_ROOT) {
+            span.bytes = b;
+        }
+        let scope = span.scope();
+        let clean = made.entry(scope.id).or_insert_with(|| {
+            let message = remove_key_values(&scope.message, 3, &ON_SCOPE)?;
+            Some(Shared::new(Bytes::from(message), scope.schema_url.clone()))
+        });
+        if let Some(clean) = clean {
+            span.origin = Origin::new(Arc::clone(span.resource()), Arc::clone(clean));
         }
     }
 }

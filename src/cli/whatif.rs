@@ -70,12 +70,17 @@ impl Capture {
         super::archive::check_dir(dir).map_err(|e| vec![e])?;
         let traces =
             crate::archive::offline::traces(dir, since).map_err(|e| vec![e.to_string()])?;
-        for (_, spans) in traces {
+        for (summary, mut spans) in traces {
             if spans.is_empty() {
                 self.without_spans += 1;
-            } else {
-                self.add(spans);
+                continue;
             }
+            // Kept traces were archived as exported: without what the decision wrote
+            // (`casefile.policy`, the ticket, `tailsampling.*`), as they were received.
+            if summary.decision != crate::support::index::Decision::Dropped {
+                crate::buffer::stamp::unstamp(&mut spans);
+            }
+            self.add(spans);
         }
         Ok(())
     }

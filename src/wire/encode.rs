@@ -189,6 +189,35 @@ pub fn replace_len_field(message: &[u8], number: u32, value: &[u8]) -> Option<Bo
     Some(out.into_boxed_slice())
 }
 
+/// `message` without the key-values of field `field` whose key is one of `keys`; None when
+/// none is there (or the message does not walk).
+pub fn remove_key_values(message: &[u8], field: u32, keys: &[&str]) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut removed = false;
+    let mut fields = Fields::new(message);
+    loop {
+        let start = fields.pos;
+        match fields.next() {
+            None => break,
+            Some(Err(_)) => return None,
+            Some(Ok((n, Field::Len(kv))))
+                if n == field
+                    && crate::wire::bytes_field(kv, 1)
+                        .is_some_and(|k| keys.iter().any(|w| w.as_bytes() == k)) =>
+            {
+                // A skipped group may sit in front of the field: keep its bytes.
+                let own = varint_len(u64::from(n << 3 | u32::from(LEN)))
+                    + varint_len(kv.len() as u64)
+                    + kv.len();
+                out.extend_from_slice(&message[start..fields.pos - own]);
+                removed = true;
+            }
+            Some(Ok(_)) => out.extend_from_slice(&message[start..fields.pos]),
+        }
+    }
+    removed.then(|| out.into_boxed_slice())
+}
+
 /// A `google.rpc.Status` with gRPC `code` carrying `RetryInfo { retry_delay: delay }`: the
 /// `grpc-status-details-bin` payload that tells OTLP clients when to retry (the receivers'
 /// throttling answers; the exporters read it back with `export::grpc::retry_info_delay`).

@@ -232,3 +232,43 @@ fn late_spans_carry_the_cached_threshold_and_decision() {
         Some(&any_value::Value::BoolValue(true))
     );
 }
+
+/// What the decision wrote is taken back exactly (what-if over an archive replays kept
+/// traces as received): span bytes and scopes as before, a client's own attributes kept.
+#[test]
+fn unstamp_takes_back_what_kept_and_late_wrote() {
+    let out = Output {
+        record: RecordPolicy::Collector,
+        adjusted_count_attribute: true,
+        ..Output::default()
+    };
+    let mut spans = trace(["", "", ""]);
+    // A client attribute that only looks like ours stays.
+    spans[1].bytes = append_key_values(&spans[1].bytes, 9, &[("casefile.mine", Value::Str("x"))]);
+    let before: Vec<(Box<[u8]>, Bytes)> = spans
+        .iter()
+        .map(|s| (s.bytes.clone(), s.scope().message.clone()))
+        .collect();
+    let mark = Mark::new("complaint", "cs_1", Some("checkout"));
+    let v = Verdict {
+        composite: Some("fast".into()),
+        ..verdict(0)
+    };
+    kept(&mut spans, &v, &["p".into()], Some(&mark), &out);
+    late(&mut spans[2], 0, &out);
+    assert_ne!(spans[0].bytes, before[0].0);
+    unstamp(&mut spans);
+    let after: Vec<(Box<[u8]>, Bytes)> = spans
+        .iter()
+        .map(|s| (s.bytes.clone(), s.scope().message.clone()))
+        .collect();
+    assert_eq!(after, before);
+    // Nothing to take back: the same spans, untouched.
+    let plain = trace(["", "", ""]);
+    let mut again = plain.clone();
+    unstamp(&mut again);
+    assert!(again
+        .iter()
+        .zip(&plain)
+        .all(|(a, b)| a.bytes == b.bytes && Arc::ptr_eq(&a.origin, &b.origin)));
+}
