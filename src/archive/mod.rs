@@ -31,6 +31,7 @@ mod keys;
 pub mod offline;
 mod pack;
 mod read;
+mod records;
 mod recover;
 mod segment;
 mod spill;

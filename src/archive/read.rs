@@ -11,9 +11,10 @@ use parking_lot::Mutex;
 
 use super::files;
 use super::format::{self, decision_of, DROPPED, ERROR, KEPT, KEYS_IN_SPANS, ROOT, SPANS};
-use super::pack;
 use super::segment::Rec;
+use super::{pack, records};
 use crate::model::{Shared, Span, TraceId};
+use crate::storage::wal;
 use crate::support::index::{Decision, Key, Summary};
 use crate::wire::decode::decode_request;
 use crate::wire::encode::encode_request;
@@ -61,8 +62,15 @@ impl BlockCache {
             }
         }
         let f = File::open(&*rec.data).ok()?;
-        let payload = files::read_at(&f, rec.block_off, rec.block_len as usize).ok()?;
-        let bytes = format::decompress(&payload)?;
+        // The record with its header: a block whose checksum fails is not read (bit rot
+        // in a sealed segment costs that block, never garbled spans).
+        let at = rec.block_off.checked_sub(wal::HEADER as u64)?;
+        let record = files::read_at(&f, at, rec.block_len as usize + wal::HEADER).ok()?;
+        let Some(payload) = records::checked(&record) else {
+            tracing::warn!(data = %rec.data.display(), offset = at, "archive: a block fails its checksum");
+            return None;
+        };
+        let bytes = format::decompress(payload)?;
         let (dict, area) = pack::split(&bytes)?;
         let entries = bytes.len() - area.len();
         let block = Arc::new(Block {

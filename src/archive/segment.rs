@@ -14,7 +14,6 @@ use super::files;
 use super::format::{self, Entry, Header, Row, BLOCK_ROW, HEADER_LEN, KEY_ROW, ROW};
 use super::pack;
 use crate::model::TraceId;
-use crate::storage::wal;
 use crate::support::index::Key;
 
 /// A record's root service, root name and reasons (comma-separated).
@@ -282,11 +281,8 @@ pub(crate) type Rekey<'a> = &'a dyn Fn(&[crate::model::Span]) -> Vec<Key>;
 /// (offline reading, which finds traces by id only).
 pub(crate) fn scan(path: &Path, rekey: Option<Rekey<'_>>) -> io::Result<Scanned> {
     let mut index = MemIndex::default();
-    let mut at = 0u64;
     let mut corrupt = 0;
-    let damage = wal::read_segment(path, |payload| {
-        let offset = at + wal::HEADER as u64;
-        at = offset + payload.len() as u64;
+    let read = super::records::read(path, |offset, payload| {
         let block = format::decompress(payload);
         let split = block.as_deref().and_then(pack::split);
         let Some((dict, entries)) = split.and_then(|(d, area)| Some((d, format::entries(area)?)))
@@ -308,11 +304,9 @@ pub(crate) fn scan(path: &Path, rekey: Option<Rekey<'_>>) -> io::Result<Scanned>
             ends.push(keys.len() as u32);
         }
         index.add_block(offset, payload.len() as u32, &entries, &keys, &ends);
-    })
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    if damage.is_some() {
-        corrupt += 1;
-    }
+    })?;
+    corrupt += read.damaged;
+    let at = read.good_len;
     index.data_len = at;
     index.written = std::fs::metadata(path)
         .and_then(|m| m.modified())
