@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::buffer::{Buffer, BufferCfg};
+use crate::cluster::Cluster;
 use crate::config::{Config, Problem, ServerTlsCfg};
 use crate::export::{ExportError, Exporters};
 use crate::memory::{self, Budget, Host, MemoryGuard};
@@ -179,7 +180,12 @@ impl Daemon {
             Arc::new(move || e.saturated() || b.outbox_bytes() > outbox_limit)
         };
         let guard = MemoryGuard::default();
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(Cluster::start(c)?)),
+            None => None,
+        };
         let intake = Intake::new(Arc::clone(&buffer), backpressure)
+            .with_cluster(cluster.clone())
             .with_storage(storage.clone())
             .with_memory(guard.clone())
             .with_checks(config.receivers.checks);
@@ -284,6 +290,7 @@ impl Daemon {
                 api_task,
                 desk: task_desk,
                 storage,
+                cluster,
             };
             shutdown(stages, grace, drop_pending).await;
         });
@@ -350,6 +357,7 @@ struct Stages {
     api_task: Option<JoinHandle<()>>,
     desk: Arc<Desk>,
     storage: Option<Arc<Storage>>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Adds the traces that complaint watches kept to their complaint records, once a second
@@ -377,12 +385,23 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
         api_task,
         desk,
         storage,
+        cluster,
     } = stages;
     let deadline = tokio::time::Instant::now() + grace;
     tracing::info!("shutting down: receivers stop, pending traces are decided, exporters drain");
     for r in receivers {
         // Open client connections must not hold the shutdown past a fraction of the grace.
         let _ = tokio::time::timeout(grace / 4, r).await;
+    }
+    // Spans received for other members go to them before this member's own decisions.
+    if let Some(c) = cluster {
+        let undelivered = c.finish(grace / 4).await;
+        if undelivered > 0 {
+            tracing::warn!(
+                spans = undelivered,
+                "spans forwarded to other members could not be delivered before stopping"
+            );
+        }
     }
     let _ = decider_task.await;
     let decided = decider::finish(&buffer, &exporters, drop_pending).await;

@@ -14,6 +14,7 @@ pub mod api;
 pub mod archive;
 pub mod buffer;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod decider;

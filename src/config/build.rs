@@ -101,6 +101,12 @@ impl Reader {
         let storage = self
             .read_or_default::<raw::Storage>(&mut root, "storage")
             .map(|s| self.storage(s));
+        let cluster = match root.remove("cluster") {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => self
+                .read::<raw::Cluster>(v, "cluster")
+                .map(|c| self.cluster(c)),
+        };
         let logging = self
             .read_or_default::<raw::Logging>(&mut root, "logging")
             .and_then(|l| self.logging(l));
@@ -116,9 +122,16 @@ impl Reader {
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{k:?}"));
             let hint = "";
-            self.problem(key.clone(), format!("unknown field `{key}`, expected one of receivers, processors, exporters, support, logging, storage, shutdown_timeout{hint}"));
+            self.problem(key.clone(), format!("unknown field `{key}`, expected one of receivers, processors, exporters, support, logging, storage, cluster, shutdown_timeout{hint}"));
         }
         let storage = storage?;
+        let cluster = cluster?;
+        if storage.is_some() && cluster.is_some() {
+            self.problem(
+                "cluster",
+                "a cluster with storage (the write-ahead log) is not built yet: forwarded spans would be logged by a member that does not decide them; use one or the other",
+            );
+        }
         let mut support = support??;
         if let (Some(st), None) = (&storage, &support.complaints.store) {
             let db = st.dir.join("complaints.db");
@@ -135,6 +148,7 @@ impl Reader {
             logging: logging?,
             shutdown_grace: shutdown_grace?,
             storage,
+            cluster,
         })
     }
 
@@ -396,6 +410,67 @@ impl Reader {
         }
     }
 
+    /// `cluster:`: `self` must be one of `peers`, each `otlp` a `host:port` listed once.
+    fn cluster(&mut self, c: raw::Cluster) -> Option<crate::cluster::ClusterCfg> {
+        if c.dns.is_some() {
+            self.problem(
+                "cluster.dns",
+                "membership from DNS is not built yet: list the members in cluster.peers",
+            );
+        }
+        if c.tls.is_some() {
+            self.problem(
+                "cluster.tls",
+                "TLS between members is not built yet: members forward in plaintext on a private network",
+            );
+        }
+        let me = c.me.filter(|m| !m.trim().is_empty());
+        if me.is_none() {
+            self.problem(
+                "cluster.self",
+                "required: this member's otlp address as cluster.peers lists it",
+            );
+        }
+        if c.peers.is_empty() {
+            self.problem(
+                "cluster.peers",
+                "required: every member of the tier (this one too), as [{ otlp: host:port, api: host:port }]",
+            );
+        }
+        let mut peers: Vec<crate::cluster::PeerCfg> = Vec::new();
+        for (i, p) in c.peers.into_iter().enumerate() {
+            let at = format!("cluster.peers[{i}]");
+            for (key, addr) in [("otlp", Some(&p.otlp)), ("api", p.api.as_ref())] {
+                if let Some(a) = addr.filter(|a| !is_host_port(a)) {
+                    self.problem(format!("{at}.{key}"), format!("{a:?}: expected host:port"));
+                }
+            }
+            if peers.iter().any(|q| q.otlp == p.otlp) {
+                self.problem(
+                    format!("{at}.otlp"),
+                    format!("{:?} is listed twice", p.otlp),
+                );
+            }
+            peers.push(crate::cluster::PeerCfg {
+                otlp: p.otlp,
+                api: p.api,
+            });
+        }
+        let me = me?;
+        if !peers.is_empty() && !peers.iter().any(|p| p.otlp == me) {
+            let listed: Vec<&str> = peers.iter().map(|p| p.otlp.as_str()).collect();
+            self.problem(
+                "cluster.self",
+                format!(
+                    "{me:?} is not one of the peers' otlp addresses ({})",
+                    listed.join(", ")
+                ),
+            );
+            return None;
+        }
+        (!peers.is_empty()).then_some(crate::cluster::ClusterCfg { me, peers })
+    }
+
     fn storage(&mut self, s: raw::Storage) -> Option<StorageCfg> {
         let fsync = match s.fsync.as_str() {
             "always" => Fsync::Always,
@@ -458,4 +533,12 @@ fn apply_pipeline(
         }
     }
     exporters
+}
+
+/// `host:port` with a port number (the host is not resolved here).
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
 }

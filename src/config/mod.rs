@@ -317,6 +317,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// None: spans and the export queue live in memory only.
     pub storage: Option<StorageCfg>,
+    /// `cluster:`: the members of a gateway tier (None: a single instance).
+    pub cluster: Option<crate::cluster::ClusterCfg>,
 }
 
 /// Reads and validates a config file.
@@ -399,6 +401,8 @@ fn line_path(p: &Problem) -> String {
 mod tests;
 #[cfg(test)]
 mod tests_adjusted;
+#[cfg(test)]
+mod tests_cluster;
 #[cfg(test)]
 mod tests_collector;
 #[cfg(test)]

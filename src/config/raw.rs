@@ -287,6 +287,26 @@ impl Default for Complaints {
     }
 }
 
+/// `cluster:`: the members of a gateway tier.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    #[serde(rename = "self")]
+    pub me: Option<String>,
+    pub peers: Vec<Peer>,
+    pub dns: Option<serde_yaml_ng::Value>,
+    pub tls: Option<serde_yaml_ng::Value>,
+}
+
+/// `cluster.peers[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub otlp: String,
+    #[serde(default)]
+    pub api: Option<String>,
+}
+
 /// `storage:`: the write-ahead log.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

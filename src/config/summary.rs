@@ -143,6 +143,13 @@ impl Config {
             None => "archive: off (support.archive.dir unset)".into(),
             Some(a) => archive_line(a),
         });
+        if let Some(c) = &self.cluster {
+            out.push(format!(
+                "cluster: member {} of {} (static list); spans of traces another member owns are forwarded to it over OTLP/gRPC",
+                c.me,
+                c.peers.len()
+            ));
+        }
         let fmt = if self.logging.format == LogFormat::Json {
             "json"
         } else {

@@ -82,8 +82,11 @@ impl tonic::server::UnaryService<Bytes> for ExportSvc {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let intake = self.0.clone();
         Box::pin(async move {
+            let forwarded = request
+                .metadata()
+                .contains_key(crate::cluster::FORWARDED_BY);
             let body = request.into_inner();
-            match intake.accept(&body, "grpc") {
+            match intake.accept_from(&body, "grpc", forwarded) {
                 Ok(a) => Ok(tonic::Response::new(Bytes::from(encode_response(&a)))),
                 Err(e) => Err(status_of(&e)),
             }

@@ -113,6 +113,8 @@ pub struct Intake {
     memory: MemoryGuard,
     /// What every accepted span must pass (`receivers.otlp.invalid_utf8`, `max_span_bytes`).
     checks: Checks,
+    /// With `cluster:`: spans of traces other members own are forwarded to them.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Intake {
@@ -123,7 +125,14 @@ impl Intake {
             storage: None,
             memory: MemoryGuard::default(),
             checks: Checks::default(),
+            cluster: None,
         }
+    }
+
+    /// Forwards the spans of traces other members own (`cluster:`).
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Intake {
+        self.cluster = cluster;
+        self
     }
 
     /// Checks every span with `checks` instead of the defaults.
@@ -182,8 +191,20 @@ impl Intake {
         (self.backpressure)()
     }
 
-    /// Decodes an encoded ExportTraceServiceRequest and buffers its spans.
+    /// Decodes an encoded ExportTraceServiceRequest and buffers its spans (forwarding those
+    /// of traces another member owns, with `cluster:`).
     pub fn accept(&self, request: &[u8], transport: &'static str) -> Result<Accepted, IntakeError> {
+        self.accept_from(request, transport, false)
+    }
+
+    /// [`Intake::accept`]; `forwarded`: the request came from another member of the tier,
+    /// which found this one the owner: every span is buffered here, none forwarded again.
+    pub fn accept_from(
+        &self,
+        request: &[u8],
+        transport: &'static str,
+        forwarded: bool,
+    ) -> Result<Accepted, IntakeError> {
         if let Some(e) = self.refusal() {
             let spans = decode_request_with(request, &self.checks)
                 .ok()
@@ -232,7 +253,18 @@ impl Intake {
         }
         metrics::counter!("casefile_receiver_accepted_spans_total", "transport" => transport)
             .increment(accepted.spans as u64);
-        self.buffer.ingest(decoded.spans, Instant::now());
+        let spans = match &self.cluster {
+            Some(c) if !forwarded => c.route(decoded.spans),
+            Some(_) => {
+                metrics::counter!("casefile_cluster_received_spans_total")
+                    .increment(decoded.spans.len() as u64);
+                decoded.spans
+            }
+            None => decoded.spans,
+        };
+        if !spans.is_empty() {
+            self.buffer.ingest(spans, Instant::now());
+        }
         Ok(accepted)
     }
 

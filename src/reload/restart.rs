@@ -102,6 +102,9 @@ pub(super) fn needs_restart(running: &Config, new: &Config) -> Vec<String> {
     );
 
     check("storage", debug(&running.storage) != debug(&new.storage));
+    // Members, their owners and forwarders are set at start (membership changes need the
+    // hand-off, not built yet).
+    check("cluster", running.cluster != new.cluster);
     check("logging.level", running.logging.level != new.logging.level);
     check(
         "logging.format",
@@ -150,5 +153,24 @@ fn receivers(running: &Config, new: &Config, check: &mut impl FnMut(&str, bool))
             check(&format!("{p}.http.tls"), tls_on(&a.tls) != tls_on(&b.tls));
         }
         (a, b) => check(&format!("{p}.http"), a.is_some() != b.is_some()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A changed member list waits for a restart, named.
+    #[test]
+    fn the_cluster_needs_a_restart() {
+        let load = |peers: &str| {
+            let text = format!(
+                "receivers: {{ otlp: {{ protocols: {{ grpc: }} }} }}\nprocessors: {{ tail_sampling: {{ policies: [{{ name: all, type: always_sample }}] }} }}\nexporters: {{ file: {{ path: /tmp/o.jsonl }} }}\ncluster: {{ self: \"a:1\", peers: [{peers}] }}\n"
+            );
+            let env = std::collections::HashMap::<String, String>::new();
+            crate::config::load_with_env(&text, "t.yaml", &env).unwrap()
+        };
+        let one = load("{ otlp: \"a:1\" }");
+        let two = load("{ otlp: \"a:1\" }, { otlp: \"b:1\" }");
+        assert_eq!(super::needs_restart(&one, &two), ["cluster"]);
+        assert!(super::needs_restart(&one, &one).is_empty());
     }
 }
