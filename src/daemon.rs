@@ -250,6 +250,7 @@ impl Daemon {
                 exporters: exporters.names(),
                 desk: Some(Arc::clone(&desk)),
                 settings,
+                cluster: cluster.clone(),
             };
             let sd = stopped(stop_rx.clone());
             api_task = Some(tokio::spawn(async move {

@@ -1,15 +1,18 @@
 //! The gateway tier with members as separate processes on loopback: a client sends each
 //! trace's spans to two members, half to each; the member that owns the trace gets them
 //! all (the other forwards its half over OTLP/gRPC, once) and decides the trace whole.
+//! Support asks any member: lookups merge every member's rows, a trace by id comes from
+//! its owner, and a member that does not answer is named in `partial`.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use casefile::cluster::ring::Ring;
 use casefile::fixture::{self, Gen, Shape, Trace};
 use common::process::Process;
-use common::Downstream;
+use common::{api_get, api_post, Downstream};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 /// A port free a moment ago (members must know each other's addresses up front).
@@ -21,11 +24,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn member_config(dir: &Path, me: &str, members: &[String], downstream: SocketAddr) -> PathBuf {
+/// A member's config: `me` is its OTLP address, `members` every member's (otlp, api).
+fn member_config(
+    dir: &Path,
+    me: &(String, String),
+    members: &[(String, String)],
+    downstream: SocketAddr,
+) -> PathBuf {
     let peers: Vec<String> = members
         .iter()
-        .map(|m| format!("{{ otlp: \"{m}\" }}"))
+        .map(|(otlp, api)| format!("{{ otlp: \"{otlp}\", api: \"{api}\" }}"))
         .collect();
+    let (me, api) = me;
     let yaml = format!(
         r#"
 receivers:
@@ -40,7 +50,8 @@ processors:
 exporters:
   otlp: {{ endpoint: "{downstream}", tls: {{ insecure: true }}, timeout: 1s }}
 support:
-  api: {{ endpoint: "127.0.0.1:0" }}
+  api: {{ endpoint: "{api}" }}
+  index: {{ attributes: [user.id] }}
 cluster:
   self: "{me}"
   peers: [{}]
@@ -75,15 +86,21 @@ async fn counter(api: SocketAddr, name: &str) -> f64 {
 async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_reached() {
     let dir = tempfile::tempdir().unwrap();
     let (down, down_addr) = Downstream::start().await;
-    let members: Vec<String> = (0..2)
-        .map(|_| format!("127.0.0.1:{}", free_port()))
+    let addrs: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            (
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            )
+        })
         .collect();
+    let members: Vec<String> = addrs.iter().map(|(otlp, _)| otlp.clone()).collect();
     let mut procs: Vec<(Process, SocketAddr)> = Vec::new();
-    for me in &members {
-        let cfg = member_config(dir.path(), me, &members, down_addr);
+    for me in &addrs {
+        let cfg = member_config(dir.path(), me, &addrs, down_addr);
         let mut p = Process::start(&cfg);
         let grpc = p.addr("OTLP/gRPC receiver").await;
-        assert_eq!(&grpc, me);
+        assert_eq!(grpc, me.0);
         let api = p.addr("support API").await.parse().unwrap();
         procs.push((p, api));
     }
@@ -97,7 +114,9 @@ async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_rea
             } else {
                 Shape::default()
             };
-            g.trace(shape, 6)
+            let mut t = g.trace(shape, 6);
+            t.set_user(&format!("usr_{i:02}"));
+            t
         })
         .collect();
     let first: Vec<_> = traces.iter().flat_map(|t| &t.spans[..3]).collect();
@@ -139,8 +158,116 @@ async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_rea
     let got_counts: std::collections::HashMap<String, usize> =
         got.iter().map(|(id, s)| (id.clone(), s.len())).collect();
     assert_eq!(got_counts, want);
-    for (p, _) in procs {
-        let (ok, log) = p.stop();
-        assert!(ok, "{}", log.join("\n"));
+
+    // Support asks either member. A dropped trace the second member owns, by its user on
+    // the first member's API: found there, with the member that holds it.
+    let ring = Ring::new(members.clone());
+    let (i, theirs) = traces
+        .iter()
+        .enumerate()
+        .find(|(i, t)| i % 3 != 0 && ring.owner(&t.trace_id) == 1)
+        .expect("a dropped trace the second member owns");
+    let id = hex::encode(theirs.trace_id);
+    let q = format!("/api/v1/traces?user.id=usr_{i:02}");
+    let mut v = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (code, got) = api_get(api_a, &q, None).await;
+        assert_eq!(code, 200, "{got}");
+        v = got;
+        if v["traces"][0]["decision"] == "dropped" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    assert_eq!(v["traces"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["traces"][0]["trace_id"], id.as_str(), "{v}");
+    assert_eq!(v["traces"][0]["member"], members[1].as_str(), "{v}");
+    assert_eq!(v["traces"][0]["decision"], "dropped", "{v}");
+    assert_eq!(v["partial"], serde_json::json!([]), "{v}");
+    // Asked for itself only, the first member has nothing of it.
+    let (_, v) = api_get(api_a, &format!("{q}&scope=member"), None).await;
+    assert_eq!(v["traces"], serde_json::json!([]), "{v}");
+    assert!(v.get("partial").is_none(), "{v}");
+    // By id on the first member: the owner's case file, with the spans it holds.
+    let (code, v) = api_get(api_a, &format!("/api/v1/traces/{id}"), None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["member"], members[1].as_str(), "{v}");
+    assert_eq!(v["spans"].as_array().map(Vec::len), Some(6), "{v}");
+    // A complaint naming that trace, filed with the first member, reaches its owner, which
+    // rescues it whole to the downstream.
+    let body = format!(r#"{{"ticket_id": "cs_tier_1", "trace_id": "{id}"}}"#);
+    let (code, v) = api_post(api_a, "/api/v1/complaints", &body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["member"], members[1].as_str(), "{v}");
+    assert_eq!(v["traces"][0]["outcome"], "rescued", "{v}");
+    down.wait_for("the trace rescued by its owner", |d| {
+        d.has_all(std::slice::from_ref(theirs))
+    })
+    .await;
+    // A complaint about a user is filed on every member: the member that owns the user's
+    // dropped trace rescues it, and both watch the user.
+    let (k, other) = traces
+        .iter()
+        .enumerate()
+        .find(|(k, t)| k % 3 != 0 && *k != i && ring.owner(&t.trace_id) == 1)
+        .expect("another dropped trace the second member owns");
+    let body = format!(r#"{{"ticket_id": "cs_tier_2", "user_id": "usr_{k:02}"}}"#);
+    let (code, v) = api_post(api_a, "/api/v1/complaints", &body).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["members"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["partial"], serde_json::json!([]), "{v}");
+    let outcomes: Vec<(String, String)> = v["traces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["trace_id"].as_str().unwrap().to_owned(),
+                t["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        outcomes.contains(&(hex::encode(other.trace_id), "rescued".to_owned())),
+        "{v}"
+    );
+    down.wait_for("the user's trace rescued by its owner", |d| {
+        d.has_all(std::slice::from_ref(other))
+    })
+    .await;
+    // The ticket finds the complaint's record on both members.
+    let (code, v) = api_get(api_b, "/api/v1/complaints?ticket_id=cs_tier_2", None).await;
+    assert_eq!(code, 200, "{v}");
+    let mut on: Vec<&str> = v["complaints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["member"].as_str().unwrap())
+        .collect();
+    on.sort();
+    let mut both: Vec<&str> = members.iter().map(String::as_str).collect();
+    both.sort();
+    assert_eq!(on, both, "{v}");
+
+    // A member that is gone is named in `partial`; the others still answer.
+    let mut procs = procs.into_iter();
+    let (first, _) = procs.next().unwrap();
+    let (second, _) = procs.next().unwrap();
+    let (ok, log) = second.stop();
+    assert!(ok, "{}", log.join("\n"));
+    let (j, ours) = traces
+        .iter()
+        .enumerate()
+        .find(|(_, t)| ring.owner(&t.trace_id) == 0)
+        .expect("a trace the first member owns");
+    let (code, v) = api_get(api_a, &format!("/api/v1/traces?user.id=usr_{j:02}"), None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["traces"][0]["trace_id"],
+        hex::encode(ours.trace_id).as_str(),
+        "{v}"
+    );
+    assert_eq!(v["partial"][0]["member"], members[1].as_str(), "{v}");
+    let (ok, log) = first.stop();
+    assert!(ok, "{}", log.join("\n"));
 }

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub desk: Option<Arc<Desk>>,
     /// Token, rate limit and trace URL: a reload swaps them while the API serves.
     pub settings: LiveSettings,
+    /// With `cluster:`: lookups also ask the other members ([`crate::cluster::fanout`]).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The settings of the API a reload may change, replaced as a whole.

@@ -67,6 +67,7 @@ fn state(buffer: Arc<Buffer>, token: Option<&str>) -> ApiState {
             auth_token: token.map(Arc::from),
             limiter: None,
         }),
+        cluster: None,
     }
 }
 

@@ -1,12 +1,15 @@
 //! Lookups: `GET /api/v1/traces?<indexed attribute>=<value>[&start][&end][&status][&limit]`
 //! and `GET /api/v1/traces/{trace_id}`, answered from the index, the buffer (traces still
 //! in their window), the decision summaries and the archive (days of decided traces on
-//! disk), newest first, one row per trace.
+//! disk), newest first, one row per trace. In a tier (`cluster:`), every member asks the
+//! others too and merges their rows (`partial` names those that did not answer); a trace by
+//! id is asked of its owner first. `scope=member` answers for this member only.
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::Json;
+use http::HeaderMap;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -72,9 +75,44 @@ fn held_spans(st: &ApiState, id: &TraceId) -> Option<(Vec<crate::model::Span>, &
     (!spans.is_empty()).then_some((spans, "archive"))
 }
 
+/// With `cluster:` (and no `scope=member`): whether to ask the other members too.
+fn tier(st: &ApiState, member_only: bool) -> Option<&crate::cluster::Cluster> {
+    st.cluster.as_deref().filter(|_| !member_only)
+}
+
+/// `scope`: `member` (answer for this member only: what members ask each other) or `tier`.
+fn member_only(v: &str) -> Result<bool, ApiError> {
+    match v {
+        "member" => Ok(true),
+        "tier" => Ok(false),
+        other => Err(ApiError::bad_request(format!(
+            "invalid scope {other:?}: use member or tier"
+        ))),
+    }
+}
+
+/// A row as this member serves it: its summary, trace URL and (in a tier) the member.
+fn row(st: &ApiState, settings: &Settings, s: &Summary) -> Value {
+    let mut v = with_url(settings, s);
+    if let Some(c) = &st.cluster {
+        v["member"] = json!(c.name());
+    }
+    v
+}
+
+/// The `start` of a row, for ordering rows of several members.
+fn row_start(v: &Value) -> u64 {
+    v["start"]
+        .as_str()
+        .and_then(crate::support::time::parse_nanos)
+        .unwrap_or(0)
+}
+
 pub async fn search(
     State(st): State<ApiState>,
     Query(q): Query<HashMap<String, String>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let index = st
         .buffer
@@ -83,8 +121,10 @@ pub async fn search(
     let indexed = || index.attributes().join(", ");
     let mut key = None;
     let (mut start, mut end, mut status, mut limit) = (None, None, None, DEFAULT_LIMIT);
+    let mut member_only = false;
     for (k, v) in &q {
         match k.as_str() {
+            "scope" => member_only = self::member_only(v)?,
             "start" => start = Some(parse_time("start", v)?),
             "end" => end = Some(parse_time("end", v)?),
             "status" => match v.as_str() {
@@ -162,16 +202,43 @@ pub async fn search(
     out.sort_by_key(|s| std::cmp::Reverse(s.start_unix_nano));
     out.truncate(limit);
     let settings = st.settings.get();
-    Ok(Json(
-        json!({ "traces": out.iter().map(|s| with_url(&settings, s)).collect::<Vec<_>>() }),
-    ))
+    let mut rows: Vec<Value> = out.iter().map(|s| row(&st, &settings, s)).collect();
+    let Some(c) = tier(&st, member_only) else {
+        return Ok(Json(json!({ "traces": rows })));
+    };
+    // The tier: every other member answers for itself; one row per trace (this member's
+    // first, then in the members' order), newest first.
+    let members = c.others(None);
+    let path = format!("/api/v1/traces?{}", raw.unwrap_or_default());
+    let auth = headers.get(http::header::AUTHORIZATION);
+    let answers = c.asker().get_all(&members, &path, auth).await;
+    let mut partial = Vec::new();
+    for ((name, _), answer) in members.iter().zip(answers) {
+        match answer {
+            Ok((200, v)) => rows.extend(v["traces"].as_array().into_iter().flatten().cloned()),
+            Ok((code, v)) => partial
+                .push(json!({ "member": name, "error": format!("HTTP {code}: {}", v["error"]) })),
+            Err(e) => partial.push(json!({ "member": name, "error": e })),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    rows.retain(|r| seen.insert(r["trace_id"].as_str().unwrap_or_default().to_owned()));
+    rows.sort_by_key(|r| std::cmp::Reverse(row_start(r)));
+    rows.truncate(limit);
+    Ok(Json(json!({ "traces": rows, "partial": partial })))
 }
 
 pub async fn one(
     State(st): State<ApiState>,
     Path(trace_id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_trace_id(&trace_id)?;
+    let member_only = match q.get("scope") {
+        Some(v) => self::member_only(v)?,
+        None => false,
+    };
     let found = {
         let st = st.clone();
         // The archive reads files: off the async workers.
@@ -179,12 +246,32 @@ pub async fn one(
             .await
             .map_err(|e| ApiError::unavailable(format!("trace read failed: {e}")))?
     };
-    let (s, held) = found.ok_or_else(|| {
-        ApiError::not_found(format!(
-            "trace {trace_id} is not held or indexed by casefile"
-        ))
-    })?;
-    let mut v = with_url(&st.settings.get(), &s);
+    let Some((s, held)) = found else {
+        // In a tier, the owner holds it (asked first), else a member that decided it when
+        // the owner could not be reached.
+        let mut partial = Vec::new();
+        if let Some(c) = tier(&st, member_only) {
+            let auth = headers.get(http::header::AUTHORIZATION);
+            let path = format!("/api/v1/traces/{trace_id}");
+            for (name, api) in c.others(Some(&id)) {
+                match c.asker().get(api.as_deref(), &path, auth).await {
+                    Ok((200, v)) => return Ok(Json(v)),
+                    Ok((404, _)) => {}
+                    Ok((code, v)) => partial.push(format!("{name} (HTTP {code}: {})", v["error"])),
+                    Err(e) => partial.push(format!("{name} ({e})")),
+                }
+            }
+        }
+        let unanswered = if partial.is_empty() {
+            String::new()
+        } else {
+            format!("; members that did not answer: {}", partial.join(", "))
+        };
+        return Err(ApiError::not_found(format!(
+            "trace {trace_id} is not held or indexed by casefile{unanswered}"
+        )));
+    };
+    let mut v = row(&st, &st.settings.get(), &s);
     v["indexed_attributes"] = json!(st
         .buffer
         .index()

@@ -1,17 +1,20 @@
-//! The gateway tier, first step: a static member list (`cluster: { self, peers }`), trace
-//! ownership by rendezvous hashing over it ([`ring`]), and forwarding of the spans of
-//! traces another member owns to that member over OTLP/gRPC ([`forward`]), so each trace
-//! is buffered, decided and indexed whole by one member whichever member its clients
-//! reached. The data path stays one line: receiver → (forward) → buffer → decider.
+//! The gateway tier, first steps: a static member list (`cluster: { self, peers }`), trace
+//! ownership by rendezvous hashing over it ([`ring`]), forwarding of the spans of traces
+//! another member owns to that member over OTLP/gRPC ([`forward`]), so each trace is
+//! buffered, decided, indexed and archived whole by one member whichever member its
+//! clients reached, and the support API answering for the whole tier ([`fanout`]: lookups
+//! merged from every member, a trace by id and complaints about it from its owner,
+//! complaints about a user on every member). The data path stays one line: receiver →
+//! (forward) → buffer → decider.
 //!
 //! Not built yet (SPEC.md, "The gateway tier"): membership from DNS, health checks (an
 //! unreachable member stays in the ring; its spans wait in its forwarder's queue and
 //! retries, then are decided here once that queue is full), hand-off of pending traces and
-//! recent decisions when membership changes or a member stops, the tier-wide support API
-//! (each member's API answers for what it owns), TLS between members, and running it
-//! beside `storage` (refused by the config check).
+//! recent decisions when membership changes or a member stops, TLS between members, and
+//! running it beside `storage` (refused by the config check).
 
 pub mod config;
+pub mod fanout;
 mod forward;
 pub mod ring;
 
@@ -32,6 +35,9 @@ pub const FORWARDED_BY: &str = "x-casefile-forwarded-by";
 pub struct Cluster {
     ring: Ring,
     me: usize,
+    /// `cluster.peers[].api`, by member.
+    apis: Vec<Option<String>>,
+    asker: fanout::Asker,
     /// By member; None for this one. Taken at shutdown.
     forwarders: Mutex<Option<Vec<Option<Forwarder>>>>,
 }
@@ -61,8 +67,31 @@ impl Cluster {
         Ok(Cluster {
             ring,
             me,
+            apis: cfg.peers.iter().map(|p| p.api.clone()).collect(),
+            asker: fanout::Asker::default(),
             forwarders: Mutex::new(Some(forwarders)),
         })
+    }
+
+    /// This member's name (its otlp address as the list has it).
+    pub fn name(&self) -> &str {
+        self.ring.name(self.me)
+    }
+
+    /// The other members (name, api), the owner of `first` first when given.
+    pub fn others(&self, first: Option<&TraceId>) -> Vec<(String, Option<String>)> {
+        let owner = first.map(|id| self.ring.owner(id));
+        let mut out: Vec<(usize, (String, Option<String>))> = (0..self.ring.len())
+            .filter(|&i| i != self.me)
+            .map(|i| (i, (self.ring.name(i).to_owned(), self.apis[i].clone())))
+            .collect();
+        out.sort_by_key(|(i, _)| Some(*i) != owner);
+        out.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Asks the other members' support APIs ([`fanout`]).
+    pub fn asker(&self) -> &fanout::Asker {
+        &self.asker
     }
 
     /// The member that owns `id`, by name.

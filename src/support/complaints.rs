@@ -25,8 +25,9 @@ pub const MAX_ID_LEN: usize = 128;
 /// Complaint text beyond this many characters is cut.
 pub const MAX_TEXT_LEN: usize = 4000;
 
-/// The body of `POST /api/v1/complaints`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The body of `POST /api/v1/complaints` (serialized again when a tier member passes it
+/// on).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewComplaint {
     pub ticket_id: String,
