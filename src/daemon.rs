@@ -181,7 +181,7 @@ impl Daemon {
         };
         let guard = MemoryGuard::default();
         let cluster = match &config.cluster {
-            Some(c) => Some(Arc::new(Cluster::start(c)?)),
+            Some(c) => Some(Arc::new(Cluster::start(c, Arc::clone(&buffer))?)),
             None => None,
         };
         let intake = Intake::new(Arc::clone(&buffer), backpressure)
@@ -396,11 +396,11 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
     }
     // Spans received for other members go to them before this member's own decisions.
     if let Some(c) = cluster {
-        let undelivered = c.finish(grace / 4).await;
-        if undelivered > 0 {
+        let unfinished = c.finish(grace / 4).await;
+        if unfinished > 0 {
             tracing::warn!(
-                spans = undelivered,
-                "spans forwarded to other members could not be delivered before stopping"
+                members = unfinished,
+                "spans for other members were still being sent when the time for it ran out"
             );
         }
     }

@@ -271,3 +271,47 @@ async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_rea
     let (ok, log) = first.stop();
     assert!(ok, "{}", log.join("\n"));
 }
+
+/// A member that is gone leaves the ring: the spans of its traces that reached another
+/// member (and could not be forwarded) are decided there, whole, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_is_gone_leaves_the_ring_and_its_traces_are_decided_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (down, down_addr) = Downstream::start().await;
+    let addrs: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            (
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            )
+        })
+        .collect();
+    // Only the first member runs; the second is listed but never started.
+    let cfg = member_config(dir.path(), &addrs[0], &addrs, down_addr);
+    let mut p = Process::start(&cfg);
+    p.addr("OTLP/gRPC receiver").await;
+    let api: SocketAddr = p.addr("support API").await.parse().unwrap();
+    let mut g = Gen::new(82);
+    let traces: Vec<Trace> = (0..30).map(|_| g.trace(Shape::ERROR, 4)).collect();
+    let ring = Ring::new(addrs.iter().map(|(o, _)| o.clone()).collect());
+    assert!(traces.iter().any(|t| ring.owner(&t.trace_id) == 1));
+    let spans: Vec<_> = traces.iter().flat_map(|t| &t.spans).collect();
+    send(&addrs[0].0, &spans).await;
+    down.wait_for("every trace, whole, decided by the member left", |d| {
+        d.has_all(&traces)
+    })
+    .await;
+    assert_eq!(down.span_count(), 120, "each span once");
+    let rerouted = counter(api, "casefile_cluster_rerouted_spans_total").await;
+    assert!(
+        rerouted > 0.0,
+        "spans for the gone member were routed again"
+    );
+    assert_eq!(counter(api, "casefile_cluster_members_up").await, 1.0);
+    let (ok, log) = p.stop();
+    assert!(ok, "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("cannot be reached")),
+        "the member's absence is logged"
+    );
+}

@@ -1,104 +1,141 @@
-//! Sending spans to the member that owns their trace: one forwarder a member, an OTLP/gRPC
-//! exporter (the downstream exporters' own: bounded queue, retries with backoff, splitting
-//! of refused batches) pointed at the member's receiver, every request marked with
-//! [`super::FORWARDED_BY`] so the owner ingests it and never forwards it again. The spans'
-//! bytes are passed through; their resource and scope blocks go with them.
+//! Sending spans to the member that owns their trace: one task a member, fed through a
+//! bounded channel, sending each batch as an OTLP/gRPC request (the `otlp` exporter's
+//! client, span bytes passed through, no compression, plaintext) marked with
+//! [`super::FORWARDED_BY`] so the owner ingests it and never forwards it again.
 //!
-//! The receivers hand spans over without waiting ([`Forwarder::try_forward`]); a member
-//! whose queue is full gets nothing more until it drains, and those spans are decided here
-//! instead (counted): a trace may then be decided in two halves, never lost.
+//! Nothing accepted is lost on the way: a member that cannot be reached (a few quick
+//! retries) is marked down — it leaves the ring, so its traces have another owner — and the
+//! spans are handed back to be routed again (to the new owner, often this member). A down
+//! member is probed every second and rejoins the ring once its receiver accepts a
+//! connection. A batch a member refuses for its content is decided here. The receivers
+//! never wait: a full channel gives the spans back at once ([`super::Cluster::route`]).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
+use super::Shared;
 use crate::config::duration::GoDuration;
 use crate::export::chunk::request_chunks;
-use crate::export::config::{ExporterCfg, OtlpCfg, QueueCfg, RetryCfg, TlsCfg};
-use crate::export::{ExportBatch, ExportError, Exporters};
+use crate::export::config::{OtlpCfg, QueueCfg, RequestLimits, RetryCfg, TlsCfg};
+use crate::export::grpc::GrpcSink;
+use crate::export::{ExportBatch, ExportError};
 use crate::model::Span;
 use crate::wire::encode::encode_request;
 
-/// Requests (one per received request and member) waiting for a forwarder's exporter.
-const PENDING: usize = 256;
+/// Requests (one per received request and member) waiting to be sent to one member.
+pub(super) const PENDING: usize = 256;
 
-pub(super) struct Forwarder {
-    tx: mpsc::Sender<Vec<Span>>,
-    task: JoinHandle<()>,
-    exporters: Exporters,
+/// Tries of one batch before its member is marked down, and the pause before each retry.
+const BACKOFF: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(150),
+    Duration::from_millis(400),
+];
+
+/// How long one send may take.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a down member is probed.
+pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The client of the member whose OTLP/gRPC receiver is at `otlp`.
+pub(super) fn sink(me: &str, otlp: &str) -> Result<GrpcSink, ExportError> {
+    let cfg = OtlpCfg {
+        endpoint: otlp.to_owned(),
+        traces_endpoint: None,
+        tls: TlsCfg {
+            insecure: true,
+            ..TlsCfg::default()
+        },
+        // Members sit next to each other: CPU matters more than bytes.
+        compression: "none".into(),
+        headers: std::collections::BTreeMap::from([(
+            super::FORWARDED_BY.to_owned(),
+            me.to_owned(),
+        )]),
+        timeout: GoDuration(TIMEOUT),
+        retry_on_failure: RetryCfg::default(),
+        sending_queue: QueueCfg::default(),
+    };
+    GrpcSink::new(&format!("cluster/{otlp}"), &cfg)
 }
 
-impl Forwarder {
-    /// Starts forwarding to the member whose OTLP/gRPC receiver is at `otlp`.
-    pub fn start(me: &str, otlp: &str) -> Result<Forwarder, ExportError> {
-        let cfg = OtlpCfg {
-            endpoint: otlp.to_owned(),
-            traces_endpoint: None,
-            tls: TlsCfg {
-                insecure: true,
-                ..TlsCfg::default()
-            },
-            // Members sit next to each other: CPU matters more than bytes.
-            compression: "none".into(),
-            headers: BTreeMap::from([(super::FORWARDED_BY.to_owned(), me.to_owned())]),
-            timeout: GoDuration(Duration::from_secs(5)),
-            retry_on_failure: RetryCfg {
-                initial_interval: GoDuration(Duration::from_millis(100)),
-                max_interval: GoDuration(Duration::from_secs(5)),
-                ..RetryCfg::default()
-            },
-            sending_queue: QueueCfg::default(),
-        };
-        let name = format!("cluster/{otlp}");
-        let exporters = Exporters::start(&[(name, ExporterCfg::Otlp(cfg))])?;
-        let (tx, rx) = mpsc::channel(PENDING);
-        let task = tokio::spawn(run(rx, exporters.clone(), otlp.to_owned()));
-        Ok(Forwarder {
-            tx,
-            task,
-            exporters,
-        })
-    }
-
-    /// Hands `spans` to the forwarder, or gives them back when it is full or stopped.
-    pub fn try_forward(&self, spans: Vec<Span>) -> Result<(), Vec<Span>> {
-        self.tx.try_send(spans).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
-        })
-    }
-
-    /// Sends what is waiting, then stops; returns the spans not delivered in `grace`.
-    pub async fn finish(self, grace: Duration) -> u64 {
-        let Forwarder {
-            tx,
-            task,
-            exporters,
-        } = self;
-        drop(tx);
-        let deadline = tokio::time::Instant::now() + grace;
-        let _ = tokio::time::timeout(grace, task).await;
-        exporters
-            .shutdown(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await
-    }
-}
-
-async fn run(mut rx: mpsc::Receiver<Vec<Span>>, exporters: Exporters, peer: String) {
+/// Sends what the channel brings to `member` until the channel closes.
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    member: usize,
+    mut rx: mpsc::Receiver<Vec<Span>>,
+    sink: GrpcSink,
+) {
+    let name = shared.ring.name(member).to_owned();
+    let limits = RequestLimits {
+        max_bytes: 3 << 20,
+        max_spans: usize::MAX,
+    };
     while let Some(spans) = rx.recv().await {
-        for range in request_chunks(&spans, exporters.request_limits()) {
+        if !shared.is_up(member) {
+            shared.hand_back(spans, "member_down");
+            continue;
+        }
+        let mut back = Vec::new();
+        let mut refused = Vec::new();
+        for range in request_chunks(&spans, limits) {
             let chunk = &spans[range];
+            if !shared.is_up(member) {
+                back.extend_from_slice(chunk);
+                continue;
+            }
             let batch = ExportBatch {
                 request: encode_request(chunk).into(),
                 spans: chunk.len(),
                 traces: 0,
-                seq: exporters.next_batch(),
+                seq: 0,
             };
-            metrics::counter!("casefile_cluster_forwarded_spans_total", "member" => peer.clone())
-                .increment(chunk.len() as u64);
-            exporters.send(Arc::new(batch)).await;
+            match send(&sink, &batch).await {
+                Ok(()) => {
+                    metrics::counter!("casefile_cluster_forwarded_spans_total", "member" => name.clone())
+                        .increment(chunk.len() as u64);
+                }
+                Err(e) if e.is_retryable() => {
+                    shared.mark_down(member, &e.to_string());
+                    back.extend_from_slice(chunk);
+                }
+                Err(e) => {
+                    tracing::warn!(member = %name, error = %e, spans = chunk.len(), "cluster: a member refused forwarded spans; deciding them here");
+                    refused.extend_from_slice(chunk);
+                }
+            }
+        }
+        if !back.is_empty() {
+            shared.hand_back(back, "member_down");
+        }
+        if !refused.is_empty() {
+            shared.decide_here(refused, "refused");
         }
     }
+}
+
+/// One batch, retried quickly on transient errors.
+async fn send(sink: &GrpcSink, batch: &ExportBatch) -> Result<(), ExportError> {
+    let mut tries = BACKOFF.iter();
+    loop {
+        match sink.export(batch).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_retryable() => match tries.next() {
+                Some(pause) => tokio::time::sleep(*pause).await,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether the member's receiver accepts a connection.
+pub(super) async fn reachable(otlp: &str) -> bool {
+    matches!(
+        tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(otlp)).await,
+        Ok(Ok(_))
+    )
 }

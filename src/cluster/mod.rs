@@ -7,83 +7,131 @@
 //! complaints about a user on every member). The data path stays one line: receiver →
 //! (forward) → buffer → decider.
 //!
-//! Not built yet (SPEC.md, "The gateway tier"): membership from DNS, health checks (an
-//! unreachable member stays in the ring; its spans wait in its forwarder's queue and
-//! retries, then are decided here once that queue is full), hand-off of pending traces and
-//! recent decisions when membership changes or a member stops, TLS between members, and
-//! running it beside `storage` (refused by the config check).
+//! A member that cannot be reached leaves the ring until a probe finds it again, and the
+//! spans waiting for it are routed again: nothing accepted is lost ([`forward`]).
+//!
+//! Not built yet (SPEC.md, "The gateway tier"): membership from DNS, hand-off of pending
+//! traces and recent decisions when membership changes or a member stops, TLS between
+//! members, and running it beside `storage` (refused by the config check).
 
 pub mod config;
 pub mod fanout;
 mod forward;
 pub mod ring;
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
+use crate::buffer::Buffer;
 use crate::export::ExportError;
 use crate::model::{Span, TraceId};
 pub use config::{ClusterCfg, PeerCfg};
-use forward::Forwarder;
 use ring::Ring;
 
 /// gRPC metadata on forwarded requests: the sending member. A request carrying it is
 /// ingested where it lands, never forwarded again.
 pub const FORWARDED_BY: &str = "x-casefile-forwarded-by";
 
+/// This member's handle on the tier.
 pub struct Cluster {
+    shared: Arc<Shared>,
+}
+
+/// The forwarders' channels, by member (None for this member).
+type Senders = Vec<Option<mpsc::Sender<Vec<Span>>>>;
+
+/// What the cluster handle, its forwarders and probes share.
+struct Shared {
     ring: Ring,
     me: usize,
+    /// By member: in the ring (this member always is).
+    up: Vec<AtomicBool>,
+    /// By member: a probe is waiting for it to come back.
+    probing: Vec<AtomicBool>,
     /// `cluster.peers[].api`, by member.
     apis: Vec<Option<String>>,
     asker: fanout::Asker,
+    /// Where spans decided here go (handed back by a forwarder).
+    buffer: Arc<Buffer>,
     /// By member; None for this one. Taken at shutdown.
-    forwarders: Mutex<Option<Vec<Option<Forwarder>>>>,
+    senders: Mutex<Option<Senders>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Cluster {
-    /// Starts a forwarder to every other member (on the current runtime).
-    pub fn start(cfg: &ClusterCfg) -> Result<Cluster, ExportError> {
+    /// Starts a forwarder to every other member (on the current runtime); spans handed
+    /// back are buffered in `buffer`.
+    pub fn start(cfg: &ClusterCfg, buffer: Arc<Buffer>) -> Result<Cluster, ExportError> {
         let ring = Ring::new(cfg.peers.iter().map(|p| p.otlp.clone()).collect());
         let me = cfg
             .peers
             .iter()
             .position(|p| p.otlp == cfg.me)
             .expect("checked: self is one of the peers");
-        let mut forwarders = Vec::with_capacity(cfg.peers.len());
+        let mut sinks = Vec::with_capacity(cfg.peers.len());
         for (i, p) in cfg.peers.iter().enumerate() {
-            forwarders.push(if i == me {
+            sinks.push(if i == me {
                 None
             } else {
-                Some(Forwarder::start(&cfg.me, &p.otlp)?)
+                Some(forward::sink(&cfg.me, &p.otlp)?)
             });
         }
-        tracing::info!(
-            member = %cfg.me,
-            members = ring.len(),
-            "cluster: spans of traces other members own are forwarded to them"
-        );
-        Ok(Cluster {
+        let n = cfg.peers.len();
+        let mut senders = Vec::with_capacity(n);
+        let mut receivers = Vec::with_capacity(n);
+        for sink in &sinks {
+            if sink.is_some() {
+                let (tx, rx) = mpsc::channel(forward::PENDING);
+                senders.push(Some(tx));
+                receivers.push(Some(rx));
+            } else {
+                senders.push(None);
+                receivers.push(None);
+            }
+        }
+        let shared = Arc::new(Shared {
             ring,
             me,
+            up: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            probing: (0..n).map(|_| AtomicBool::new(false)).collect(),
             apis: cfg.peers.iter().map(|p| p.api.clone()).collect(),
             asker: fanout::Asker::default(),
-            forwarders: Mutex::new(Some(forwarders)),
-        })
+            buffer,
+            senders: Mutex::new(Some(senders)),
+            tasks: Mutex::new(Vec::new()),
+        });
+        for (member, (sink, rx)) in sinks.into_iter().zip(receivers).enumerate() {
+            if let (Some(sink), Some(rx)) = (sink, rx) {
+                let task = tokio::spawn(forward::run(Arc::clone(&shared), member, rx, sink));
+                shared.tasks.lock().push(task);
+            }
+        }
+        shared.publish_up();
+        tracing::info!(
+            member = %cfg.me,
+            members = n,
+            "cluster: spans of traces other members own are forwarded to them"
+        );
+        Ok(Cluster { shared })
     }
 
     /// This member's name (its otlp address as the list has it).
     pub fn name(&self) -> &str {
-        self.ring.name(self.me)
+        self.shared.ring.name(self.shared.me)
     }
 
     /// The other members (name, api), the owner of `first` first when given.
     pub fn others(&self, first: Option<&TraceId>) -> Vec<(String, Option<String>)> {
-        let owner = first.map(|id| self.ring.owner(id));
-        let mut out: Vec<(usize, (String, Option<String>))> = (0..self.ring.len())
-            .filter(|&i| i != self.me)
-            .map(|i| (i, (self.ring.name(i).to_owned(), self.apis[i].clone())))
+        let sh = &self.shared;
+        let owner = first.map(|id| sh.owner(id));
+        let mut out: Vec<(usize, (String, Option<String>))> = (0..sh.ring.len())
+            .filter(|&i| i != sh.me)
+            .map(|i| (i, (sh.ring.name(i).to_owned(), sh.apis[i].clone())))
             .collect();
         out.sort_by_key(|(i, _)| Some(*i) != owner);
         out.into_iter().map(|(_, m)| m).collect()
@@ -91,17 +139,54 @@ impl Cluster {
 
     /// Asks the other members' support APIs ([`fanout`]).
     pub fn asker(&self) -> &fanout::Asker {
-        &self.asker
+        &self.shared.asker
     }
 
-    /// The member that owns `id`, by name.
+    /// The member that owns `id` among those up, by name.
     pub fn owner_of(&self, id: &TraceId) -> &str {
-        self.ring.name(self.ring.owner(id))
+        self.shared.ring.name(self.shared.owner(id))
+    }
+
+    /// Members in the ring now (this one included).
+    pub fn members_up(&self) -> usize {
+        self.shared.up.iter().filter(|u| u.load(Relaxed)).count()
     }
 
     /// Hands the spans of traces other members own to their forwarders; returns the spans
     /// to ingest here (this member's, and any a full forwarder gave back).
     pub fn route(&self, spans: Vec<Span>) -> Vec<Span> {
+        self.shared.route(spans)
+    }
+
+    /// Sends what the forwarders hold (handing back what cannot go), within `grace`;
+    /// returns how many forwarders had not finished then.
+    pub async fn finish(&self, grace: Duration) -> usize {
+        let senders = self.shared.senders.lock().take();
+        drop(senders);
+        let tasks = std::mem::take(&mut *self.shared.tasks.lock());
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut unfinished = 0;
+        for mut t in tasks {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                t.abort();
+                unfinished += 1;
+            }
+        }
+        unfinished
+    }
+}
+
+impl Shared {
+    fn is_up(&self, member: usize) -> bool {
+        self.up[member].load(Relaxed)
+    }
+
+    /// The owner of `id` among the members up.
+    fn owner(&self, id: &TraceId) -> usize {
+        self.ring.owner_among(id, |i| self.is_up(i))
+    }
+
+    fn route(&self, spans: Vec<Span>) -> Vec<Span> {
         let mut by_member: Vec<Vec<Span>> = (0..self.ring.len()).map(|_| Vec::new()).collect();
         // Spans of one trace mostly come together: one hash round per run.
         let mut last: Option<(TraceId, usize)> = None;
@@ -110,7 +195,7 @@ impl Cluster {
             let owner = match last {
                 Some((l, o)) if l == id => o,
                 _ => {
-                    let o = self.ring.owner(&id);
+                    let o = self.owner(&id);
                     last = Some((id, o));
                     o
                 }
@@ -118,38 +203,79 @@ impl Cluster {
             by_member[owner].push(span);
         }
         let mut here = std::mem::take(&mut by_member[self.me]);
-        let forwarders = self.forwarders.lock();
+        let senders = self.senders.lock();
         for (member, spans) in by_member.into_iter().enumerate() {
             if spans.is_empty() {
                 continue;
             }
-            let fwd = forwarders
+            let tx = senders
                 .as_ref()
                 .and_then(|f| f.get(member))
                 .and_then(Option::as_ref);
-            let (back, reason) = match fwd {
-                Some(f) => (f.try_forward(spans).err(), "forwarder_full"),
-                None => (Some(spans), "stopping"),
+            let (back, reason) = match tx {
+                Some(tx) => match tx.try_send(spans) {
+                    Ok(()) => continue,
+                    Err(mpsc::error::TrySendError::Full(s)) => (s, "forwarder_full"),
+                    Err(mpsc::error::TrySendError::Closed(s)) => (s, "stopping"),
+                },
+                None => (spans, "stopping"),
             };
-            if let Some(back) = back {
-                metrics::counter!("casefile_cluster_decided_here_spans_total", "reason" => reason)
-                    .increment(back.len() as u64);
-                here.extend(back);
-            }
+            metrics::counter!("casefile_cluster_decided_here_spans_total", "reason" => reason)
+                .increment(back.len() as u64);
+            here.extend(back);
         }
         here
     }
 
-    /// Sends what the forwarders hold, within `grace`; returns the spans not delivered.
-    pub async fn finish(&self, grace: Duration) -> u64 {
-        let Some(forwarders) = self.forwarders.lock().take() else {
-            return 0;
-        };
-        let mut undelivered = 0;
-        for f in forwarders.into_iter().flatten() {
-            undelivered += f.finish(grace).await;
+    /// Spans a forwarder could not deliver: routed again (their member is down now, so to
+    /// their new owner) and buffered here if that is this member.
+    fn hand_back(&self, spans: Vec<Span>, reason: &'static str) {
+        metrics::counter!("casefile_cluster_rerouted_spans_total", "reason" => reason)
+            .increment(spans.len() as u64);
+        let here = self.route(spans);
+        if !here.is_empty() {
+            self.buffer.ingest(here, tokio::time::Instant::now());
         }
-        undelivered
+    }
+
+    /// Spans decided here whoever owns them.
+    fn decide_here(&self, spans: Vec<Span>, reason: &'static str) {
+        metrics::counter!("casefile_cluster_decided_here_spans_total", "reason" => reason)
+            .increment(spans.len() as u64);
+        self.buffer.ingest(spans, tokio::time::Instant::now());
+    }
+
+    /// Takes `member` out of the ring and probes it until it accepts connections again.
+    fn mark_down(self: &Arc<Self>, member: usize, why: &str) {
+        if self.up[member].swap(false, Relaxed) {
+            tracing::warn!(member = %self.ring.name(member), error = why, "cluster: a member cannot be reached; its traces go to the others until it answers");
+            self.publish_up();
+        }
+        if self.probing[member].swap(true, Relaxed) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let otlp = shared.ring.name(member).to_owned();
+            loop {
+                tokio::time::sleep(forward::PROBE_EVERY).await;
+                if shared.senders.lock().is_none() {
+                    break;
+                }
+                if forward::reachable(&otlp).await {
+                    shared.up[member].store(true, Relaxed);
+                    tracing::info!(member = %otlp, "cluster: a member answers again and owns its traces again");
+                    shared.publish_up();
+                    break;
+                }
+            }
+            shared.probing[member].store(false, Relaxed);
+        });
+    }
+
+    fn publish_up(&self) {
+        let n = self.up.iter().filter(|u| u.load(Relaxed)).count();
+        metrics::gauge!("casefile_cluster_members_up").set(n as f64);
     }
 }
 

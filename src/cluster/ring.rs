@@ -36,16 +36,26 @@ impl Ring {
     /// The member that owns `id` (its position in the list); ties go to the greater name,
     /// so the order of the list never matters.
     pub fn owner(&self, id: &TraceId) -> usize {
-        let mut best = 0;
-        let mut best_weight = 0;
+        self.owner_among(id, |_| true)
+    }
+
+    /// [`Ring::owner`] among the members `up` says are in the ring (member 0 when none is).
+    pub fn owner_among(&self, id: &TraceId, up: impl Fn(usize) -> bool) -> usize {
+        let mut best: Option<(usize, u64)> = None;
         for (i, seed) in self.seeds.iter().enumerate() {
+            if !up(i) {
+                continue;
+            }
             let w = xxh3_64_with_seed(id, *seed);
-            if i == 0 || w > best_weight || (w == best_weight && self.names[i] > self.names[best]) {
-                best = i;
-                best_weight = w;
+            let better = match best {
+                None => true,
+                Some((b, bw)) => w > bw || (w == bw && self.names[i] > self.names[b]),
+            };
+            if better {
+                best = Some((i, w));
             }
         }
-        best
+        best.map_or(0, |(i, _)| i)
     }
 }
 

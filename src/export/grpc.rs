@@ -67,7 +67,7 @@ impl Decoder for RawRequestCodec {
     }
 }
 
-pub(super) struct GrpcSink {
+pub(crate) struct GrpcSink {
     channel: Channel,
     /// With TLS: its files, read again on a reload.
     pub(super) tls: Option<Arc<ClientTls>>,
@@ -121,7 +121,7 @@ pub(super) fn endpoint_uri(
 }
 
 impl GrpcSink {
-    pub(super) fn new(name: &str, cfg: &OtlpCfg) -> Result<GrpcSink, ExportError> {
+    pub(crate) fn new(name: &str, cfg: &OtlpCfg) -> Result<GrpcSink, ExportError> {
         let config_err = |reason: String| ExportError::Config {
             name: name.to_owned(),
             reason,
@@ -190,7 +190,7 @@ impl GrpcSink {
         })
     }
 
-    pub(super) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
+    pub(crate) async fn export(&self, batch: &ExportBatch) -> Result<Accepted, ExportError> {
         let body = if !self.snappy {
             batch.request.clone()
         } else if batch.request.len() < super::http::BLOCKING_COMPRESS_ABOVE {

@@ -20,7 +20,7 @@ pub mod config;
 pub mod split;
 
 mod file;
-mod grpc;
+pub(crate) mod grpc;
 mod http;
 mod queue;
 mod ratelog;
