@@ -62,58 +62,87 @@ pub(super) fn sink(me: &str, otlp: &str) -> Result<GrpcSink, ExportError> {
     GrpcSink::new(&format!("cluster/{otlp}"), &cfg)
 }
 
-/// Sends what the channel brings to `member` until the channel closes.
+/// Sends in flight to one member at once.
+const IN_FLIGHT: usize = 8;
+
+/// Spans gathered into one send from what waits in the channel.
+const GATHER_SPANS: usize = 8192;
+
+/// Sends what the channel brings to `member` until the channel closes: what waits is
+/// gathered into one send, and up to [`IN_FLIGHT`] sends go at once.
 pub(super) async fn run(
     shared: Arc<Shared>,
     member: usize,
     mut rx: mpsc::Receiver<Vec<Span>>,
     sink: GrpcSink,
 ) {
-    let name = shared.ring.name(member).to_owned();
+    let sink = Arc::new(sink);
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut sends = tokio::task::JoinSet::new();
+    while let Some(mut spans) = rx.recv().await {
+        while spans.len() < GATHER_SPANS {
+            match rx.try_recv() {
+                Ok(more) => spans.extend(more),
+                Err(_) => break,
+            }
+        }
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        while sends.try_join_next().is_some() {}
+        let (shared, sink) = (Arc::clone(&shared), Arc::clone(&sink));
+        sends.spawn(async move {
+            send_all(&shared, member, &sink, spans).await;
+            drop(slot);
+        });
+    }
+    while sends.join_next().await.is_some() {}
+}
+
+/// Sends `spans` to `member` in requests of at most 3 MiB; hands back what cannot go.
+async fn send_all(shared: &Arc<Shared>, member: usize, sink: &GrpcSink, spans: Vec<Span>) {
+    if !shared.is_up(member) {
+        shared.hand_back(spans, "member_down");
+        return;
+    }
     let limits = RequestLimits {
         max_bytes: 3 << 20,
         max_spans: usize::MAX,
     };
-    while let Some(spans) = rx.recv().await {
+    let mut back = Vec::new();
+    let mut refused = Vec::new();
+    for range in request_chunks(&spans, limits) {
+        let chunk = &spans[range];
         if !shared.is_up(member) {
-            shared.hand_back(spans, "member_down");
+            back.extend_from_slice(chunk);
             continue;
         }
-        let mut back = Vec::new();
-        let mut refused = Vec::new();
-        for range in request_chunks(&spans, limits) {
-            let chunk = &spans[range];
-            if !shared.is_up(member) {
+        let batch = ExportBatch {
+            request: encode_request(chunk).into(),
+            spans: chunk.len(),
+            traces: 0,
+            seq: 0,
+        };
+        match send(sink, &batch).await {
+            Ok(()) => {
+                metrics::counter!("casefile_cluster_forwarded_spans_total", "member" => shared.ring.name(member).to_owned())
+                    .increment(chunk.len() as u64);
+            }
+            Err(e) if e.is_retryable() => {
+                shared.mark_down(member, &e.to_string());
                 back.extend_from_slice(chunk);
-                continue;
             }
-            let batch = ExportBatch {
-                request: encode_request(chunk).into(),
-                spans: chunk.len(),
-                traces: 0,
-                seq: 0,
-            };
-            match send(&sink, &batch).await {
-                Ok(()) => {
-                    metrics::counter!("casefile_cluster_forwarded_spans_total", "member" => name.clone())
-                        .increment(chunk.len() as u64);
-                }
-                Err(e) if e.is_retryable() => {
-                    shared.mark_down(member, &e.to_string());
-                    back.extend_from_slice(chunk);
-                }
-                Err(e) => {
-                    tracing::warn!(member = %name, error = %e, spans = chunk.len(), "cluster: a member refused forwarded spans; deciding them here");
-                    refused.extend_from_slice(chunk);
-                }
+            Err(e) => {
+                tracing::warn!(member = %shared.ring.name(member), error = %e, spans = chunk.len(), "cluster: a member refused forwarded spans; deciding them here");
+                refused.extend_from_slice(chunk);
             }
         }
-        if !back.is_empty() {
-            shared.hand_back(back, "member_down");
-        }
-        if !refused.is_empty() {
-            shared.decide_here(refused, "refused");
-        }
+    }
+    if !back.is_empty() {
+        shared.hand_back(back, "member_down");
+    }
+    if !refused.is_empty() {
+        shared.decide_here(refused, "refused");
     }
 }
 
