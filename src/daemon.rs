@@ -394,8 +394,12 @@ async fn shutdown(stages: Stages, grace: Duration, drop_pending: bool) {
         // Open client connections must not hold the shutdown past a fraction of the grace.
         let _ = tokio::time::timeout(grace / 4, r).await;
     }
-    // Spans received for other members go to them before this member's own decisions.
+    // Spans received for other members go to them before this member's own decisions; so
+    // do its pending traces (their spans may still be arriving at the others).
     if let Some(c) = cluster {
+        if !drop_pending {
+            c.hand_off(&buffer);
+        }
         let unfinished = c.finish(grace / 4).await;
         if unfinished > 0 {
             tracing::warn!(

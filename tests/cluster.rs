@@ -31,6 +31,17 @@ fn member_config(
     members: &[(String, String)],
     downstream: SocketAddr,
 ) -> PathBuf {
+    member_config_waiting(dir, me, members, downstream, "300ms")
+}
+
+/// [`member_config`] with its own `decision_wait`.
+fn member_config_waiting(
+    dir: &Path,
+    me: &(String, String),
+    members: &[(String, String)],
+    downstream: SocketAddr,
+    wait: &str,
+) -> PathBuf {
     let peers: Vec<String> = members
         .iter()
         .map(|(otlp, api)| format!("{{ otlp: \"{otlp}\", api: \"{api}\" }}"))
@@ -44,7 +55,7 @@ receivers:
       grpc: {{ endpoint: "{me}" }}
 processors:
   tail_sampling:
-    decision_wait: 300ms
+    decision_wait: {wait}
     policies:
       - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}
 exporters:
@@ -314,4 +325,68 @@ async fn a_member_that_is_gone_leaves_the_ring_and_its_traces_are_decided_elsewh
         log.iter().any(|l| l.contains("cannot be reached")),
         "the member's absence is logged"
     );
+}
+
+/// A member that stops hands its pending traces to the members that own them without it:
+/// they are decided there, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_member_hands_its_pending_traces_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (down, down_addr) = Downstream::start().await;
+    let addrs: Vec<(String, String)> = (0..2)
+        .map(|_| {
+            (
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            )
+        })
+        .collect();
+    // The second member waits long: its traces are still pending when it stops.
+    let waits = ["300ms", "60s"];
+    let mut procs = Vec::new();
+    for (me, wait) in addrs.iter().zip(waits) {
+        let cfg = member_config_waiting(dir.path(), me, &addrs, down_addr, wait);
+        let mut p = Process::start(&cfg);
+        p.addr("OTLP/gRPC receiver").await;
+        let api: SocketAddr = p.addr("support API").await.parse().unwrap();
+        procs.push((p, api));
+    }
+    let ring = Ring::new(addrs.iter().map(|(o, _)| o.clone()).collect());
+    let mut g = Gen::new(83);
+    let theirs: Vec<Trace> = std::iter::from_fn(|| Some(g.trace(Shape::ERROR, 4)))
+        .filter(|t| ring.owner(&t.trace_id) == 1)
+        .take(10)
+        .collect();
+    let spans: Vec<_> = theirs.iter().flat_map(|t| &t.spans).collect();
+    send(&addrs[1].0, &spans).await;
+    let (second, api_b) = procs.pop().unwrap();
+    let (first, api_a) = procs.pop().unwrap();
+    // Held by the second member, pending.
+    for _ in 0..100 {
+        if counter(api_b, "casefile_receiver_accepted_spans_total").await >= 40.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(down.span_count(), 0, "nothing decided yet");
+    let (ok, log) = second.stop();
+    assert!(ok, "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("handed to the members")),
+        "{}",
+        log.join("\n")
+    );
+    // The first member got them and decides them, whole, once.
+    down.wait_for("the handed-over traces, decided by the first member", |d| {
+        d.has_all(&theirs)
+    })
+    .await;
+    assert_eq!(down.span_count(), 40);
+    assert_eq!(
+        counter(api_a, "casefile_cluster_received_spans_total").await,
+        40.0,
+        "they came from the stopping member"
+    );
+    let (ok, log) = first.stop();
+    assert!(ok, "{}", log.join("\n"));
 }

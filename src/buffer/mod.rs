@@ -401,6 +401,24 @@ impl Buffer {
         decided
     }
 
+    /// Takes every pending trace out without deciding it (a member of a tier handing its
+    /// traces over before it stops): their spans, by trace.
+    pub fn take_pending(&self) -> Vec<Span> {
+        let mut out = Vec::new();
+        for m in self.shards.iter() {
+            let mut shard = m.lock();
+            let before = (shard.traces.len(), shard.bytes);
+            let ids: Vec<TraceId> = shard.traces.keys().copied().collect();
+            for id in ids {
+                if let Some(p) = shard.remove(&id) {
+                    out.extend(p.spans);
+                }
+            }
+            self.account(before, (shard.traces.len(), shard.bytes));
+        }
+        out
+    }
+
     /// Takes everything waiting in the outbox.
     pub fn take_outbox(&self) -> Outbox {
         let out = std::mem::take(&mut *self.outbox.lock());

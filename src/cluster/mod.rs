@@ -10,9 +10,12 @@
 //! A member that cannot be reached leaves the ring until a probe finds it again, and the
 //! spans waiting for it are routed again: nothing accepted is lost ([`forward`]).
 //!
-//! Not built yet (SPEC.md, "The gateway tier"): membership from DNS, hand-off of pending
-//! traces and recent decisions when membership changes or a member stops, TLS between
-//! members, and running it beside `storage` (refused by the config check).
+//! A member that stops hands its pending traces to their owners without it
+//! ([`Cluster::hand_off`]).
+//!
+//! Not built yet (SPEC.md, "The gateway tier"): membership from DNS, hand-off when a
+//! member fails or joins, of recent decisions and of complaint flags, TLS between members,
+//! and running it beside `storage` (refused by the config check).
 
 pub mod config;
 pub mod fanout;
@@ -51,6 +54,8 @@ struct Shared {
     me: usize,
     /// By member: in the ring (this member always is).
     up: Vec<AtomicBool>,
+    /// This member is stopping: it owns nothing, its pending traces go to the others.
+    leaving: AtomicBool,
     /// By member: a probe is waiting for it to come back.
     probing: Vec<AtomicBool>,
     /// `cluster.peers[].api`, by member.
@@ -98,6 +103,7 @@ impl Cluster {
             ring,
             me,
             up: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            leaving: AtomicBool::new(false),
             probing: (0..n).map(|_| AtomicBool::new(false)).collect(),
             apis: cfg.peers.iter().map(|p| p.api.clone()).collect(),
             asker: fanout::Asker::default(),
@@ -158,6 +164,40 @@ impl Cluster {
         self.shared.route(spans)
     }
 
+    /// Before stopping: hands every pending trace to the member that owns it without this
+    /// one, so traces whose spans keep coming are decided whole there. Returns the traces
+    /// handed over; what cannot go stays here and is decided at shutdown. Call
+    /// [`Cluster::finish`] next to send them.
+    pub fn hand_off(&self, buffer: &Buffer) -> usize {
+        let sh = &self.shared;
+        if !(0..sh.ring.len()).any(|i| i != sh.me && sh.is_up(i)) {
+            return 0;
+        }
+        sh.leaving.store(true, Relaxed);
+        let spans = buffer.take_pending();
+        let mut ids: Vec<TraceId> = spans.iter().map(Span::trace_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let here = sh.route(spans);
+        let kept_here = {
+            let mut k: Vec<TraceId> = here.iter().map(Span::trace_id).collect();
+            k.sort_unstable();
+            k.dedup();
+            k.len()
+        };
+        if !here.is_empty() {
+            buffer.ingest(here, tokio::time::Instant::now());
+        }
+        let handed = ids.len() - kept_here;
+        metrics::counter!("casefile_cluster_handed_off_traces_total").increment(handed as u64);
+        tracing::info!(
+            traces = handed,
+            kept = kept_here,
+            "cluster: pending traces handed to the members that own them now"
+        );
+        handed
+    }
+
     /// Sends what the forwarders hold (handing back what cannot go), within `grace`;
     /// returns how many forwarders had not finished then.
     pub async fn finish(&self, grace: Duration) -> usize {
@@ -181,8 +221,15 @@ impl Shared {
         self.up[member].load(Relaxed)
     }
 
-    /// The owner of `id` among the members up.
+    /// The owner of `id` among the members up (not this one once it is leaving, unless no
+    /// other is up).
     fn owner(&self, id: &TraceId) -> usize {
+        if self.leaving.load(Relaxed) {
+            let others = |i| i != self.me && self.is_up(i);
+            if (0..self.ring.len()).any(others) {
+                return self.ring.owner_among(id, others);
+            }
+        }
         self.ring.owner_among(id, |i| self.is_up(i))
     }
 
