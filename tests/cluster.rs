@@ -279,6 +279,22 @@ async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_rea
         "{v}"
     );
     assert_eq!(v["partial"][0]["member"], members[1].as_str(), "{v}");
+    // The CLI shows the rows and says which member is missing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_casefile"))
+        .args(["lookup", "--api", &format!("http://{api_a}")])
+        .arg(format!("user.id=usr_{j:02}"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&hex::encode(ours.trace_id)), "{stdout}");
+    assert!(
+        stderr.contains(&format!("member {} did not answer", members[1])),
+        "{stderr}"
+    );
     let (ok, log) = first.stop();
     assert!(ok, "{}", log.join("\n"));
 }

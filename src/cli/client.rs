@@ -223,7 +223,19 @@ pub fn lookup(a: LookupArgs) -> ExitCode {
     }
 }
 
+/// In a tier: the members that did not answer, on stderr (their traces are missing).
+fn print_partial(v: &Value) {
+    for p in v["partial"].as_array().into_iter().flatten() {
+        eprintln!(
+            "casefile: member {} did not answer ({}): its traces are not in this answer",
+            p["member"].as_str().unwrap_or("?"),
+            p["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+}
+
 fn print_traces(attr: &str, value: &str, v: &Value, local: bool) {
+    print_partial(v);
     let traces = v["traces"].as_array().cloned().unwrap_or_default();
     if traces.is_empty() {
         println!("no traces for {attr}={value} in that time range");
@@ -307,6 +319,7 @@ pub fn complain(a: ComplainArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok((201, v)) => {
+            print_partial(&v);
             println!(
                 "complaint {} filed",
                 v["complaint_id"].as_str().unwrap_or("?")
