@@ -24,8 +24,11 @@ use crate::export::{ExportBatch, ExportError};
 use crate::model::Span;
 use crate::wire::encode::encode_request;
 
-/// Requests (one per received request and member) waiting to be sent to one member.
-pub(super) const PENDING: usize = 256;
+/// Requests (one per received request and member) waiting to be sent to one member: with
+/// gathering and 8 sends in flight, 64 kept up with 450 000 spans/s to forward half of
+/// (BENCHMARKS.md); bounded by requests, not bytes, so at most 64 received requests' worth
+/// of spans wait per member.
+pub(super) const PENDING: usize = 64;
 
 /// Tries of one batch before its member is marked down, and the pause before each retry.
 const BACKOFF: [Duration; 3] = [
