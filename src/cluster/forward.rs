@@ -26,8 +26,7 @@ use crate::wire::encode::encode_request;
 
 /// Requests (one per received request and member) waiting to be sent to one member: with
 /// gathering and 8 sends in flight, 64 kept up with 450 000 spans/s to forward half of
-/// (BENCHMARKS.md); bounded by requests, not bytes, so at most 64 received requests' worth
-/// of spans wait per member.
+/// (BENCHMARKS.md). Bytes are bounded too, for all members together (`MAX_QUEUED`).
 pub(super) const PENDING: usize = 64;
 
 /// Tries of one batch before its member is marked down, and the pause before each retry.
@@ -102,8 +101,17 @@ pub(super) async fn run(
     while sends.join_next().await.is_some() {}
 }
 
-/// Sends `spans` to `member` in requests of at most 3 MiB; hands back what cannot go.
+/// Sends `spans` to `member` in requests of at most 3 MiB; hands back what cannot go. Their
+/// bytes leave the cluster's queued count either way.
 async fn send_all(shared: &Arc<Shared>, member: usize, sink: &GrpcSink, spans: Vec<Span>) {
+    let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
+    send_or_hand_back(shared, member, sink, spans).await;
+    shared
+        .queued
+        .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn send_or_hand_back(shared: &Arc<Shared>, member: usize, sink: &GrpcSink, spans: Vec<Span>) {
     if !shared.is_up(member) {
         shared.hand_back(spans, "member_down");
         return;

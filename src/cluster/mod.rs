@@ -45,6 +45,10 @@ pub struct Cluster {
     shared: Arc<Shared>,
 }
 
+/// Span bytes that may wait for other members (all together): past it, spans are decided
+/// where they landed.
+const MAX_QUEUED: usize = 256 << 20;
+
 /// The forwarders' channels, by member (None for this member).
 type Senders = Vec<Option<mpsc::Sender<Vec<Span>>>>;
 
@@ -56,6 +60,8 @@ struct Shared {
     up: Vec<AtomicBool>,
     /// This member is stopping: it owns nothing, its pending traces go to the others.
     leaving: AtomicBool,
+    /// Span bytes waiting for other members or being sent (at most [`MAX_QUEUED`]).
+    queued: std::sync::atomic::AtomicUsize,
     /// By member: a probe is waiting for it to come back.
     probing: Vec<AtomicBool>,
     /// `cluster.peers[].api`, by member.
@@ -104,6 +110,7 @@ impl Cluster {
             me,
             up: (0..n).map(|_| AtomicBool::new(true)).collect(),
             leaving: AtomicBool::new(false),
+            queued: Default::default(),
             probing: (0..n).map(|_| AtomicBool::new(false)).collect(),
             apis: cfg.peers.iter().map(|p| p.api.clone()).collect(),
             asker: fanout::Asker::default(),
@@ -259,11 +266,21 @@ impl Shared {
                 .as_ref()
                 .and_then(|f| f.get(member))
                 .and_then(Option::as_ref);
+            let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
             let (back, reason) = match tx {
+                Some(_) if self.queued.fetch_add(bytes, Relaxed) + bytes > MAX_QUEUED => {
+                    self.queued.fetch_sub(bytes, Relaxed);
+                    (spans, "forwarder_full")
+                }
                 Some(tx) => match tx.try_send(spans) {
                     Ok(()) => continue,
-                    Err(mpsc::error::TrySendError::Full(s)) => (s, "forwarder_full"),
-                    Err(mpsc::error::TrySendError::Closed(s)) => (s, "stopping"),
+                    Err(e) => {
+                        self.queued.fetch_sub(bytes, Relaxed);
+                        match e {
+                            mpsc::error::TrySendError::Full(s) => (s, "forwarder_full"),
+                            mpsc::error::TrySendError::Closed(s) => (s, "stopping"),
+                        }
+                    }
                 },
                 None => (spans, "stopping"),
             };
