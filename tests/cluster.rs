@@ -84,6 +84,26 @@ async fn send(addr: &str, spans: &[&(&'static str, opentelemetry_proto::tonic::t
         .unwrap();
 }
 
+/// (otlp, api) addresses for `n` members, free a moment ago.
+fn tier_addrs(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|_| {
+            (
+                format!("127.0.0.1:{}", free_port()),
+                format!("127.0.0.1:{}", free_port()),
+            )
+        })
+        .collect()
+}
+
+/// Starts a member on `cfg`: the process and its support API's address.
+async fn start_member(cfg: &Path) -> (Process, SocketAddr) {
+    let mut p = Process::start(cfg);
+    p.addr("OTLP/gRPC receiver").await;
+    let api = p.addr("support API").await.parse().unwrap();
+    (p, api)
+}
+
 /// A member's counter (summed over its labels) from `/metrics`.
 async fn counter(api: SocketAddr, name: &str) -> f64 {
     let (_, text) = common::api_call(api, "GET", "/metrics", None, None).await;
@@ -97,23 +117,11 @@ async fn counter(api: SocketAddr, name: &str) -> f64 {
 async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_reached() {
     let dir = tempfile::tempdir().unwrap();
     let (down, down_addr) = Downstream::start().await;
-    let addrs: Vec<(String, String)> = (0..2)
-        .map(|_| {
-            (
-                format!("127.0.0.1:{}", free_port()),
-                format!("127.0.0.1:{}", free_port()),
-            )
-        })
-        .collect();
+    let addrs = tier_addrs(2);
     let members: Vec<String> = addrs.iter().map(|(otlp, _)| otlp.clone()).collect();
-    let mut procs: Vec<(Process, SocketAddr)> = Vec::new();
+    let mut procs = Vec::new();
     for me in &addrs {
-        let cfg = member_config(dir.path(), me, &addrs, down_addr);
-        let mut p = Process::start(&cfg);
-        let grpc = p.addr("OTLP/gRPC receiver").await;
-        assert_eq!(grpc, me.0);
-        let api = p.addr("support API").await.parse().unwrap();
-        procs.push((p, api));
+        procs.push(start_member(&member_config(dir.path(), me, &addrs, down_addr)).await);
     }
     // 30 traces of 6 spans, every third an error (on its last span): the first three
     // spans of each go to the first member, the rest to the second.
@@ -305,19 +313,9 @@ async fn each_trace_is_decided_whole_by_its_owner_whichever_member_its_spans_rea
 async fn a_member_that_is_gone_leaves_the_ring_and_its_traces_are_decided_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let (down, down_addr) = Downstream::start().await;
-    let addrs: Vec<(String, String)> = (0..2)
-        .map(|_| {
-            (
-                format!("127.0.0.1:{}", free_port()),
-                format!("127.0.0.1:{}", free_port()),
-            )
-        })
-        .collect();
+    let addrs = tier_addrs(2);
     // Only the first member runs; the second is listed but never started.
-    let cfg = member_config(dir.path(), &addrs[0], &addrs, down_addr);
-    let mut p = Process::start(&cfg);
-    p.addr("OTLP/gRPC receiver").await;
-    let api: SocketAddr = p.addr("support API").await.parse().unwrap();
+    let (p, api) = start_member(&member_config(dir.path(), &addrs[0], &addrs, down_addr)).await;
     let mut g = Gen::new(82);
     let traces: Vec<Trace> = (0..30).map(|_| g.trace(Shape::ERROR, 4)).collect();
     let ring = Ring::new(addrs.iter().map(|(o, _)| o.clone()).collect());
@@ -349,23 +347,13 @@ async fn a_member_that_is_gone_leaves_the_ring_and_its_traces_are_decided_elsewh
 async fn a_stopping_member_hands_its_pending_traces_over() {
     let dir = tempfile::tempdir().unwrap();
     let (down, down_addr) = Downstream::start().await;
-    let addrs: Vec<(String, String)> = (0..2)
-        .map(|_| {
-            (
-                format!("127.0.0.1:{}", free_port()),
-                format!("127.0.0.1:{}", free_port()),
-            )
-        })
-        .collect();
+    let addrs = tier_addrs(2);
     // The second member waits long: its traces are still pending when it stops.
     let waits = ["300ms", "60s"];
     let mut procs = Vec::new();
     for (me, wait) in addrs.iter().zip(waits) {
         let cfg = member_config_waiting(dir.path(), me, &addrs, down_addr, wait);
-        let mut p = Process::start(&cfg);
-        p.addr("OTLP/gRPC receiver").await;
-        let api: SocketAddr = p.addr("support API").await.parse().unwrap();
-        procs.push((p, api));
+        procs.push(start_member(&cfg).await);
     }
     let ring = Ring::new(addrs.iter().map(|(o, _)| o.clone()).collect());
     let mut g = Gen::new(83);

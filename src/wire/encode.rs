@@ -171,10 +171,7 @@ pub fn replace_len_field(message: &[u8], number: u32, value: &[u8]) -> Option<Bo
             Some(Err(_)) => return None,
             Some(Ok((n, Field::Len(b)))) if n == number => {
                 // A skipped group may sit in front of the field: keep its bytes.
-                let own = varint_len(u64::from(n << 3 | u32::from(LEN)))
-                    + varint_len(b.len() as u64)
-                    + b.len();
-                out.extend_from_slice(&message[start..fields.pos - own]);
+                out.extend_from_slice(&message[start..fields.pos - len_field_size(n, b)]);
                 if !written {
                     put_len(&mut out, number, value);
                     written = true;
@@ -187,6 +184,11 @@ pub fn replace_len_field(message: &[u8], number: u32, value: &[u8]) -> Option<Bo
         put_len(&mut out, number, value);
     }
     Some(out.into_boxed_slice())
+}
+
+/// Encoded size of length-delimited field `n` holding `value` (key, length, value).
+fn len_field_size(n: u32, value: &[u8]) -> usize {
+    varint_len(u64::from(n << 3 | u32::from(LEN))) + varint_len(value.len() as u64) + value.len()
 }
 
 /// `message` without the key-values of field `field` whose key is one of `keys`; None when
@@ -206,10 +208,7 @@ pub fn remove_key_values(message: &[u8], field: u32, keys: &[&str]) -> Option<Bo
                         .is_some_and(|k| keys.iter().any(|w| w.as_bytes() == k)) =>
             {
                 // A skipped group may sit in front of the field: keep its bytes.
-                let own = varint_len(u64::from(n << 3 | u32::from(LEN)))
-                    + varint_len(kv.len() as u64)
-                    + kv.len();
-                out.extend_from_slice(&message[start..fields.pos - own]);
+                out.extend_from_slice(&message[start..fields.pos - len_field_size(n, kv)]);
                 removed = true;
             }
             Some(Ok(_)) => out.extend_from_slice(&message[start..fields.pos]),
