@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use casefile::cluster::ring::Ring;
 use casefile::fixture::{self, Gen, Shape, Trace};
+use common::certs::{s, Certs};
 use common::process::Process;
+use common::tls::{self as t, Identity};
 use common::{api_get, api_post, Downstream};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
@@ -42,6 +44,48 @@ fn member_config_waiting(
     downstream: SocketAddr,
     wait: &str,
 ) -> PathBuf {
+    member_config_with(dir, me, members, downstream, wait, None)
+}
+
+/// TLS of a tier: the members' receivers and APIs serve the test server certificate and
+/// require client certificates of the test CA; `cluster.tls` shows the client certificate.
+struct TierTls {
+    server: String,
+    cluster: String,
+}
+
+impl TierTls {
+    fn new(c: &Certs) -> TierTls {
+        TierTls {
+            server: format!(
+                "{{ cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\" }}",
+                s(&c.server_cert),
+                s(&c.server_key),
+                s(&c.ca)
+            ),
+            cluster: format!(
+                "{{ ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\", server_name_override: localhost }}",
+                s(&c.ca),
+                s(&c.client_cert),
+                s(&c.client_key)
+            ),
+        }
+    }
+}
+
+/// [`member_config_waiting`], over TLS with `tls`.
+fn member_config_with(
+    dir: &Path,
+    me: &(String, String),
+    members: &[(String, String)],
+    downstream: SocketAddr,
+    wait: &str,
+    tls: Option<&TierTls>,
+) -> PathBuf {
+    let (server, cluster) = match tls {
+        Some(t) => (t.server.as_str(), t.cluster.as_str()),
+        None => ("null", "null"),
+    };
     let peers: Vec<String> = members
         .iter()
         .map(|(otlp, api)| format!("{{ otlp: \"{otlp}\", api: \"{api}\" }}"))
@@ -52,7 +96,7 @@ fn member_config_waiting(
 receivers:
   otlp:
     protocols:
-      grpc: {{ endpoint: "{me}" }}
+      grpc: {{ endpoint: "{me}", tls: {server} }}
 processors:
   tail_sampling:
     decision_wait: {wait}
@@ -61,11 +105,12 @@ processors:
 exporters:
   otlp: {{ endpoint: "{downstream}", tls: {{ insecure: true }}, timeout: 1s }}
 support:
-  api: {{ endpoint: "{api}" }}
+  api: {{ endpoint: "{api}", tls: {server} }}
   index: {{ attributes: [user.id] }}
 cluster:
   self: "{me}"
   peers: [{}]
+  tls: {cluster}
 shutdown_timeout: 5s
 "#,
         peers.join(", ")
@@ -393,4 +438,81 @@ async fn a_stopping_member_hands_its_pending_traces_over() {
     );
     let (ok, log) = first.stop();
     assert!(ok, "{}", log.join("\n"));
+}
+
+/// Members talk to each other over mutual TLS (`cluster.tls`): forwarding and the
+/// tier-wide API both, while refusing clients without a certificate of the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_forward_and_ask_each_other_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::new();
+    let tls = TierTls::new(&certs);
+    let (down, down_addr) = Downstream::start().await;
+    let addrs = tier_addrs(2);
+    let mut apis = Vec::new();
+    let mut procs = Vec::new();
+    for me in &addrs {
+        let cfg = member_config_with(dir.path(), me, &addrs, down_addr, "300ms", Some(&tls));
+        let (p, api) = start_member(&cfg).await;
+        procs.push(p);
+        apis.push(api);
+    }
+    let ring = Ring::new(addrs.iter().map(|(o, _)| o.clone()).collect());
+    let mut g = Gen::new(84);
+    let traces: Vec<Trace> = (0..12)
+        .map(|i| {
+            let mut t = g.trace(Shape::ERROR, 4);
+            t.set_user(&format!("usr_tls_{i:02}"));
+            t
+        })
+        .collect();
+    let client = || t::client_config(&certs, Identity::Client);
+    for (member, range) in [(0, 0..2), (1, 2..4)] {
+        let spans = traces.iter().flat_map(|t| &t.spans[range.clone()]);
+        let addr: SocketAddr = addrs[member].0.parse().unwrap();
+        t::grpc_export(addr, client(), fixture::request(spans))
+            .await
+            .unwrap();
+    }
+    down.wait_for("every trace whole, forwarded over TLS", |d| {
+        d.has_all(&traces)
+    })
+    .await;
+    assert_eq!(down.span_count(), 48, "each span once");
+    // A trace the second member owns, looked up on the first over HTTPS: it asks the
+    // second over mutual TLS.
+    let (i, theirs) = traces
+        .iter()
+        .enumerate()
+        .find(|(_, t)| ring.owner(&t.trace_id) == 1)
+        .expect("a trace the second member owns");
+    let path = format!("/api/v1/traces?user.id=usr_tls_{i:02}");
+    let (status, body) = t::https(apis[0], client(), "GET", &path, &[], Vec::new())
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["traces"][0]["trace_id"],
+        hex::encode(theirs.trace_id).as_str(),
+        "{v}"
+    );
+    assert_eq!(v["traces"][0]["member"], addrs[1].0.as_str(), "{v}");
+    assert_eq!(v["partial"], serde_json::json!([]), "{v}");
+    // A client without a certificate is refused: members accept members only.
+    let anonymous = t::client_config(&certs, Identity::None);
+    assert!(t::https(
+        apis[1],
+        anonymous,
+        "GET",
+        "/api/v1/traces?user.id=x",
+        &[],
+        Vec::new()
+    )
+    .await
+    .is_err());
+    for p in procs {
+        let (ok, log) = p.stop();
+        assert!(ok, "{}", log.join("\n"));
+    }
 }

@@ -17,4 +17,7 @@ pub struct ClusterCfg {
     pub me: String,
     /// Every member, this one included.
     pub peers: Vec<PeerCfg>,
+    /// `cluster.tls`: members forward and ask each other over TLS with these client
+    /// settings (their receivers and support APIs serve TLS); None: plaintext.
+    pub tls: Option<crate::export::config::TlsCfg>,
 }

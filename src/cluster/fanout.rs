@@ -14,6 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use crate::export::ExportError;
+
 /// How long a member's answer is waited for.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -23,15 +25,36 @@ const MAX_ANSWER: usize = 16 << 20;
 /// The query parameter that asks a member to answer for itself only.
 pub const MEMBER_ONLY: &str = "scope=member";
 
+/// An HTTP client for the members' support APIs: HTTPS with `cluster.tls`.
 #[derive(Clone)]
-pub struct Asker {
-    client: Client<HttpConnector, Full<Bytes>>,
+pub enum Asker {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
 }
 
-impl Default for Asker {
-    fn default() -> Asker {
-        Asker {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+impl Asker {
+    /// Plaintext without `tls`; with it, HTTPS with its CA, client certificate and server
+    /// name.
+    pub fn new(tls: Option<&crate::export::config::TlsCfg>) -> Result<Asker, ExportError> {
+        let builder = Client::builder(TokioExecutor::new());
+        let Some(t) = tls else {
+            return Ok(Asker::Plain(builder.build_http()));
+        };
+        let err = |e: crate::tls::TlsError| ExportError::Config {
+            name: "cluster".into(),
+            reason: e.message(),
+        };
+        let config = crate::tls::client_config(t).map_err(err)?;
+        let connector =
+            crate::tls::https_connector(config, t.server_name_override.as_deref(), false, TIMEOUT)
+                .map_err(err)?;
+        Ok(Asker::Tls(builder.build(connector)))
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self {
+            Asker::Plain(_) => "http",
+            Asker::Tls(_) => "https",
         }
     }
 }
@@ -105,7 +128,10 @@ impl Asker {
         } else {
             '?'
         };
-        let uri = format!("http://{api}{path_and_query}{sep}{MEMBER_ONLY}");
+        let uri = format!(
+            "{}://{api}{path_and_query}{sep}{MEMBER_ONLY}",
+            self.scheme()
+        );
         let mut req = http::Request::builder().method(method).uri(&uri);
         if let Some(a) = auth {
             req = req.header(http::header::AUTHORIZATION, a);
@@ -119,7 +145,11 @@ impl Asker {
         };
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let ask = async {
-            let res = self.client.request(req).await.map_err(|e| e.to_string())?;
+            let res = match self {
+                Asker::Plain(c) => c.request(req).await,
+                Asker::Tls(c) => c.request(req).await,
+            }
+            .map_err(|e| e.to_string())?;
             let status = res.status().as_u16();
             let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
                 .collect()

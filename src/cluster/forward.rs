@@ -1,6 +1,6 @@
 //! Sending spans to the member that owns their trace: one task a member, fed through a
 //! bounded channel, sending each batch as an OTLP/gRPC request (the `otlp` exporter's
-//! client, span bytes passed through, no compression, plaintext) marked with
+//! client, span bytes passed through, no compression, TLS with `cluster.tls`) marked with
 //! [`super::FORWARDED_BY`] so the owner ingests it and never forwards it again.
 //!
 //! Nothing accepted is lost on the way: a member that cannot be reached (a few quick
@@ -42,14 +42,21 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a down member is probed.
 pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
 
-/// The client of the member whose OTLP/gRPC receiver is at `otlp`.
-pub(super) fn sink(me: &str, otlp: &str) -> Result<GrpcSink, ExportError> {
+/// The client of the member whose OTLP/gRPC receiver is at `otlp`: over TLS with `tls`
+/// (`cluster.tls`), else plaintext.
+pub(super) fn sink(me: &str, otlp: &str, tls: Option<&TlsCfg>) -> Result<GrpcSink, ExportError> {
     let cfg = OtlpCfg {
         endpoint: otlp.to_owned(),
         traces_endpoint: None,
-        tls: TlsCfg {
-            insecure: true,
-            ..TlsCfg::default()
+        tls: match tls {
+            Some(t) => TlsCfg {
+                insecure: false,
+                ..t.clone()
+            },
+            None => TlsCfg {
+                insecure: true,
+                ..TlsCfg::default()
+            },
         },
         // Members sit next to each other: CPU matters more than bytes.
         compression: "none".into(),

@@ -13,9 +13,11 @@
 //! A member that stops hands its pending traces to their owners without it
 //! ([`Cluster::hand_off`]).
 //!
+//! With `cluster.tls` members forward and ask each other over (mutual) TLS.
+//!
 //! Not built yet (SPEC.md, "The gateway tier"): membership from DNS, hand-off when a
-//! member fails or joins, of recent decisions and of complaint flags, TLS between members,
-//! and running it beside `storage` (refused by the config check).
+//! member fails or joins, of recent decisions and of complaint flags, and running it
+//! beside `storage` (refused by the config check).
 
 pub mod config;
 pub mod fanout;
@@ -89,7 +91,7 @@ impl Cluster {
             sinks.push(if i == me {
                 None
             } else {
-                Some(forward::sink(&cfg.me, &p.otlp)?)
+                Some(forward::sink(&cfg.me, &p.otlp, cfg.tls.as_ref())?)
             });
         }
         let n = cfg.peers.len();
@@ -113,7 +115,7 @@ impl Cluster {
             queued: Default::default(),
             probing: (0..n).map(|_| AtomicBool::new(false)).collect(),
             apis: cfg.peers.iter().map(|p| p.api.clone()).collect(),
-            asker: fanout::Asker::default(),
+            asker: fanout::Asker::new(cfg.tls.as_ref())?,
             buffer,
             senders: Mutex::new(Some(senders)),
             tasks: Mutex::new(Vec::new()),

@@ -20,6 +20,7 @@ fn cfg(me: &str, other: &str) -> ClusterCfg {
     ClusterCfg {
         me: me.into(),
         peers: vec![peer(me), peer(other)],
+        tls: None,
     }
 }
 

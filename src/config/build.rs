@@ -418,11 +418,25 @@ impl Reader {
                 "membership from DNS is not built yet: list the members in cluster.peers",
             );
         }
-        if c.tls.is_some() {
-            self.problem(
-                "cluster.tls",
-                "TLS between members is not built yet: members forward in plaintext on a private network",
-            );
+        if let Some(t) = &c.tls {
+            if t.insecure {
+                self.problem(
+                    "cluster.tls.insecure",
+                    "leave cluster.tls out for plaintext between members",
+                );
+            }
+            // Checked as an otlp exporter's would be, against a TLS endpoint.
+            let probe = crate::export::config::OtlpCfg {
+                endpoint: "https://member:4317".into(),
+                traces_endpoint: None,
+                tls: t.clone(),
+                compression: "none".into(),
+                headers: Default::default(),
+                timeout: Default::default(),
+                retry_on_failure: Default::default(),
+                sending_queue: Default::default(),
+            };
+            self.exporter_tls("cluster", &probe, false);
         }
         let me = c.me.filter(|m| !m.trim().is_empty());
         if me.is_none() {
@@ -468,7 +482,11 @@ impl Reader {
             );
             return None;
         }
-        (!peers.is_empty()).then_some(crate::cluster::ClusterCfg { me, peers })
+        (!peers.is_empty()).then_some(crate::cluster::ClusterCfg {
+            me,
+            peers,
+            tls: c.tls,
+        })
     }
 
     fn storage(&mut self, s: raw::Storage) -> Option<StorageCfg> {

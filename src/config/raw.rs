@@ -295,7 +295,9 @@ pub struct Cluster {
     pub me: Option<String>,
     pub peers: Vec<Peer>,
     pub dns: Option<serde_yaml_ng::Value>,
-    pub tls: Option<serde_yaml_ng::Value>,
+    /// How members reach each other's receivers and support APIs over TLS (the exporters'
+    /// client settings).
+    pub tls: Option<crate::export::config::TlsCfg>,
 }
 
 /// `cluster.peers[]`.

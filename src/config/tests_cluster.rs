@@ -64,3 +64,34 @@ fn every_cluster_mistake_is_reported_at_once() {
         .iter()
         .any(|l| l.problem.path == "cluster" && l.problem.message.contains("storage")));
 }
+
+#[test]
+fn cluster_tls_is_checked_as_an_exporters_client_tls() {
+    let ok = format!(
+        "{MINIMAL}cluster:\n  self: a:1\n  peers: [{{ otlp: a:1 }}]\n  tls: {{ insecure_skip_verify: true, server_name_override: casefile.test }}\n"
+    );
+    let c = load_with_env(&ok, "t.yaml", &env())
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(
+        c.tls.and_then(|t| t.server_name_override).as_deref(),
+        Some("casefile.test")
+    );
+    let bad = format!(
+        "{MINIMAL}cluster:\n  self: a:1\n  peers: [{{ otlp: a:1 }}]\n  tls: {{ insecure: true, ca_file: /nonexistent/ca.pem }}\n"
+    );
+    let got: Vec<(String, String)> = problems(&bad)
+        .into_iter()
+        .map(|l| (l.problem.path, l.problem.message))
+        .collect();
+    assert!(
+        got.iter().any(|(p, _)| p == "cluster.tls.insecure"),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(p, m)| p.starts_with("cluster.tls") && m.contains("/nonexistent/ca.pem")),
+        "{got:?}"
+    );
+}

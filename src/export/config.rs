@@ -40,7 +40,7 @@ pub struct OtlpCfg {
 
 /// `exporters.otlp.tls` / `exporters.otlphttp.tls`, as the Collector's client TLS settings.
 /// Paths only: the files are read when the exporter starts (and by `casefile check`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsCfg {
     /// otlp (gRPC) only: plaintext to a `host:port` endpoint. Without it, and always
