@@ -48,8 +48,8 @@ pub struct Cluster {
 }
 
 /// Span bytes that may wait for other members (all together): past it, spans are decided
-/// where they landed.
-const MAX_QUEUED: usize = 256 << 20;
+/// where they landed. The memory budget reserves it for a member of a tier.
+pub const MAX_QUEUED: usize = 256 << 20;
 
 /// The forwarders' channels, by member (None for this member).
 type Senders = Vec<Option<mpsc::Sender<Vec<Span>>>>;

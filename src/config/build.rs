@@ -459,6 +459,12 @@ impl Reader {
                     self.problem(format!("{at}.{key}"), format!("{a:?}: expected host:port"));
                 }
             }
+            if p.api.is_none() {
+                self.warning(
+                    format!("{at}.api"),
+                    "no api address: the tier-wide support API cannot ask this member (it is listed in `partial`)",
+                );
+            }
             if peers.iter().any(|q| q.otlp == p.otlp) {
                 self.problem(
                     format!("{at}.otlp"),

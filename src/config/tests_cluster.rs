@@ -17,6 +17,13 @@ fn a_static_member_list_loads() {
             .any(|l| l.starts_with("cluster: member 10.0.0.2:4317 of 2")),
         "{summary:?}"
     );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.problem.path == "cluster.peers[1].api"),
+        "{:?}",
+        c.warnings
+    );
     let cluster = c.cluster.expect("cluster");
     assert_eq!(cluster.me, "10.0.0.2:4317");
     assert_eq!(cluster.peers.len(), 2);

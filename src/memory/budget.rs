@@ -86,8 +86,14 @@ pub fn reserved(config: &Config) -> u64 {
     .flatten()
     .max()
     .unwrap_or(0) as u64;
+    // Spans waiting to be forwarded to the other members of a tier.
+    let forwarding = if config.cluster.is_some() {
+        crate::cluster::MAX_QUEUED as u64
+    } else {
+        0
+    };
     // Two of the largest requests decoded at once per core of this machine class.
-    PROCESS_BYTES + 2 * largest + index + rescue + caches
+    PROCESS_BYTES + 2 * largest + index + rescue + caches + forwarding
 }
 
 impl Budget {

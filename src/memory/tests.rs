@@ -283,3 +283,14 @@ fn shipped_configs_fit_the_pod_limits_their_comments_name() {
         );
     }
 }
+
+/// A member of a tier reserves what may wait for the other members.
+#[test]
+fn a_tier_member_reserves_its_forwarding_queue() {
+    let alone = budget::reserved(&load("", SMALL_SUPPORT));
+    let tier = format!("{SMALL_SUPPORT}cluster: {{ self: \"a:1\", peers: [{{ otlp: \"a:1\" }}, {{ otlp: \"b:1\" }}] }}\n");
+    assert_eq!(
+        budget::reserved(&load("", &tier)),
+        alone + crate::cluster::MAX_QUEUED as u64
+    );
+}
