@@ -9,7 +9,8 @@
 //! ([`format`]) and seals each full segment with its index ([`segment`]). The dropped
 //! traces of a block that cannot be written go to the rescue ring ([`spill`]). Readers
 //! search the sealed indexes with positioned reads and the active
-//! segment's index in memory, and merge a trace's records ([`read`]). `open` reads only the
+//! segment's index in memory, and merge a trace's records ([`read`]). The handle's write
+//! side is in [`record`], its read side in [`reads`]. `open` reads only the
 //! index headers, and re-indexes a data file whose index is missing or damaged (the
 //! segment of a killed process: read up to its last complete record). Retention deletes
 //! whole segments, oldest first. [`offline`] reads an archive without the daemon.
@@ -31,6 +32,8 @@ mod keys;
 pub mod offline;
 mod pack;
 mod read;
+mod reads;
+mod record;
 mod records;
 mod recover;
 mod segment;
@@ -48,17 +51,17 @@ mod tests_tiers;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 
-use crate::model::{Span, TraceId};
+use crate::model::TraceId;
 pub use crate::support::index::Key;
-use crate::support::index::{Summary, TraceKeys};
-use builder::{Builder, Filled};
+use crate::support::index::Summary;
+use builder::Builder;
 pub use config::{ArchiveCfg, Traces, ESTIMATED_BYTES_PER_SPAN};
 use keys::Hasher;
 use read::BlockCache;
@@ -357,102 +360,6 @@ impl Archive {
         &self.handle.inner
     }
 
-    /// Runs `f` on the block being filled, then hands the blocks it filled to the writer.
-    /// A panic in `f` turns archiving off (logged) and never reaches the caller.
-    fn fill(&self, f: impl FnOnce(&mut Builder, &Inner, &mut Vec<Filled>)) {
-        let inner = self.inner();
-        if inner.off.load(Relaxed) {
-            return;
-        }
-        let mut full = Vec::new();
-        {
-            let mut b = inner.builder.lock();
-            let run = std::panic::AssertUnwindSafe(|| f(&mut b, inner, &mut full));
-            if std::panic::catch_unwind(run).is_err() {
-                inner.off.store(true, Relaxed);
-                *b = Builder::default();
-                tracing::error!("archive: filling a block panicked; archiving is off");
-                return;
-            }
-        }
-        for block in full {
-            self.send(block);
-        }
-    }
-
-    /// Hands a full block to the writer, or drops it when the queue is full (counted by
-    /// trace; its dropped traces go to the rescue ring).
-    fn send(&self, block: Filled) {
-        match self.handle.tx.try_send(Msg::Block(block)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(Msg::Block(block))) => {
-                let traces = block.traces;
-                self.inner()
-                    .counters
-                    .dropped_busy
-                    .fetch_add(traces, Relaxed);
-                metrics::counter!("casefile_archive_dropped_traces_total", "reason" => "busy")
-                    .increment(traces);
-                spill::spill(self.inner(), &block);
-            }
-            // Closed: the writer stopped (shutdown, or after a panic).
-            Err(TrySendError::Disconnected(Msg::Block(block))) => {
-                spill::spill(self.inner(), &block);
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Gives the archive the rescue ring as its fallback: the dropped traces of blocks it
-    /// cannot write go there ([`spill`]). Without it they are only counted.
-    pub fn spill_to(&self, ring: Arc<crate::support::rescue::RescueBuffer>) {
-        let _ = self.inner().spill.set(ring);
-    }
-
-    /// True while the archive takes dropped traces (off after a bug stopped it): the
-    /// rescue ring then holds only what it spills.
-    pub fn is_writing(&self) -> bool {
-        !self.inner().off.load(Relaxed)
-    }
-
-    /// Dropped traces (at decision, and late spans of dropped traces), packed on the
-    /// caller's thread while their bytes are in its cache. Never blocks.
-    pub fn record_dropped(&self, traces: Vec<(TraceId, Vec<Span>)>) {
-        self.record_dropped_with_keys(traces, TraceKeys::default());
-    }
-
-    /// [`Archive::record_dropped`] with the keys the index holds for the traces (by
-    /// position; the others are read from their spans): the index's digests, stored as
-    /// they are.
-    pub fn record_dropped_with_keys(&self, traces: Vec<(TraceId, Vec<Span>)>, known: TraceKeys) {
-        if !traces.is_empty() {
-            self.fill(|b, inner, full| b.dropped(inner, &traces, &known, full));
-        }
-    }
-
-    /// True when kept traces' spans are archived (`traces: all`): their keys are then worth
-    /// handing over ([`Archive::kept_keys`]).
-    pub fn keeps_kept_spans(&self) -> bool {
-        self.inner().cfg.traces == Traces::All
-    }
-
-    /// The keys the index holds for traces just kept (id, span count), by position in
-    /// `ids`: their spans follow with [`Archive::record_kept`] (after export encoding) and
-    /// take these keys instead of being read for them, when they come as that many spans
-    /// (late spans in the same batch: read). Never blocks.
-    pub fn kept_keys(&self, ids: Vec<(TraceId, u32)>, known: TraceKeys) {
-        if !ids.is_empty() {
-            self.fill(|b, _, _| b.kept_keys(ids, known));
-        }
-    }
-
-    /// Kept spans as handed to the exporters (many traces, late spans too). Never blocks.
-    pub fn record_kept(&self, spans: Vec<Span>) {
-        if !spans.is_empty() {
-            self.fill(|b, inner, full| b.kept(inner, spans, full));
-        }
-    }
-
     /// How the archive hashes values into keys (the index hashes the same way once
     /// [`crate::support::Hooks::with_archive`] hands it over).
     pub fn key_hash(&self) -> crate::support::index::KeyHash {
@@ -464,112 +371,6 @@ impl Archive {
         self.inner()
             .hasher
             .key(attribute.as_bytes(), value.as_bytes())
-    }
-
-    /// Traces with `key` whose start is within `[start, end]` (Unix nanoseconds), newest
-    /// first, at most `limit`.
-    pub fn lookup(
-        &self,
-        key: &Key,
-        start: Option<u64>,
-        end: Option<u64>,
-        limit: usize,
-    ) -> Vec<Summary> {
-        let inner = self.inner();
-        inner.counters.lookups.fetch_add(1, Relaxed);
-        metrics::counter!("casefile_archive_lookups_total").increment(1);
-        let (lo, hi) = (start.unwrap_or(0), end.unwrap_or(u64::MAX));
-        let (sealed, mut recs) = {
-            let st = inner.state.read();
-            let recs = st
-                .active
-                .as_ref()
-                .map(|a| a.index.by_key(a.seq, &a.data, key))
-                .unwrap_or_default();
-            (st.sealed.clone(), recs)
-        };
-        for s in sealed.iter().rev() {
-            // A trace starts no later than any of its records; one whose keyed records
-            // all started after `end` is taken to start after it too (late spans carry
-            // their trace's keys only if they have the attributes).
-            if s.header.max_start < lo || s.header.min_start > hi {
-                continue;
-            }
-            match s.by_key(key) {
-                Ok(r) => recs.extend(r),
-                Err(e) => tracing::debug!(seq = s.seq, error = %e, "archive: segment unreadable"),
-            }
-        }
-        let mut first: std::collections::HashMap<TraceId, u64> = Default::default();
-        for r in &recs {
-            let e = first.entry(r.row.id).or_insert(u64::MAX);
-            *e = (*e).min(r.row.start);
-        }
-        let mut candidates: Vec<(u64, TraceId)> = first
-            .into_iter()
-            .filter(|&(_, s)| s >= lo)
-            .map(|(id, s)| (s, id))
-            .collect();
-        candidates.sort_unstable_by(|a, b| b.cmp(a));
-        let mut out = Vec::new();
-        for (_, id) in candidates {
-            if out.len() >= limit {
-                break;
-            }
-            // Found on disk: not settled (a scan of the pending block per candidate).
-            if let Some(s) = read::merge(id, &mut self.inner().recs_of(&id)) {
-                if (lo..=hi).contains(&s.start_unix_nano) {
-                    out.push(s);
-                }
-            }
-        }
-        out.sort_by_key(|s| std::cmp::Reverse(s.start_unix_nano));
-        out
-    }
-
-    /// Writes the block being filled now if it holds a record of `id`, so a read by id
-    /// sees a trace dropped a moment ago (blocks wait up to a second otherwise). Blocks
-    /// the caller until the writer has written it.
-    pub fn settle(&self, id: &TraceId) {
-        if self.inner().builder.lock().holds(id) {
-            self.flush();
-        }
-    }
-
-    /// The trace's summary, all its records merged.
-    pub fn summary(&self, id: &TraceId) -> Option<Summary> {
-        self.settle(id);
-        read::merge(*id, &mut self.inner().recs_of(id))
-    }
-
-    /// Every archived span of the trace (None when the archive holds none of its spans).
-    pub fn spans(&self, id: &TraceId) -> Option<Vec<Span>> {
-        self.settle(id);
-        let mut recs = self.inner().recs_of(id);
-        recs.sort_by_key(|r| (r.seq, r.pos));
-        self.inner().cache.spans(&recs)
-    }
-
-    /// The indexed attributes the trace has values for, with their keys.
-    pub fn keys_of(&self, id: &TraceId) -> Vec<(String, Key)> {
-        self.settle(id);
-        let mut out: Vec<(String, Key)> = Vec::new();
-        let inner = self.inner();
-        let names = &inner.cfg.attributes;
-        let rekey = |spans: &[Span]| -> Vec<(String, Key)> {
-            let keys = inner.hasher.keys_of(names, spans, &mut Default::default());
-            keys.into_iter()
-                .map(|(i, k)| (names[i as usize].clone(), k))
-                .collect()
-        };
-        for r in inner.recs_of(id) {
-            for k in inner.cache.keys_of(&r, &rekey) {
-                if !out.contains(&k) {
-                    out.push(k);
-                }
-            }
-        }
-        out
     }
 
     /// Live reload of the bounds (enforced by the writer within a few seconds).

@@ -11,7 +11,8 @@ use prost::Message;
 
 use super::*;
 use crate::fixture::{self, kv, Gen, Shape};
-use crate::support::index::Decision;
+use crate::model::Span;
+use crate::support::index::{Decision, TraceKeys};
 use crate::wire::decode::decode_request;
 
 pub(super) const HOUR: Duration = Duration::from_secs(3600);

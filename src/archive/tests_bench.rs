@@ -9,6 +9,7 @@ use prost::Message;
 use super::tests::{cfg, decoded};
 use super::*;
 use crate::fixture::{Gen, Shape};
+use crate::model::Span;
 use crate::support::index::Summary;
 
 fn disk(dir: &Path) -> (u64, u64) {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::tests::{bytes_of, cfg, clock, kept, small, traces, HOUR};
 use super::*;
 use crate::fixture::Gen;
+use crate::model::Span;
 
 fn files_of(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
